@@ -1,0 +1,42 @@
+"""SharpV for video LLMs: configuration, Hugging Face integration, KV cache, command line.
+
+Names are imported lazily so that ``import sharpv`` stays cheap and transformers remains
+an optional dependency (only the integration modules need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module (relative to this package) that defines it
+_LAZY = {
+    # Memory SharpV (python/sharpv/memory.py, python/sharpv/cache.py)
+    "memory_sharpv": "memory",
+    "MemorySharpVState": "memory",
+    "CompactingCache": "cache",
+    # drop-in integration (python/sharpv/config.py, python/sharpv/integration.py)
+    "SharpVConfig": "config",
+    "apply_sharpv": "integration",
+    "revert_sharpv": "integration",
+    # pre-LLM baselines (python/sharpv/baselines/)
+    "baselines": "baselines",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sharpv' has no attribute {name!r}")
+    mod = importlib.import_module(f".{module}", __name__)
+    value = mod if name == module else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

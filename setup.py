@@ -1,0 +1,41 @@
+"""Build script for the ``sharpv-kernels`` distribution.
+
+Installs two import packages:
+
+* ``sharpv_kernels`` -- Triton kernels, their launchers, plain-PyTorch references and
+  the ``torch.ops.sharpv.*`` operators (depends on torch and triton only);
+* ``sharpv`` (from ``python/sharpv``) -- the model-facing integration and the ``sharpv``
+  command line.
+
+On a machine without a GPU install the CPU build of torch first
+(``pip install torch==2.13.0``); a bare ``torch`` requirement would otherwise pull the
+CUDA wheels.
+"""
+
+from setuptools import find_packages, setup
+
+_kernel_pkgs = find_packages(include=["sharpv_kernels", "sharpv_kernels.*"])
+_model_pkgs = ["sharpv"] + ["sharpv." + p for p in find_packages(where="python/sharpv")]
+
+setup(
+    name="sharpv-kernels",
+    version="0.1.0",
+    description="Fused Triton kernels and Hugging Face integration for SharpV video-token pruning",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=_kernel_pkgs + _model_pkgs,
+    package_dir={"sharpv": "python/sharpv"},
+    install_requires=["torch>=2.5", "triton>=3.1", "numpy"],
+    extras_require={
+        "hf": ["transformers>=4.53", "av", "matplotlib", "tqdm", "pillow"],
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "ruff"],
+        "bench": ["pytest-benchmark", "matplotlib"],
+        "flash": ["flash-attn"],
+    },
+    entry_points={"console_scripts": ["sharpv=sharpv.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)

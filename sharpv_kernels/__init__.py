@@ -1,0 +1,23 @@
+"""sharpv_kernels: fused Triton kernels for SharpV video-token pruning.
+
+Importing the package registers the ``torch.ops.sharpv.*`` operators. Depends on torch and
+triton only.
+"""
+
+from .visual import (
+    VisualPruneResult,
+    visual_prune,
+    visual_prune_reference,
+    visual_scores,
+    visual_scores_reference,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VisualPruneResult",
+    "visual_prune",
+    "visual_prune_reference",
+    "visual_scores",
+    "visual_scores_reference",
+]

@@ -1,0 +1,159 @@
+"""Vectorized PyTorch path of Visual SharpV, used for CPU tensors.
+
+Same contract and numerics as the Triton kernels (float32 accumulation, same tie rules,
+same budget split), with no Python loop over frames or videos: every step is a batched
+tensor op over all frames of all videos at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .naive import BUDGET_BISECTION_STEPS
+
+__all__ = [
+    "frame_video_ids",
+    "visual_scores_cpu",
+    "frame_counts_cpu",
+    "budget_quotas_cpu",
+    "select_cpu",
+]
+
+_EPS = 1e-12
+
+
+def frame_video_ids(cu_frames: torch.Tensor, total_frames: int) -> torch.Tensor:
+    """``(total_frames,)`` int64 index of the video each frame belongs to."""
+    lengths = (cu_frames[1:] - cu_frames[:-1]).to(torch.int64)
+    return torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=cu_frames.device), lengths, output_size=total_frames
+    )
+
+
+def _unit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return torch.where(norm > _EPS, x / norm.clamp_min(_EPS), torch.zeros_like(x)), norm
+
+
+def _pair_score(ua: torch.Tensor, ub: torch.Tensor, metric: str) -> torch.Tensor:
+    if metric == "dissim":
+        return torch.linalg.vector_norm(ua - ub, dim=-1)
+    return 1.0 - (ua * ub).sum(-1)
+
+
+def visual_scores_cpu(
+    features: torch.Tensor, cu_frames: torch.Tensor, w: float, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """S, T, I ``(total_frames, f)``, r ``(total_frames,)`` (float32) and a non-finite flag."""
+    n_frames, f, _ = features.shape
+    x = features.to(torch.float32)
+    u, norm = _unit(x)
+    um, _ = _unit(x.mean(dim=1))
+    S = _pair_score(u, um[:, None, :], metric)
+    first = torch.zeros(n_frames, dtype=torch.bool)
+    first[cu_frames[:-1].long()] = True
+    T = S.clone()
+    if n_frames > 1:
+        T_prev = _pair_score(u[1:], u[:-1], metric)
+        T[1:] = torch.where(first[1:, None], S[1:], T_prev)
+    I = T + w * S
+    r = (torch.linalg.vector_norm(T, dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
+    bad = not bool(torch.isfinite(norm).all() and torch.isfinite(I).all())
+    return S, T, I, r, bad
+
+
+def _video_budgets(cu_frames: torch.Tensor, f: int, budget: float, min_keep: int) -> torch.Tensor:
+    """``(B,)`` int64 tokens per video: ``max(round(float32(budget) * n*f), n * min_keep)``."""
+    n = (cu_frames[1:] - cu_frames[:-1]).to(torch.int64)
+    prod = torch.tensor(budget, dtype=torch.float32) * (n * f).to(torch.float32)
+    return torch.maximum(torch.round(prod).to(torch.int64), n * min_keep)
+
+
+def budget_quotas_cpu(
+    r: torch.Tensor, cu_frames: torch.Tensor, f: int, budget: float, min_keep: int
+) -> torch.Tensor:
+    """Per-frame quotas of ``budget`` mode for all videos at once (see ``budget_quotas_reference``).
+
+    Returns ``(total_frames,)`` int64 quotas; each video's quotas sum to its budget.
+    """
+    n_frames = r.numel()
+    n_videos = cu_frames.numel() - 1
+    vid = frame_video_ids(cu_frames, n_frames)
+    totals = _video_budgets(cu_frames, f, budget, min_keep)
+    rd = r.to(torch.float64)
+    positive = rd > 0
+
+    def seg_sum(v: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(n_videos, dtype=v.dtype).index_add_(0, vid, v)
+
+    cap = seg_sum(torch.where(positive, float(f), float(min_keep)).to(torch.float64))
+    pinned_video = cap < totals.to(torch.float64)
+    pinned = pinned_video[vid] & positive
+    weights = torch.where(pinned_video[vid], (~positive).to(torch.float64), rd)
+    big = torch.full_like(weights, math.inf)
+    min_w = torch.full((n_videos,), math.inf, dtype=torch.float64).scatter_reduce_(
+        0, vid, torch.where(weights > 0, weights, big), reduce="amin"
+    )
+    hi = torch.where(torch.isinf(min_w), torch.ones_like(min_w), f / min_w)
+    lo = torch.zeros_like(hi)
+
+    def quotas(lam: torch.Tensor) -> torch.Tensor:
+        x = (lam[vid] * weights).clamp(float(min_keep), float(f))
+        return torch.where(pinned, float(f), x)
+
+    for _ in range(BUDGET_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        ok = seg_sum(quotas(mid)) <= totals
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    x = quotas(lo)
+    q = torch.floor(x)
+    left = totals - seg_sum(q).to(torch.int64)
+    frac = torch.where(q < f, x - q, torch.full_like(x, -1.0))
+    # rank of each frame inside its video: largest fraction first, ties to lower index
+    order = torch.argsort(-frac, stable=True)
+    order = order[torch.argsort(vid[order], stable=True)]
+    rank = torch.empty(n_frames, dtype=torch.int64)
+    rank[order] = torch.arange(n_frames) - cu_frames[:-1].long()[vid[order]]
+    extra = (rank < left[vid]) & (frac >= 0)
+    return q.to(torch.int64) + extra.to(torch.int64)
+
+
+def frame_counts_cpu(
+    I: torch.Tensor,
+    r: torch.Tensor,
+    cu_frames: torch.Tensor,
+    *,
+    mode: str,
+    threshold: float,
+    keep_ratio: float | None,
+    budget: float | None,
+    min_keep: int,
+) -> torch.Tensor:
+    """``(total_frames,)`` int64 tokens kept per frame for every mode (SPEC 7)."""
+    n_frames, f = I.shape
+    if mode == "adaptive":
+        k = torch.ceil(r * f).to(torch.int64)
+    elif mode == "ratio":
+        k = torch.full((n_frames,), math.ceil(keep_ratio * f), dtype=torch.int64)
+    elif mode == "manual":
+        k = (I > threshold).sum(dim=1)
+    else:
+        return budget_quotas_cpu(r, cu_frames, f, budget, min_keep)
+    return k.clamp(min_keep, f)
+
+
+def select_cpu(I: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Flat indices (int64, increasing) of the top-``counts[t]`` tokens of each frame.
+
+    Ties in ``I`` go to the lower token index (stable descending sort).
+    """
+    n_frames, f = I.shape
+    order = torch.sort(I, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(f, dtype=order.dtype).expand(n_frames, f).contiguous()
+    )
+    keep = rank < counts[:, None]
+    return keep.reshape(-1).nonzero().squeeze(1)

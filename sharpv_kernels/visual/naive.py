@@ -1,0 +1,196 @@
+"""Plain-PyTorch reference of Visual SharpV, written to be read (SPEC, Visual SharpV).
+
+This is the yardstick for the Triton kernels and the vectorized CPU path: it follows the
+SPEC line by line, one video and one frame at a time. It is slow on purpose; never call
+it on a hot path.
+
+Computation dtype: float32 for float16/bfloat16/float32 inputs, float64 for float64 inputs
+(used by the tests as a high-precision recomputation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .result import VisualPruneResult
+
+__all__ = [
+    "visual_prune_reference",
+    "visual_scores_reference",
+    "budget_quotas_reference",
+    "video_budget",
+]
+
+_EPS = 1e-12
+#: Bisection steps of the budget split; every backend uses the same count.
+BUDGET_BISECTION_STEPS = 64
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """SPEC 1: ``v / ||v||`` along the last dim; rows with norm <= 1e-12 map to zero."""
+    norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    return torch.where(norm > _EPS, v / norm.clamp_min(_EPS), torch.zeros_like(v))
+
+
+def _dissim(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    """SPEC 2: ``||unit(a) - unit(b)||`` (``dissim``) or ``1 - cos(a, b)`` (``cosine``)."""
+    ua, ub = _unit(a), _unit(b)
+    if metric == "dissim":
+        return torch.linalg.vector_norm(ua - ub, dim=-1)
+    return 1.0 - (ua * ub).sum(-1)
+
+
+def _videos(cu_frames: torch.Tensor | None, total_frames: int) -> list[tuple[int, int]]:
+    if cu_frames is None:
+        return [(0, total_frames)]
+    cu = [int(x) for x in cu_frames.tolist()]
+    return list(zip(cu[:-1], cu[1:], strict=True))
+
+
+def visual_scores_reference(
+    features: torch.Tensor,
+    cu_frames: torch.Tensor | None = None,
+    *,
+    w: float = 1.0,
+    metric: str = "dissim",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spatial ``S``, temporal ``T``, importance ``I`` and keep ratio ``r`` (SPEC 1-6).
+
+    Args:
+        features: ``(total_frames, f, d)`` floating tensor.
+        cu_frames: ``(B + 1,)`` integer frame offsets of the videos, or None for one video.
+    Returns:
+        ``S, T, I``: ``(total_frames, f)`` and ``r``: ``(total_frames,)``, all float32
+        (float64 for float64 input).
+    """
+    n_frames, f, _ = features.shape
+    cdt = torch.float64 if features.dtype == torch.float64 else torch.float32
+    out_dt = cdt
+    S = torch.zeros(n_frames, f, dtype=out_dt, device=features.device)
+    T = torch.zeros_like(S)
+    for start, end in _videos(cu_frames, n_frames):
+        for t in range(start, end):
+            frame = features[t].to(cdt)
+            mean = frame.mean(dim=0, keepdim=True)  # SPEC 3
+            S[t] = _dissim(frame, mean, metric)
+            if t == start:  # SPEC 4: the first frame of a video uses T_1 = S_1
+                T[t] = S[t]
+            else:
+                T[t] = _dissim(frame, features[t - 1].to(cdt), metric)
+    I = T + w * S  # SPEC 5
+    r = (torch.linalg.vector_norm(T, dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)  # SPEC 6
+    return S, T, I, r
+
+
+def video_budget(budget: float, n: int, f: int, min_keep: int) -> int:
+    """Tokens a video of ``n`` frames keeps in ``budget`` mode: ``max(round(b*n*f), n*min_keep)``.
+
+    The product is taken in float32 (``float32(budget) * float32(n*f)``) and rounded half
+    to even, exactly as the kernels do, so every backend agrees on the count.
+    """
+    prod = torch.tensor(budget, dtype=torch.float32) * torch.tensor(n * f, dtype=torch.float32)
+    return max(int(torch.round(prod).item()), n * min_keep)
+
+
+def budget_quotas_reference(r: torch.Tensor, total: int, f: int, min_keep: int) -> list[int]:
+    """Split ``total`` tokens over the frames of one video (SPEC 7, ``budget`` mode).
+
+    Every frame gets ``q_t = clamp(lam * r_t, min_keep, f)`` with ``lam`` chosen so the
+    quotas add up to ``total``; integer parts first, then one more token to the frames with
+    the largest fractional parts (ties to the lower frame index). Frames with ``r_t = 0``
+    only receive tokens above ``min_keep`` once every frame with ``r_t > 0`` is full, and
+    the split is uniform when every ``r_t`` is 0.
+
+    Args:
+        r: ``(n,)`` keep ratios of the video's frames.
+        total: tokens to keep in the video, ``n * min_keep <= total <= n * f``.
+    Returns:
+        the ``n`` per-frame quotas, summing to ``total``.
+    """
+    r = [float(x) for x in r.tolist()]
+    n = len(r)
+    positive = [x > 0.0 for x in r]
+    # Frames with r > 0 saturate first; if they cannot absorb the budget, the rest is
+    # spread uniformly over the frames with r = 0 (weight 1) while the others sit at f.
+    if sum(f if p else min_keep for p in positive) >= total:
+        weights, pinned = r, [False] * n
+    else:
+        weights, pinned = [0.0 if p else 1.0 for p in positive], positive
+
+    def quota(lam: float, t: int) -> float:
+        return float(f) if pinned[t] else min(max(lam * weights[t], float(min_keep)), float(f))
+
+    # the largest lam whose quotas do not exceed ``total`` (the sum is monotone in lam);
+    # at lam = hi every weighted frame is full
+    lo, hi = 0.0, f / min((v for v in weights if v > 0.0), default=1.0)
+    for _ in range(BUDGET_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if sum(quota(mid, t) for t in range(n)) <= total:
+            lo = mid
+        else:
+            hi = mid
+    x = [quota(lo, t) for t in range(n)]
+    q = [math.floor(v) for v in x]
+    left = total - sum(q)
+    order = sorted(
+        (t for t in range(n) if q[t] < f), key=lambda t: (-(x[t] - q[t]), t)
+    )  # largest fraction first, ties to the lower frame index
+    for t in order[:left]:
+        q[t] += 1
+    return q
+
+
+def visual_prune_reference(
+    features: torch.Tensor,
+    cu_frames: torch.Tensor | None = None,
+    *,
+    mode: str = "adaptive",
+    w: float = 1.0,
+    threshold: float = 1.6,
+    keep_ratio: float | None = None,
+    budget: float | None = None,
+    min_keep: int = 1,
+    metric: str = "dissim",
+    return_scores: bool = False,
+) -> VisualPruneResult:
+    """Visual SharpV, one frame at a time; same contract as :func:`sharpv_kernels.visual_prune`.
+
+    Performs no input validation beyond what the algorithm needs: call it with valid input.
+    """
+    n_frames, f, _ = features.shape
+    _, _, I, r = visual_scores_reference(features, cu_frames, w=w, metric=metric)
+    counts: list[int] = [0] * n_frames
+    kept: list[int] = []
+    cu_tokens = [0]
+    for start, end in _videos(cu_frames, n_frames):
+        if mode == "budget":
+            total = video_budget(budget, end - start, f, min_keep)
+            quotas = budget_quotas_reference(r[start:end], total, f, min_keep)
+        for t in range(start, end):
+            if mode == "adaptive":
+                k = math.ceil(float(r[t] * f))  # product in the score dtype, as the kernels
+            elif mode == "ratio":
+                k = math.ceil(keep_ratio * f)
+            elif mode == "manual":
+                k = int((I[t] > threshold).sum())
+            else:  # budget
+                k = quotas[t - start]
+            k = min(max(k, min_keep), f)
+            # SPEC 8: the top-k of I, ties to the lower token index ...
+            order = sorted(range(f), key=lambda i, row=I[t].tolist(): (-row[i], i))
+            # ... and kept tokens in their original order
+            chosen = sorted(order[:k])
+            kept.extend(t * f + i for i in chosen)
+            counts[t] = k
+        cu_tokens.append(len(kept))
+    indices = torch.tensor(kept, dtype=torch.int64, device=features.device)
+    return VisualPruneResult(
+        tokens=features.reshape(n_frames * f, -1)[indices],
+        indices=indices,
+        counts=torch.tensor(counts, dtype=torch.int32, device=features.device),
+        ratios=r.to(torch.float32),
+        cu_tokens=torch.tensor(cu_tokens, dtype=torch.int32, device=features.device),
+        scores=I.to(torch.float32) if return_scores else None,
+    )
