@@ -34,8 +34,10 @@ def _nan_poison_empty(monkeypatch):
     """
     real_empty, real_empty_like = torch.empty, torch.empty_like
 
+    from torch._subclasses.fake_tensor import is_fake
+
     def poison(t: torch.Tensor) -> torch.Tensor:
-        if t.numel():
+        if not is_fake(t) and t.device.type != "meta" and t.numel():
             if t.is_floating_point():
                 t.fill_(float("nan"))
             elif t.dtype != torch.bool:

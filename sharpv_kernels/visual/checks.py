@@ -41,7 +41,11 @@ def normalize_cu_frames(
 def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> None:
     """Host-side value check of ``cu_frames`` (used for CPU tensors)."""
     cu = cu_frames.tolist()
-    if cu[0] != 0 or cu[-1] != total_frames or any(b <= a for a, b in zip(cu, cu[1:])):
+    if (
+        cu[0] != 0
+        or cu[-1] != total_frames
+        or any(b <= a for a, b in zip(cu[:-1], cu[1:], strict=True))
+    ):
         raise ValueError(
             f"cu_frames must start at 0, end at features.shape[0] = {total_frames} and "
             f"increase strictly (every video needs at least one frame), got {cu}"
@@ -87,7 +91,8 @@ def check_visual_args(
         )
     if cu_frames.numel() - 1 > n_frames:
         raise ValueError(
-            f"cu_frames describes {cu_frames.numel() - 1} videos but there are only {n_frames} frames"
+            f"cu_frames describes {cu_frames.numel() - 1} videos "
+            f"but features hold only {n_frames} frames"
         )
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

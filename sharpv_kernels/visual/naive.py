@@ -169,6 +169,7 @@ def visual_prune_reference(
             total = video_budget(budget, end - start, f, min_keep)
             quotas = budget_quotas_reference(r[start:end], total, f, min_keep)
         for t in range(start, end):
+            row = I[t].tolist()
             if mode == "adaptive":
                 k = math.ceil(float(r[t] * f))  # product in the score dtype, as the kernels
             elif mode == "ratio":
@@ -179,7 +180,7 @@ def visual_prune_reference(
                 k = quotas[t - start]
             k = min(max(k, min_keep), f)
             # SPEC 8: the top-k of I, ties to the lower token index ...
-            order = sorted(range(f), key=lambda i, row=I[t].tolist(): (-row[i], i))
+            order = sorted(range(f), key=lambda i: (-row[i], i))  # noqa: B023
             # ... and kept tokens in their original order
             chosen = sorted(order[:k])
             kept.extend(t * f + i for i in chosen)
