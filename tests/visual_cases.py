@@ -24,7 +24,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 #: scores are accumulated in float32 from the same input values in every backend, so the
 #: tolerance does not depend on the input dtype; only the summation order differs.
-SCORE_ATOL = {torch.float32: 2e-5, torch.float16: 2e-5, torch.bfloat16: 2e-5}
+SCORE_ATOL = {torch.float32: 5e-5, torch.float16: 5e-5, torch.bfloat16: 5e-5}
 
 MODE_KW = {
     "adaptive": {},
@@ -65,7 +65,7 @@ def check_result(
     min_keep: int = 1,
     w: float = 1.0,
     metric: str = "dissim",
-    atol: float = 2e-5,
+    atol: float = 5e-5,
 ) -> None:
     """Check a ``(tokens, indices, counts, ratios, cu_tokens, scores)`` result.
 

@@ -1,8 +1,10 @@
-"""Vectorized PyTorch path of Visual SharpV, used for CPU tensors.
+"""Vectorized PyTorch path of Visual SharpV: the ops' CPU implementation.
 
 Same contract and numerics as the Triton kernels (float32 accumulation, same tie rules,
 same budget split), with no Python loop over frames or videos: every step is a batched
-tensor op over all frames of all videos at once.
+tensor op over all frames of all videos at once. Written with plain tensor ops on the
+input's device, it is also the eager baseline the benchmarks run (and ``torch.compile``)
+on a GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from .naive import BUDGET_BISECTION_STEPS
 
 __all__ = [
+    "visual_prune_torch",
     "frame_video_ids",
     "visual_scores_cpu",
     "frame_counts_cpu",
@@ -32,42 +35,55 @@ def frame_video_ids(cu_frames: torch.Tensor, total_frames: int) -> torch.Tensor:
     )
 
 
-def _unit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    return torch.where(norm > _EPS, x / norm.clamp_min(_EPS), torch.zeros_like(x)), norm
+def _pair_score(
+    diff: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, metric: str
+) -> torch.Tensor:
+    """Score of a pair from ``|a - b|``, ``|a|`` and ``|b|`` (zero vectors per SPEC 1).
 
-
-def _pair_score(ua: torch.Tensor, ub: torch.Tensor, metric: str) -> torch.Tensor:
+    Uses ``|a/|a| - b/|b||^2 = (|a - b|^2 - (|a| - |b|)^2) / (|a||b|)``, which is exact for
+    identical vectors and free of the cancellation of ``2 - 2 cos`` (the kernels use it too).
+    """
+    nz_a, nz_b = na > _EPS, nb > _EPS
+    both = nz_a & nz_b
+    sq = (diff.square() - (na - nb).square()).clamp_min(0.0) / torch.where(both, na * nb, 1.0)
     if metric == "dissim":
-        return torch.linalg.vector_norm(ua - ub, dim=-1)
-    return 1.0 - (ua * ub).sum(-1)
+        return torch.where(both, sq.sqrt(), (nz_a.float() + nz_b.float()).sqrt())
+    return torch.where(both, 0.5 * sq, 1.0)
 
 
 def visual_scores_cpu(
     features: torch.Tensor, cu_frames: torch.Tensor, w: float, metric: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """S, T, I ``(total_frames, f)``, r ``(total_frames,)`` (float32) and a non-finite flag."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """S, T, I ``(total_frames, f)``, r ``(total_frames,)`` (float32) and a 0-d bool tensor
+    that is True when the features hold NaN/Inf."""
     n_frames, f, _ = features.shape
     x = features.to(torch.float32)
-    u, norm = _unit(x)
-    um, _ = _unit(x.mean(dim=1))
-    S = _pair_score(u, um[:, None, :], metric)
-    first = torch.zeros(n_frames, dtype=torch.bool)
-    first[cu_frames[:-1].long()] = True
-    T = S.clone()
+    na = torch.linalg.vector_norm(x, dim=-1)
+    mean = x.mean(dim=1, keepdim=True)
+    S = _pair_score(
+        torch.linalg.vector_norm(x - mean, dim=-1),
+        na,
+        torch.linalg.vector_norm(mean, dim=-1),
+        metric,
+    )
+    T = S
     if n_frames > 1:
-        T_prev = _pair_score(u[1:], u[:-1], metric)
-        T[1:] = torch.where(first[1:, None], S[1:], T_prev)
+        first = torch.zeros(n_frames, dtype=torch.bool, device=features.device)
+        first[cu_frames[:-1].long()] = True
+        t_prev = _pair_score(
+            torch.linalg.vector_norm(x[1:] - x[:-1], dim=-1), na[1:], na[:-1], metric
+        )
+        T = torch.cat([S[:1], torch.where(first[1:, None], S[1:], t_prev)])
     I = T + w * S
     r = (torch.linalg.vector_norm(T, dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
-    bad = not bool(torch.isfinite(norm).all() and torch.isfinite(I).all())
+    bad = ~(torch.isfinite(na).all() & torch.isfinite(I).all())
     return S, T, I, r, bad
 
 
 def _video_budgets(cu_frames: torch.Tensor, f: int, budget: float, min_keep: int) -> torch.Tensor:
     """``(B,)`` int64 tokens per video: ``max(round(float32(budget) * n*f), n * min_keep)``."""
     n = (cu_frames[1:] - cu_frames[:-1]).to(torch.int64)
-    prod = torch.tensor(budget, dtype=torch.float32) * (n * f).to(torch.float32)
+    prod = torch.tensor(budget, dtype=torch.float32, device=n.device) * (n * f).to(torch.float32)
     return torch.maximum(torch.round(prod).to(torch.int64), n * min_keep)
 
 
@@ -85,15 +101,17 @@ def budget_quotas_cpu(
     rd = r.to(torch.float64)
     positive = rd > 0
 
+    dev = r.device
+
     def seg_sum(v: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n_videos, dtype=v.dtype).index_add_(0, vid, v)
+        return torch.zeros(n_videos, dtype=v.dtype, device=dev).index_add_(0, vid, v)
 
     cap = seg_sum(torch.where(positive, float(f), float(min_keep)).to(torch.float64))
     pinned_video = cap < totals.to(torch.float64)
     pinned = pinned_video[vid] & positive
     weights = torch.where(pinned_video[vid], (~positive).to(torch.float64), rd)
     big = torch.full_like(weights, math.inf)
-    min_w = torch.full((n_videos,), math.inf, dtype=torch.float64).scatter_reduce_(
+    min_w = torch.full((n_videos,), math.inf, dtype=torch.float64, device=dev).scatter_reduce_(
         0, vid, torch.where(weights > 0, weights, big), reduce="amin"
     )
     hi = torch.where(torch.isinf(min_w), torch.ones_like(min_w), f / min_w)
@@ -115,8 +133,8 @@ def budget_quotas_cpu(
     # rank of each frame inside its video: largest fraction first, ties to lower index
     order = torch.argsort(-frac, stable=True)
     order = order[torch.argsort(vid[order], stable=True)]
-    rank = torch.empty(n_frames, dtype=torch.int64)
-    rank[order] = torch.arange(n_frames) - cu_frames[:-1].long()[vid[order]]
+    rank = torch.empty(n_frames, dtype=torch.int64, device=dev)
+    rank[order] = torch.arange(n_frames, device=dev) - cu_frames[:-1].long()[vid[order]]
     extra = (rank < left[vid]) & (frac >= 0)
     return q.to(torch.int64) + extra.to(torch.int64)
 
@@ -137,7 +155,7 @@ def frame_counts_cpu(
     if mode == "adaptive":
         k = torch.ceil(r * f).to(torch.int64)
     elif mode == "ratio":
-        k = torch.full((n_frames,), math.ceil(keep_ratio * f), dtype=torch.int64)
+        k = torch.full((n_frames,), math.ceil(keep_ratio * f), dtype=torch.int64, device=I.device)
     elif mode == "manual":
         k = (I > threshold).sum(dim=1)
     else:
@@ -152,8 +170,38 @@ def select_cpu(I: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """
     n_frames, f = I.shape
     order = torch.sort(I, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(
-        1, order, torch.arange(f, dtype=order.dtype).expand(n_frames, f).contiguous()
-    )
+    ar = torch.arange(f, dtype=order.dtype, device=I.device)
+    rank = torch.empty_like(order).scatter_(1, order, ar.expand(n_frames, f).contiguous())
     keep = rank < counts[:, None]
     return keep.reshape(-1).nonzero().squeeze(1)
+
+
+def visual_prune_torch(
+    features: torch.Tensor,
+    cu_frames: torch.Tensor,
+    *,
+    mode: str = "adaptive",
+    w: float = 1.0,
+    threshold: float = 1.6,
+    keep_ratio: float | None = None,
+    budget: float | None = None,
+    min_keep: int = 1,
+    metric: str = "dissim",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Visual SharpV in plain tensor ops on any device; arguments already validated.
+
+    Returns ``(tokens, indices, counts, ratios, cu_tokens, scores)`` as the Triton launcher,
+    plus nothing else: the caller checks ``features`` for NaN/Inf (see ``visual_scores_cpu``).
+    """
+    _, _, scores, ratios, bad = visual_scores_cpu(features, cu_frames, w, metric)
+    if bool(bad):
+        raise ValueError("features contain NaN or Inf (or a norm overflowing float32)")
+    k = frame_counts_cpu(
+        scores, ratios, cu_frames, mode=mode, threshold=threshold, keep_ratio=keep_ratio,
+        budget=budget, min_keep=min_keep,
+    )  # fmt: skip
+    indices = select_cpu(scores, k)
+    tokens = features.reshape(-1, features.shape[2])[indices]
+    csum = torch.cat([k.new_zeros(1), torch.cumsum(k, 0)])
+    cu_tokens = csum[cu_frames.long()].to(torch.int32)
+    return tokens, indices, k.to(torch.int32), ratios, cu_tokens, scores

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .checks import check_cu_values, check_visual_args
-from .cpu import frame_counts_cpu, select_cpu, visual_scores_cpu
+from .cpu import visual_prune_torch, visual_scores_cpu
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
 
 __all__ = ["visual_prune_op", "visual_scores_op"]
@@ -22,8 +22,8 @@ def _use_triton(features: torch.Tensor) -> bool:
     return features.is_cuda
 
 
-def _check_cpu_data(bad: bool) -> None:
-    if bad:
+def _check_cpu_data(bad: torch.Tensor) -> None:
+    if bool(bad):
         raise ValueError("features contain NaN or Inf (or a norm overflowing float32)")
 
 
@@ -57,17 +57,10 @@ def visual_prune_op(
         )  # fmt: skip
     else:
         check_cu_values(cu_frames, features.shape[0])
-        _, _, scores, ratios, bad = visual_scores_cpu(features, cu_frames, w, metric)
-        _check_cpu_data(bad)
-        k = frame_counts_cpu(
-            scores, ratios, cu_frames, mode=mode, threshold=threshold, keep_ratio=keep_ratio,
-            budget=budget, min_keep=min_keep,
+        tokens, indices, counts, ratios, cu_tokens, scores = visual_prune_torch(
+            features, cu_frames, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
+            budget=budget, min_keep=min_keep, metric=metric,
         )  # fmt: skip
-        indices = select_cpu(scores, k)
-        tokens = features.reshape(-1, features.shape[2])[indices]
-        counts = k.to(torch.int32)
-        csum = torch.cat([k.new_zeros(1), torch.cumsum(k, 0)])
-        cu_tokens = csum[cu_frames.long()].to(torch.int32)
     if not return_scores:
         scores = scores.new_empty(0)
     return tokens, indices, counts, ratios, cu_tokens, scores

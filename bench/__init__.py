@@ -1,0 +1,1 @@
+"""Benchmarks of sharpv-kernels (microbenchmarks of the ops, end-to-end runs)."""
