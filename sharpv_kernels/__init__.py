@@ -4,6 +4,7 @@ Importing the package registers the ``torch.ops.sharpv.*`` operators. Depends on
 triton only.
 """
 
+from .memory import kv_compact_, layer_similarity  # noqa: F401
 from .visual import (
     VisualPruneResult,
     visual_prune,
@@ -15,6 +16,8 @@ from .visual import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "kv_compact_",
+    "layer_similarity",
     "VisualPruneResult",
     "visual_prune",
     "visual_prune_reference",

@@ -1,0 +1,313 @@
+"""Memory SharpV on tiny random Qwen2/Llama models: exact against dense masked decoding."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import sharpv
+from sharpv.memory import find_text_model, visual_spans
+from sharpv_kernels.memory import layer_similarity_reference
+
+pytest.importorskip("transformers")
+
+# ---------------------------------------------------------------- models and the oracle
+
+HIDDEN = 32
+LAYERS = 4
+
+
+def tiny_lm(arch: str, attn: str, *, seed: int = 0, dtype=torch.float32) -> torch.nn.Module:
+    """A 4-layer decoder-only LM with random weights (large enough init that the visual
+    similarity actually decays across layers)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    kw = dict(
+        vocab_size=64, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        initializer_range=0.15, attn_implementation=attn, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**kw))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**kw))
+    model = model.to(dtype).eval()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None  # always decode the requested length
+    return model
+
+
+def make_batch(spans: list[tuple[int, int, int]], seq: int, *, seed: int = 0):
+    """Left-padded prompt embeddings for samples ``(n_pad, visual_start, visual_len)``.
+
+    Returns ``(inputs_embeds, attention_mask, visual_mask)``; the visual start is counted from
+    the sequence start (after the padding).
+    """
+    g = torch.Generator().manual_seed(seed)
+    bsz = len(spans)
+    emb = torch.randn(bsz, seq, HIDDEN, generator=g) * 0.3
+    attn = torch.ones(bsz, seq, dtype=torch.long)
+    vis = torch.zeros(bsz, seq, dtype=torch.bool)
+    for b, (pad, start, n) in enumerate(spans):
+        attn[b, :pad] = 0
+        emb[b, :pad] = 0
+        vis[b, start : start + n] = True
+    return emb, attn, vis
+
+
+@contextlib.contextmanager
+def dense_masked(model, dropped: torch.Tensor, visual_mask: torch.Tensor):
+    """The oracle: the dense model whose decode steps (not the prefill) see, in layer ``l``,
+    no visual position of the samples ``b`` with ``dropped[l, b]``, through a per-layer 4-D
+    additive mask. Padding comes from the 2-D mask the decoder stack receives."""
+    from sharpv.memory import find_text_model
+
+    text = find_text_model(model)
+    st = {"decode": False, "pad": None}
+
+    def text_pre(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        st["decode"] = cache is not None and cache.get_seq_length() > 0
+        st["pad"] = kwargs.get("attention_mask")
+        st["past"] = cache.get_seq_length() if cache is not None else 0
+
+    def make(idx):
+        def pre(module, args, kwargs):
+            if not st["decode"]:
+                return None
+            h = kwargs["hidden_states"]
+            bsz, q = h.shape[:2]
+            total = st["past"] + q
+            j = torch.arange(total)
+            qpos = st["past"] + torch.arange(q)
+            allowed = (j[None, :] <= qpos[:, None])[None].expand(bsz, q, total).clone()
+            pad = st["pad"]
+            if pad is not None:
+                allowed &= pad[:, None, :total].bool()
+            vis = torch.zeros(bsz, total, dtype=torch.bool)
+            vis[:, : visual_mask.shape[1]] = visual_mask
+            hide = vis & dropped[idx][:, None]
+            allowed &= ~hide[:, None, :]
+            mask = torch.zeros(bsz, 1, q, total, dtype=h.dtype)
+            mask.masked_fill_(~allowed[:, None], torch.finfo(h.dtype).min)
+            kwargs["attention_mask"] = mask
+            return args, kwargs
+
+        return pre
+
+    handles = [text.register_forward_pre_hook(text_pre, with_kwargs=True)]
+    for idx, layer in enumerate(text.layers):
+        handles.append(layer.self_attn.register_forward_pre_hook(make(idx), with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def greedy(model, emb, attn, n_new: int = 16):
+    out = model.generate(
+        inputs_embeds=emb, attention_mask=attn, max_new_tokens=n_new, do_sample=False,
+        output_logits=True, return_dict_in_generate=True, use_cache=True,
+    )  # fmt: skip
+    return out.sequences, torch.stack(out.logits, 1)
+
+
+# ---------------------------------------------------------------- tests
+
+BATCH1 = [(0, 2, 10)]  # (n_pad, visual_start, visual_len) in a 16-token prompt
+BATCH3 = [(0, 2, 10), (3, 5, 6), (1, 1, 12)]
+SEQ = 16
+
+
+@pytest.fixture(scope="module", params=["qwen2", "llama"])
+def arch(request):
+    return request.param
+
+
+def _mixed_threshold(sims: torch.Tensor) -> float:
+    """A threshold between the similarities of layers >= 1, so some pairs drop and some not."""
+    vals = sims[1:].flatten().sort().values
+    mid = vals.numel() // 2
+    return float((vals[mid - 1] + vals[mid]) / 2)
+
+
+def _run(model, batch, threshold, chunk_size=8):
+    emb, attn, vis = make_batch(batch, SEQ)
+    with sharpv.memory_sharpv(model, vis, threshold=threshold, chunk_size=chunk_size) as state:
+        seq, logits = greedy(model, emb, attn)
+    return state, seq, logits, (emb, attn, vis)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("batch", [BATCH1, BATCH3], ids=["batch1", "padded3"])
+def test_exact_against_dense_masked_decoding(arch, attn, batch):
+    model = tiny_lm(arch, attn)
+    state0, _, _, _ = _run(model, batch, -1.0)
+    thr = _mixed_threshold(state0.similarities)
+    state, seq, logits, (emb, attn_mask, vis) = _run(model, batch, thr)
+    dropped = state.dropped
+    assert dropped.any() and not dropped[1:].all(), "the test needs a mixed drop pattern"
+    with dense_masked(model, dropped, vis):
+        want_seq, want_logits = greedy(model, emb, attn_mask)
+    assert torch.equal(seq, want_seq)
+    torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=0)
+    # the first token comes from the (unchanged) prefill
+    dense_seq, dense_logits = greedy(model, emb, attn_mask)
+    torch.testing.assert_close(logits[:, 0], dense_logits[:, 0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_threshold_extremes(arch, attn):
+    model = tiny_lm(arch, attn)
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    dense_seq, dense_logits = greedy(model, emb, attn_mask)
+    state, seq, logits, _ = _run(model, BATCH3, -1.0)
+    assert not state.dropped.any()
+    assert torch.equal(seq, dense_seq)
+    torch.testing.assert_close(logits, dense_logits, atol=0, rtol=0)
+    assert torch.equal(state.memory_ratio, torch.ones(3))
+
+    state, seq, logits, _ = _run(model, BATCH3, 2.0)
+    assert not state.dropped[0].any() and state.dropped[1:].all()
+    want = torch.full((3,), 1.0 / LAYERS)
+    torch.testing.assert_close(state.memory_ratio, want)
+    assert seq.shape == dense_seq.shape and torch.isfinite(logits).all()
+    with dense_masked(model, state.dropped, vis):
+        want_seq, want_logits = greedy(model, emb, attn_mask)
+    assert torch.equal(seq, want_seq)
+    torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=0)
+
+
+def test_similarities_match_reference_and_layer0_is_one(arch):
+    model = tiny_lm(arch, "sdpa")
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    state, _, _, _ = _run(model, BATCH3, 0.2)
+    sims = state.similarities
+    assert sims.shape == (LAYERS, 3) and sims.dtype == torch.float32
+    assert torch.equal(sims[0], torch.ones(3))
+    with torch.no_grad():
+        hs = model(inputs_embeds=emb, attention_mask=attn_mask, output_hidden_states=True)
+    start, length = visual_spans(vis)
+    for layer in range(1, LAYERS):
+        want = layer_similarity_reference(hs.hidden_states[layer], emb, start, length)
+        torch.testing.assert_close(sims[layer], want, atol=1e-5, rtol=0)
+    assert torch.equal(state.dropped, (sims < 0.2) & (torch.arange(LAYERS) > 0)[:, None])
+    kept = (~state.dropped).sum(0) / LAYERS
+    torch.testing.assert_close(state.memory_ratio, kept.float())
+
+
+def test_cache_bytes_match_kept_entries(arch):
+    model = tiny_lm(arch, "eager")
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    chunk = 4
+    row = 3 * 2 * 8 * 4  # batch * kv_heads * head_dim * float32 bytes
+    for thr, n_new in ((2.0, 1), (2.0, 16), (-1.0, 1)):
+        with sharpv.memory_sharpv(model, vis, threshold=thr, chunk_size=chunk) as state:
+            model.generate(
+                inputs_embeds=emb, attention_mask=attn_mask, max_new_tokens=n_new,
+                do_sample=False,
+            )  # fmt: skip
+        cache = state.cache
+        lengths = torch.tensor(cache.lengths_host)
+        spans = visual_spans(vis)[1]
+        # the entries each (layer, sample) keeps: its prompt and generated tokens, minus the
+        # visual span in dropped layers
+        logical = SEQ + n_new - 1
+        want_len = logical - torch.where(state.dropped, spans[None, :], 0)
+        assert torch.equal(lengths, want_len)
+        needed = 2 * row * int(want_len.max(1).values.sum())
+        assert cache.needed_bytes() == needed
+        assert needed <= cache.nbytes() < needed + LAYERS * 2 * row * chunk
+        if thr > 1:
+            assert cache.nbytes() < 2 * row * logical * LAYERS
+
+
+def test_block_restores_model_exactly():
+    model = tiny_lm("qwen2", "sdpa")
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    before_seq, before_logits = greedy(model, emb, attn_mask)
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def hooks():
+        return [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in model.modules()]
+
+    hooks_before = hooks()
+    impl = model.config._attn_implementation
+    with sharpv.memory_sharpv(model, vis, threshold=2.0):
+        greedy(model, emb, attn_mask)
+    assert hooks() == hooks_before
+    assert model.config._attn_implementation == impl
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k])
+    seq, logits = greedy(model, emb, attn_mask)
+    assert torch.equal(seq, before_seq)
+    torch.testing.assert_close(logits, before_logits, atol=0, rtol=0)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with sharpv.memory_sharpv(model, vis, threshold=2.0):
+            raise RuntimeError("boom")
+    assert hooks() == hooks_before
+
+
+def test_two_generations_in_one_block():
+    model = tiny_lm("llama", "eager")
+    emb, attn_mask, vis = make_batch(BATCH1, SEQ)
+    with sharpv.memory_sharpv(model, vis, threshold=2.0) as state:
+        a = greedy(model, emb, attn_mask, n_new=4)
+        cache_a = state.cache
+        b = greedy(model, emb, attn_mask, n_new=4)
+    assert state.cache is not cache_a
+    assert torch.equal(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1], atol=0, rtol=0)
+
+
+def test_llava_style_wrapper():
+    from sharpv.tiny_models import tiny_llava_onevision
+
+    model = tiny_llava_onevision(hidden=32, layers=3, attn_implementation="sdpa")
+    text = find_text_model(model)
+    assert text is model.model.language_model
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    assert text.config.hidden_size == HIDDEN
+    model.generation_config.eos_token_id = None
+    with sharpv.memory_sharpv(model, vis, threshold=2.0) as state:
+        seq, logits = greedy(model, emb, attn_mask, n_new=4)
+    assert state.dropped[1:].all() and not state.dropped[0].any()
+    with dense_masked(model, state.dropped, vis):
+        want_seq, want_logits = greedy(model, emb, attn_mask, n_new=4)
+    assert torch.equal(seq, want_seq)
+    torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=0)
+
+
+def test_bad_arguments():
+    model = tiny_lm("qwen2", "eager")
+    emb, attn_mask, vis = make_batch(BATCH1, SEQ)
+    bad = vis.clone()
+    bad[0, 14] = True
+    with pytest.raises(ValueError, match="contiguous"):
+        with sharpv.memory_sharpv(model, bad):
+            pass
+    with pytest.raises(ValueError, match="visual_mask"):
+        with sharpv.memory_sharpv(model, vis.long()):
+            pass
+    with pytest.raises(TypeError, match="threshold"):
+        with sharpv.memory_sharpv(model, vis, threshold="0.2"):
+            pass
+    with pytest.raises(ValueError, match="visual_mask"):
+        with sharpv.memory_sharpv(model, vis[:, :8]):
+            greedy(model, emb, attn_mask, n_new=2)
+    with pytest.raises(ValueError, match="model"):
+        with sharpv.memory_sharpv(torch.nn.Linear(2, 2), vis):
+            pass
+    model.config._attn_implementation = "flex_attention"
+    try:
+        with pytest.raises(ValueError, match="attention"):
+            with sharpv.memory_sharpv(model, vis):
+                pass
+    finally:
+        model.config._attn_implementation = "eager"
