@@ -36,9 +36,25 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+#: elements per (BLOCK_F, BLOCK_D) tile. With 16 warps this keeps the stats kernel near 100
+#: registers per thread and the gather kernel near 60, without spills (sm_90, from
+#: ``scripts/aot_compile_check.py``); 8K-element tiles need 255 registers and spill.
+_TILE_ELEMS = 4096
+
+
 def _tile_d(block_f: int) -> int:
-    """Columns per tile so that a (BLOCK_F, BLOCK_D) float32 tile stays ~8K elements."""
-    return max(16, min(128, next_power_of_2(max(1, 8192 // block_f))))
+    """Columns per tile so that a (BLOCK_F, BLOCK_D) tile holds about ``_TILE_ELEMS``."""
+    return max(4, min(64, _TILE_ELEMS // block_f))
+
+
+def _tile_warps(block_f: int, block_d: int) -> int:
+    """Warps for a (BLOCK_F, BLOCK_D) tile: about 256 elements per warp, 4 to 16 warps."""
+    return max(4, min(16, block_f * block_d // 256))
+
+
+def _rank_block(block_f: int) -> int:
+    """Width of the (BLOCK_F, BLOCK_J) comparison tile of the rank loop."""
+    return 16 if block_f >= 256 else min(64, max(16, _TILE_ELEMS // block_f))
 
 
 def _plan_split(n_frames: int, d: int, block_d: int, device: torch.device) -> tuple[int, int]:
@@ -52,8 +68,8 @@ def _plan_split(n_frames: int, d: int, block_d: int, device: torch.device) -> tu
     return math.ceil(d / d_split), d_split
 
 
-def _warps(block_f: int) -> int:
-    return 4 if block_f <= 64 else 8
+def _select_warps(block_f: int) -> int:
+    return 4 if block_f <= 64 else 8 if block_f <= 512 else 16
 
 
 def _scores(
@@ -87,7 +103,8 @@ def _scores(
     K.frame_stats_kernel[(n_frames, n_split)](
         features, cu_frames, part, msq, hdr,
         n_videos, f, d, d_split, features.stride(0), features.stride(1),
-        BLOCK_F=block_f, BLOCK_D=block_d, BLOCK_B=block_b, num_warps=_warps(block_f),
+        BLOCK_F=block_f, BLOCK_D=block_d, BLOCK_B=block_b,
+        num_warps=_tile_warps(block_f, block_d),
     )  # fmt: skip
 
     out = {
@@ -110,8 +127,8 @@ def _scores(
         n_videos, n_frames, f, n_split, float(w), float(threshold), int(k_fixed),
         int(min_keep), float(budget),
         MODE=MODES[mode], METRIC=METRICS[metric], STORE_ST=store_st, RANK=rank,
-        BLOCK_F=block_f, BLOCK_J=min(block_f, 32 if block_f >= 512 else 64),
-        BLOCK_B=block_b, num_warps=_warps(block_f),
+        BLOCK_F=block_f, BLOCK_J=min(block_f, _rank_block(block_f)),
+        BLOCK_B=block_b, num_warps=_select_warps(block_f),
     )  # fmt: skip
     return out
 
@@ -200,6 +217,6 @@ def visual_prune_triton(
         int(min_keep), float(budget if mode == "budget" else 0.0),
         MODE=MODES[mode], STEPS=_BUDGET_STEPS, BLOCK_F=block_f, BLOCK_D=block_d,
         BLOCK_B=min(1024, next_power_of_2(n_videos + 1)),
-        BLOCK_N=min(128, next_power_of_2(n_frames)), num_warps=_warps(block_f),
+        BLOCK_N=min(128, next_power_of_2(n_frames)), num_warps=_tile_warps(block_f, block_d),
     )  # fmt: skip
     return tokens, indices, counts, out["r"], cu_tokens, out["I"]
