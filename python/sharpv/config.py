@@ -1,0 +1,146 @@
+"""User-facing configuration of the drop-in integration (``sharpv.SharpVConfig``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["SharpVConfig", "VISUAL_MODES", "METRICS", "METHODS"]
+
+#: Visual SharpV token-selection modes (SPEC, Visual SharpV item 7).
+VISUAL_MODES = ("adaptive", "manual", "ratio", "budget")
+#: Token dissimilarity metrics (SPEC, Visual SharpV item 2).
+METRICS = ("dissim", "cosine")
+#: Pruning methods: SharpV and the baselines of :mod:`sharpv.baselines` (same order).
+METHODS = (
+    "sharpv", "uniform", "random_per_frame", "random_video", "evs", "dycoke_ttm", "fastv",
+)  # fmt: skip
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class SharpVConfig:
+    """Settings of both SharpV stages, validated on construction.
+
+    Args:
+        visual: run Visual SharpV (pre-LLM pruning of the video tokens).
+        memory: run Memory SharpV (KV-cache pruning of degraded layers after prefill).
+        mode: ``"adaptive"`` (paper default), ``"manual"``, ``"ratio"`` or ``"budget"``.
+        w: weight of the spatial score in ``I_t = T_t + w * S_t``.
+        threshold: ``K`` of ``mode="manual"`` (keep tokens with ``I > K``).
+        keep_ratio: fixed fraction kept per frame, in ``(0, 1]``; required by ``mode="ratio"``.
+        budget: fraction of each video's tokens kept, in ``(0, 1]``; required by ``mode="budget"``.
+        min_keep: fewest tokens kept in any frame (>= 1).
+        metric: ``"dissim"`` (``||unit(a) - unit(b)||``) or ``"cosine"`` (``1 - cos``).
+        memory_threshold: ``M``; a layer whose visual similarity falls below it loses its
+            visual KV entries after prefill. In ``[-1, 1]``.
+        method: ``"sharpv"`` (default) or a baseline of :mod:`sharpv.baselines`
+            (``"uniform"``, ``"random_per_frame"``, ``"random_video"``, ``"evs"``,
+            ``"dycoke_ttm"``, ``"fastv"``) used instead of Visual SharpV; ``mode`` etc. then
+            only matter to the baselines that reuse SharpV's counts (the random ones).
+            ``"fastv"`` prunes inside the LLM and needs ``memory=False``.
+        method_options: keyword arguments of the baseline (e.g. ``{"rate": 0.7}`` for
+            ``evs``, ``{"prune_ratio": 0.5}`` for ``dycoke_ttm``, ``{"seed": 1}``,
+            ``{"layer": 3, "keep_ratio": 0.3}`` for ``fastv``).
+
+    Raises:
+        TypeError: an option of the wrong type.
+        ValueError: an option out of range, or a mode without its required option.
+    """
+
+    visual: bool = True
+    memory: bool = True
+    mode: str = "adaptive"
+    w: float = 1.0
+    threshold: float = 1.6
+    keep_ratio: float | None = None
+    budget: float | None = None
+    min_keep: int = 1
+    metric: str = "dissim"
+    memory_threshold: float = 0.2
+    method: str = "sharpv"
+    method_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("visual", "memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.mode not in VISUAL_MODES:
+            raise ValueError(f"mode must be one of {VISUAL_MODES}, got {self.mode!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        for name in ("w", "threshold", "memory_threshold"):
+            v = getattr(self, name)
+            if not _is_real(v):
+                raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be finite, got {v}")
+        if not -1.0 <= self.memory_threshold <= 1.0:
+            raise ValueError(
+                "memory_threshold must be in [-1, 1] (a cosine similarity), "
+                f"got {self.memory_threshold}"
+            )
+        for name in ("keep_ratio", "budget"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if not _is_real(v):
+                raise TypeError(f"{name} must be a real number or None, got {type(v).__name__}")
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {v}")
+        if self.mode == "ratio" and self.keep_ratio is None:
+            raise ValueError('mode="ratio" needs keep_ratio in (0, 1]')
+        if self.mode == "budget" and self.budget is None:
+            raise ValueError('mode="budget" needs budget in (0, 1]')
+        if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int):
+            raise TypeError(f"min_keep must be an int, got {type(self.min_keep).__name__}")
+        if self.min_keep < 1:
+            raise ValueError(f"min_keep must be >= 1, got {self.min_keep}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method_options is not None and not isinstance(self.method_options, dict):
+            raise TypeError(
+                f"method_options must be a dict or None, got {type(self.method_options).__name__}"
+            )
+        if self.method == "sharpv" and self.method_options:
+            raise ValueError("method_options are for the baselines; SharpV takes its own fields")
+        if self.method == "fastv" and self.memory:
+            raise ValueError('method="fastv" prunes inside the LLM; it needs memory=False')
+
+    def pruner(self) -> Any:
+        """``fn(features, cu_frames) -> VisualPruneResult`` of the selected pre-LLM method.
+
+        The SharpV options (``visual_kwargs``) go to ``sharpv`` and to the random baselines,
+        which take SharpV's counts; ``method_options`` to the baseline.
+        """
+        from .baselines import get_pruner
+
+        opts = dict(self.method_options or {})
+        if self.method in ("sharpv", "random_per_frame", "random_video"):
+            opts = {**self.visual_kwargs(), **opts}
+        elif self.method == "uniform":
+            opts.setdefault("keep_ratio", self.keep_ratio if self.keep_ratio is not None else 0.3)
+            opts.setdefault("min_keep", self.min_keep)
+            opts.setdefault("w", float(self.w))
+            opts.setdefault("metric", self.metric)
+        return get_pruner(self.method, **opts)
+
+    def visual_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`sharpv_kernels.visual_prune` for this configuration."""
+        return {
+            "mode": self.mode,
+            "w": float(self.w),
+            "threshold": float(self.threshold),
+            "keep_ratio": self.keep_ratio,
+            "budget": self.budget,
+            "min_keep": self.min_keep,
+            "metric": self.metric,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary of every field."""
+        return asdict(self)

@@ -1,0 +1,492 @@
+"""Drop-in integration (``sharpv.apply_sharpv``) on tiny random models, CPU, nothing downloaded.
+
+Oracles are computed independently of :mod:`sharpv.integration`: video features come
+from the model's own ``get_video_features`` one video at a time, kept indices from
+``sharpv_kernels.visual_prune_reference``, and the pruned prompt is fed to the unpatched
+``generate`` as ``inputs_embeds``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+try:
+    import sharpv
+except ImportError:  # not installed: use the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    import sharpv
+
+from sharpv.adapters import UnsupportedModelError, get_adapter, supported_model_types
+from sharpv.tiny_models import (
+    BOS_ID,
+    IMAGE_ID,
+    VIDEO_ID,
+    VISION_END_ID,
+    VISION_START_ID,
+    tiny_llava_next_video,
+    tiny_llava_onevision,
+    tiny_qwen2_5_vl,
+    tiny_qwen2_vl,
+)
+from sharpv_kernels.visual.naive import visual_prune_reference
+
+NEW = 6  # new tokens per generation
+BUILDERS = {"llava_onevision": tiny_llava_onevision, "llava_next_video": tiny_llava_next_video}
+EXTRA = {"llava_onevision": 1, "llava_next_video": 0}  # tokens after each video's frames
+F = 4  # tokens per frame of the tiny LLaVA towers (56 px, patch 14, pooled 2x2)
+
+_models: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def tiny(kind: str, attn: str = "eager") -> torch.nn.Module:
+    key = (kind, attn)
+    if key not in _models:
+        builder = {**BUILDERS, "qwen2_5_vl": tiny_qwen2_5_vl, "qwen2_vl": tiny_qwen2_vl}[kind]
+        _models[key] = builder(attn_implementation=attn, seed=0)
+    model = _models[key]
+    sharpv.revert_sharpv(model)
+    return model
+
+
+def greedy(model, **kw) -> torch.Tensor:
+    with torch.no_grad():
+        return model.generate(**kw, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+
+
+def llava_prompt(kind: str, frames: int, text=(9, 10, 11), tail=(12, 13)) -> list[int]:
+    return [BOS_ID, *text] + [VIDEO_ID] * (frames * F + EXTRA[kind]) + list(tail)
+
+
+def video(frames: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(3, 56, 56, generator=g)
+    # a static start, then changes: exercises both tiny and large keep ratios
+    clip = [
+        base + (0.0 if t < 2 else 0.7 * t) * torch.randn(3, 56, 56, generator=g)
+        for t in range(frames)
+    ]
+    return torch.stack(clip)
+
+
+def llava_oracle(
+    model, kind: str, ids: list[int], pixels: torch.Tensor, **prune_kw
+) -> torch.Tensor:
+    """New tokens from inputs_embeds holding only the kept video tokens (one sample)."""
+    cfg = model.config
+    with torch.no_grad():
+        out = model.model.get_video_features(
+            pixels[None],
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+            return_dict=True,
+        ).pooler_output[0]
+        T = pixels.shape[0]
+        res = visual_prune_reference(out[: T * F].reshape(T, F, -1), **prune_kw)
+        keep_vid = torch.zeros(out.shape[0], dtype=torch.bool)
+        keep_vid[res.indices] = True
+        keep_vid[T * F :] = True
+        idt = torch.tensor(ids)
+        emb = model.get_input_embeddings()(idt[None])[0].clone()
+        pos = (idt == VIDEO_ID).nonzero().flatten()
+        emb[pos] = out
+        keep = torch.ones(len(ids), dtype=torch.bool)
+        keep[pos] = keep_vid
+        e = emb[keep][None]
+    return greedy(
+        model, inputs_embeds=e, attention_mask=torch.ones(1, e.shape[1], dtype=torch.long)
+    )[0]
+
+
+# ------------------------------------------------------------------ config and registry
+def test_config_defaults_and_validation():
+    c = sharpv.SharpVConfig()
+    assert (c.visual, c.memory, c.mode, c.w, c.threshold, c.min_keep) == (
+        True,
+        True,
+        "adaptive",
+        1.0,
+        1.6,
+        1,
+    )
+    assert c.metric == "dissim" and c.memory_threshold == 0.2
+    assert c.keep_ratio is None and c.budget is None
+    for bad in (
+        {"mode": "topk"},
+        {"mode": "ratio"},
+        {"mode": "budget"},
+        {"keep_ratio": 0.0},
+        {"budget": 1.5},
+        {"min_keep": 0},
+        {"metric": "l2"},
+        {"w": float("nan")},
+        {"memory_threshold": 2.0},
+    ):
+        with pytest.raises(ValueError):
+            sharpv.SharpVConfig(**bad)
+    for bad in ({"visual": 1}, {"min_keep": 1.5}, {"threshold": "1.6"}):
+        with pytest.raises(TypeError):
+            sharpv.SharpVConfig(**bad)
+    assert sharpv.SharpVConfig(mode="ratio", keep_ratio=0.5).visual_kwargs()["keep_ratio"] == 0.5
+
+
+def test_registry_lists_supported_types():
+    types = supported_model_types()
+    for t in ("llava_onevision", "llava_next_video", "qwen2_5_vl", "qwen2_vl"):
+        assert t in types
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
+    with pytest.raises(UnsupportedModelError, match="llava_onevision") as ei:
+        sharpv.apply_sharpv(llama)
+    assert "'llama'" in str(ei.value) and "qwen2_5_vl" in str(ei.value)
+    assert "generate" not in llama.__dict__
+    assert get_adapter(tiny("llava_onevision")).model_types == ("llava_onevision",)
+
+
+# ------------------------------------------------------------------ LLaVA adapters
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("kind", ["llava_onevision", "llava_next_video"])
+def test_visual_only_matches_inputs_embeds_oracle(kind, attn):
+    model = tiny(kind, attn)
+    T = 5
+    ids, pix = llava_prompt(kind, T), video(T, seed=1)
+    expected = llava_oracle(model, kind, ids, pix)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    out = greedy(
+        model,
+        input_ids=torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        pixel_values_videos=pix[None],
+    )
+    assert out.shape[1] == len(ids) + NEW
+    assert out[0, : len(ids)].tolist() == ids  # original prompt ids come back
+    assert out[0, len(ids) :].tolist() == expected.tolist()
+    s = model.sharpv_stats[0]
+    assert s.frame_ratios.shape == (T,) and s.frame_counts.dtype == torch.int32
+    assert 0 < s.visual_tokens_kept < T * F == s.visual_tokens_in
+    assert s.visual_ratio == pytest.approx(s.visual_tokens_kept / (T * F))
+    assert s.memory_ratio == 1.0 and s.layer_similarities is None
+    assert int(model.sharpv_stats.prompt_tokens_kept[0]) == len(ids) - (
+        T * F - s.visual_tokens_kept
+    )
+
+
+@pytest.mark.parametrize("kind", ["llava_onevision", "llava_next_video"])
+def test_manual_and_budget_modes_match_oracle(kind):
+    model = tiny(kind)
+    T = 4
+    ids, pix = llava_prompt(kind, T), video(T, seed=2)
+    for kw in ({"mode": "manual", "threshold": 1.2}, {"mode": "budget", "budget": 0.4}):
+        expected = llava_oracle(model, kind, ids, pix, **kw)
+        sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False, **kw))
+        out = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+        assert out[0, len(ids) :].tolist() == expected.tolist(), kw
+        sharpv.revert_sharpv(model)
+
+
+@pytest.mark.parametrize("kind", ["llava_onevision", "llava_next_video"])
+def test_revert_and_keep_all_give_dense_outputs(kind):
+    model = tiny(kind)
+    T = 4
+    ids, pix = llava_prompt(kind, T), video(T, seed=3)
+    kw = dict(input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    dense = greedy(model, **kw)
+    before = dict(model.__dict__)
+    sharpv.apply_sharpv(model)
+    assert "generate" in model.__dict__ and model.sharpv_config == sharpv.SharpVConfig()
+    # keeping every token and no layer: the dense model's answer
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(mode="ratio", keep_ratio=1.0, memory=False))
+    assert greedy(model, **kw).tolist() == dense.tolist()
+    assert model.sharpv_stats[0].visual_ratio == 1.0
+    sharpv.revert_sharpv(model)
+    assert model.__dict__.keys() == before.keys()
+    assert not hasattr(model, "sharpv_stats")
+    assert greedy(model, **kw).tolist() == dense.tolist()
+    sharpv.revert_sharpv(model)  # no-op
+
+
+@pytest.mark.parametrize("kind", ["llava_onevision", "llava_next_video"])
+def test_padded_batch_of_two_videos_matches_each_alone(kind):
+    model = tiny(kind)
+    lens = (3, 6)
+    prompts = [
+        llava_prompt(kind, 3, text=(9,)),
+        llava_prompt(kind, 6, text=(9, 10, 11, 20), tail=(21,)),
+    ]
+    clips = [video(3, seed=4), video(6, seed=5)]
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    alone, stats = [], []
+    for ids, pix in zip(prompts, clips, strict=True):
+        out = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+        alone.append(out[0, len(ids) :].tolist())
+        stats.append(model.sharpv_stats[0])
+    L = max(map(len, prompts))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    padded = torch.zeros(2, max(lens), 3, 56, 56)
+    for i, c in enumerate(clips):
+        padded[i, : c.shape[0]] = c
+    for pv in (padded, clips):  # padded tensor, or a list of (T_i, C, H, W)
+        out = greedy(model, input_ids=ids, attention_mask=mask, pixel_values_videos=pv)
+        assert out[:, :L].tolist() == ids.tolist()
+        for b in range(2):
+            assert out[b, L:].tolist() == alone[b]
+            s = model.sharpv_stats[b]
+            assert s.frame_counts.tolist() == stats[b].frame_counts.tolist()
+            assert torch.equal(s.frame_ratios, stats[b].frame_ratios)
+
+
+def test_image_plus_video_prompt_and_text_only_passthrough():
+    model = tiny("llava_onevision")
+    T = 3
+    g = torch.Generator().manual_seed(6)
+    image = torch.randn(1, 3, 3, 56, 56, generator=g)  # (images, patches, C, H, W) anyres
+    image_sizes = torch.tensor([[56, 56]])
+    with torch.no_grad():
+        n_img = sum(
+            x.shape[0]
+            for x in model.model.get_image_features(
+                image,
+                image_sizes,
+                vision_feature_layer=-1,
+                vision_feature_select_strategy="full",
+                return_dict=True,
+            ).pooler_output
+        )
+    ids = [BOS_ID, 9] + [IMAGE_ID] * n_img + [10] + [VIDEO_ID] * (T * F + 1) + [11]
+    kw = dict(
+        input_ids=torch.tensor([ids]),
+        pixel_values=image,
+        image_sizes=image_sizes,
+        pixel_values_videos=video(T, seed=7)[None],
+    )
+    dense = greedy(model, **kw)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(mode="ratio", keep_ratio=1.0, memory=False))
+    assert greedy(model, **kw).tolist() == dense.tolist()
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    out = greedy(model, **kw)
+    assert out.shape[1] == len(ids) + NEW
+    assert model.sharpv_stats[0].visual_tokens_in == T * F
+
+    text = torch.tensor([[BOS_ID, 9, 10, 11]])
+    sharpv.revert_sharpv(model)
+    dense_text = greedy(model, input_ids=text)
+    sharpv.apply_sharpv(model)
+    assert greedy(model, input_ids=text).tolist() == dense_text.tolist()
+    assert model.sharpv_stats[0].visual_tokens_in == 0
+    assert model.sharpv_stats.visual_ratio == 1.0
+
+
+def test_mismatched_placeholders_raise():
+    model = tiny("llava_next_video")
+    ids = llava_prompt("llava_next_video", 3)[:-3]  # too few placeholders for 3 frames
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    with pytest.raises(ValueError, match="placeholders"):
+        greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=video(3, 0)[None])
+
+
+# ------------------------------------------------------------------ Qwen-VL (3-D M-RoPE)
+def qwen_inputs(model, grids: list[tuple[int, int, int]], seed: int, texts):
+    """Prompt ids and pixel patches for videos of the given (t, h, w) patch grids."""
+    vc = model.config.vision_config
+    g = torch.Generator().manual_seed(seed)
+    dim = 3 * vc.temporal_patch_size * vc.patch_size**2
+    rows, prompts = [], []
+    for (t, h, w), (pre, post) in zip(grids, texts, strict=True):
+        rows.append(torch.randn(t * h * w, dim, generator=g))
+        n = t * h * w // vc.spatial_merge_size**2
+        prompts.append([BOS_ID, *pre, VISION_START_ID] + [VIDEO_ID] * n + [VISION_END_ID, *post])
+    return prompts, torch.cat(rows), torch.tensor(grids)
+
+
+@pytest.mark.parametrize("kind", ["qwen2_5_vl", "qwen2_vl"])
+def test_qwen_keep_all_is_dense_and_pruned_keeps_mrope_positions(kind):
+    model = tiny(kind)
+    prompts, pv, grid = qwen_inputs(model, [(4, 4, 4)], seed=8, texts=[((9, 10), (11, 12))])
+    ids = torch.tensor(prompts)
+    kw = dict(input_ids=ids, pixel_values_videos=pv, video_grid_thw=grid)
+    dense = greedy(model, **kw)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(mode="ratio", keep_ratio=1.0, memory=False))
+    assert greedy(model, **kw).tolist() == dense.tolist()
+
+    # oracle: kept tokens with their dense 3-D positions, text after at dense positions
+    sharpv.revert_sharpv(model)
+    with torch.no_grad():
+        feats = model.model.get_video_features(pv, grid, return_dict=True).pooler_output[0]
+        res = visual_prune_reference(feats.reshape(4, 4, -1))
+        types = (ids == VIDEO_ID).int() * 2
+        pos, _ = model.model.get_rope_index(ids, mm_token_type_ids=types, video_grid_thw=grid)
+        emb = model.get_input_embeddings()(ids)[0].clone()
+        vpos = (ids[0] == VIDEO_ID).nonzero().flatten()
+        emb[vpos] = feats
+        keep = torch.ones(ids.shape[1], dtype=torch.bool)
+        keep[vpos] = False
+        keep[vpos[res.indices]] = True
+        expected = greedy(
+            model,
+            inputs_embeds=emb[keep][None],
+            attention_mask=torch.ones(1, int(keep.sum()), dtype=torch.long),
+            position_ids=pos[:, :, keep],
+        )[0]
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    out = greedy(model, **kw)
+    assert out[0, ids.shape[1] :].tolist() == expected.tolist()
+    assert model.sharpv_stats[0].visual_tokens_kept == res.indices.numel() < 16
+
+
+def test_qwen_padded_batch_matches_each_alone():
+    model = tiny("qwen2_5_vl")
+    grids = [(2, 4, 4), (6, 4, 4)]
+    texts = [((9,), (11,)), ((9, 10, 20), (11, 12))]
+    prompts, pv, grid = qwen_inputs(model, grids, seed=9, texts=texts)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    alone, start = [], 0
+    for i, p in enumerate(prompts):
+        n = grids[i][0] * grids[i][1] * grids[i][2]
+        out = greedy(
+            model,
+            input_ids=torch.tensor([p]),
+            pixel_values_videos=pv[start : start + n],
+            video_grid_thw=grid[i : i + 1],
+        )
+        alone.append(out[0, len(p) :].tolist())
+        start += n
+    L = max(map(len, prompts))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    out = greedy(
+        model, input_ids=ids, attention_mask=mask, pixel_values_videos=pv, video_grid_thw=grid
+    )
+    assert [out[b, L:].tolist() for b in range(2)] == alone
+
+
+# ------------------------------------------------------------------ both stages
+@contextlib.contextmanager
+def dense_masked(model, dropped: torch.Tensor, visual_mask: torch.Tensor):
+    """Memory SharpV's oracle (SPEC, Memory SharpV item 5): the dense model whose decode
+    steps (not the prefill) see, in layer ``l``, no visual position of the samples ``b`` with
+    ``dropped[l, b]``, through a per-layer 4-D additive mask (eager and sdpa)."""
+    text = model.model.language_model
+    st: dict = {}
+
+    def text_pre(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        st["past"] = cache.get_seq_length() if cache is not None else 0
+        st["pad"] = kwargs.get("attention_mask")
+
+    def make(idx):
+        def pre(module, args, kwargs):
+            if not st["past"]:
+                return None
+            h = kwargs["hidden_states"]
+            bsz, q = h.shape[:2]
+            total = st["past"] + q
+            j, qpos = torch.arange(total), st["past"] + torch.arange(q)
+            allowed = (j[None, :] <= qpos[:, None])[None].expand(bsz, q, total).clone()
+            if st["pad"] is not None and st["pad"].dim() == 2:
+                allowed &= st["pad"][:, None, :total].bool()
+            vis = torch.zeros(bsz, total, dtype=torch.bool)
+            vis[:, : visual_mask.shape[1]] = visual_mask
+            allowed &= ~(vis & dropped[idx][:, None])[:, None, :]
+            mask = torch.zeros(bsz, 1, q, total, dtype=h.dtype)
+            mask.masked_fill_(~allowed[:, None], torch.finfo(h.dtype).min)
+            kwargs["attention_mask"] = mask
+            return args, kwargs
+
+        return pre
+
+    handles = [text.register_forward_pre_hook(text_pre, with_kwargs=True)]
+    for idx, layer in enumerate(text.layers):
+        handles.append(layer.self_attn.register_forward_pre_hook(make(idx), with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("kind", ["llava_onevision", "llava_next_video"])
+def test_memory_exactness_through_adapter(kind, attn):
+    """Visual + Memory SharpV == the dense model fed the kept tokens, whose decode steps
+    cannot see the visual entries of the dropped layers (Memory SharpV's oracle)."""
+    pytest.importorskip("sharpv.memory")
+
+    model = tiny(kind, attn)
+    T = 5
+    ids, pix = llava_prompt(kind, T), video(T, seed=10)
+    kw = dict(input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    # measure the similarities, then put M between them so that some layers drop
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=-1.0))
+    greedy(model, **kw)
+    sims = model.sharpv_stats[0].layer_similarities
+    assert sims.shape == (model.config.text_config.num_hidden_layers,)
+    assert not model.sharpv_stats[0].dropped_layers.any()
+    mid = sorted(sims[1:].tolist())
+    M = (mid[len(mid) // 2 - 1] + mid[len(mid) // 2]) / 2
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=M))
+    out = greedy(model, **kw)
+    s = model.sharpv_stats[0]
+    assert s.dropped_layers.tolist() == (sims < M).tolist() and 0 < int(s.dropped_layers.sum())
+    n_layers = sims.numel()
+    assert s.memory_ratio == pytest.approx(1 - int(s.dropped_layers.sum()) / n_layers)
+    assert s.token_budget == pytest.approx(s.visual_ratio * s.memory_ratio)
+    assert model.sharpv_stats.memory and model.sharpv_stats.memory_ratio == s.memory_ratio
+
+    sharpv.revert_sharpv(model)
+    with torch.no_grad():
+        feats = model.model.get_video_features(
+            pix[None],
+            vision_feature_layer=model.config.vision_feature_layer,
+            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+            return_dict=True,
+        ).pooler_output[0]
+        res = visual_prune_reference(feats[: T * F].reshape(T, F, -1))
+        idt = torch.tensor(ids)
+        emb = model.get_input_embeddings()(idt[None])[0].clone()
+        vpos = (idt == VIDEO_ID).nonzero().flatten()
+        emb[vpos] = feats
+        keep = torch.ones(len(ids), dtype=torch.bool)
+        keep[vpos] = False
+        keep[vpos[res.indices]] = True
+        keep[vpos[T * F :]] = True  # newline
+        frame_tok = torch.zeros(len(ids), dtype=torch.bool)
+        frame_tok[vpos[res.indices]] = True
+        vis = frame_tok[keep][None]
+        e = emb[keep][None]
+        with dense_masked(model, s.dropped_layers[:, None], vis):
+            expected = greedy(model, inputs_embeds=e, attention_mask=torch.ones_like(vis).long())
+    assert out[0, len(ids) :].tolist() == expected[0].tolist()
+
+
+def test_memory_on_padded_batch_matches_each_alone():
+    pytest.importorskip("sharpv.memory")
+    kind = "llava_onevision"
+    model = tiny(kind)
+    prompts = [llava_prompt(kind, 3, text=(9,)), llava_prompt(kind, 5, text=(9, 10, 11, 20))]
+    clips = [video(3, seed=11), video(5, seed=12)]
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=0.9))
+    alone = []
+    for ids, pix in zip(prompts, clips, strict=True):
+        out = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+        alone.append((out[0, len(ids) :].tolist(), model.sharpv_stats[0].dropped_layers.tolist()))
+    L = max(map(len, prompts))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    out = greedy(model, input_ids=ids, attention_mask=mask, pixel_values_videos=clips)
+    for b in range(2):
+        assert (out[b, L:].tolist(), model.sharpv_stats[b].dropped_layers.tolist()) == alone[b]
