@@ -112,10 +112,22 @@ class _PeakMemory:
 
 
 def measure_generate(
-    model: torch.nn.Module, inputs: dict[str, Any], max_new_tokens: int, bar: Any = None
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    max_new_tokens: int,
+    bar: Any = None,
+    *,
+    warmup: bool = False,
 ) -> RunMetrics:
-    """Run greedy ``model.generate(**inputs)`` and time it token by token."""
+    """Run greedy ``model.generate(**inputs)`` and time it token by token.
+
+    With ``warmup`` a short untimed generation runs first, so that one-time costs (lazy
+    imports, operator registration, allocator growth) do not land in the timed run.
+    """
     from transformers import StoppingCriteriaList
+
+    if warmup:
+        model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
 
     clock = _TokenClock(bar)
     device = next(model.parameters()).device
@@ -243,11 +255,11 @@ def run_demo(
     with torch.inference_mode():
         label = "SharpV" if config.method == "sharpv" else config.method
         with tqdm(total=max_new_tokens, desc="dense  generate", disable=not progress) as bar:
-            dense = measure_generate(model, inputs, max_new_tokens, bar)
+            dense = measure_generate(model, inputs, max_new_tokens, bar, warmup=True)
         apply_sharpv(model, config)
         try:
             with tqdm(total=max_new_tokens, desc=f"{label} generate", disable=not progress) as bar:
-                sharp = measure_generate(model, inputs, max_new_tokens, bar)
+                sharp = measure_generate(model, inputs, max_new_tokens, bar, warmup=True)
             stats = model.sharpv_stats
         finally:
             revert_sharpv(model)
