@@ -8,19 +8,10 @@ from the model's own ``get_video_features`` one video at a time, kept indices fr
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-try:
-    import sharpv
-except ImportError:  # not installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-    import sharpv
-
+import sharpv
 from sharpv.adapters import UnsupportedModelError, get_adapter, supported_model_types
 from sharpv.tiny_models import (
     BOS_ID,
@@ -34,6 +25,8 @@ from sharpv.tiny_models import (
     tiny_qwen2_vl,
 )
 from sharpv_kernels.visual.naive import visual_prune_reference
+
+from .memory_oracle import dense_masked
 
 NEW = 6  # new tokens per generation
 BUILDERS = {"llava_onevision": tiny_llava_onevision, "llava_next_video": tiny_llava_next_video}
@@ -375,50 +368,6 @@ def test_qwen_padded_batch_matches_each_alone():
 
 
 # ------------------------------------------------------------------ both stages
-@contextlib.contextmanager
-def dense_masked(model, dropped: torch.Tensor, visual_mask: torch.Tensor):
-    """Memory SharpV's oracle (SPEC, Memory SharpV item 5): the dense model whose decode
-    steps (not the prefill) see, in layer ``l``, no visual position of the samples ``b`` with
-    ``dropped[l, b]``, through a per-layer 4-D additive mask (eager and sdpa)."""
-    text = model.model.language_model
-    st: dict = {}
-
-    def text_pre(module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        st["past"] = cache.get_seq_length() if cache is not None else 0
-        st["pad"] = kwargs.get("attention_mask")
-
-    def make(idx):
-        def pre(module, args, kwargs):
-            if not st["past"]:
-                return None
-            h = kwargs["hidden_states"]
-            bsz, q = h.shape[:2]
-            total = st["past"] + q
-            j, qpos = torch.arange(total), st["past"] + torch.arange(q)
-            allowed = (j[None, :] <= qpos[:, None])[None].expand(bsz, q, total).clone()
-            if st["pad"] is not None and st["pad"].dim() == 2:
-                allowed &= st["pad"][:, None, :total].bool()
-            vis = torch.zeros(bsz, total, dtype=torch.bool)
-            vis[:, : visual_mask.shape[1]] = visual_mask
-            allowed &= ~(vis & dropped[idx][:, None])[:, None, :]
-            mask = torch.zeros(bsz, 1, q, total, dtype=h.dtype)
-            mask.masked_fill_(~allowed[:, None], torch.finfo(h.dtype).min)
-            kwargs["attention_mask"] = mask
-            return args, kwargs
-
-        return pre
-
-    handles = [text.register_forward_pre_hook(text_pre, with_kwargs=True)]
-    for idx, layer in enumerate(text.layers):
-        handles.append(layer.self_attn.register_forward_pre_hook(make(idx), with_kwargs=True))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("kind", ["llava_onevision", "llava_next_video"])
 def test_memory_exactness_through_adapter(kind, attn):
