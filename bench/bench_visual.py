@@ -2,8 +2,8 @@
 
 Providers:
   * ``naive``: the literal per-frame reference (``visual_prune_reference``), CPU only;
-  * ``reference``: the vectorized plain-PyTorch implementation, eager, on the device;
-  * ``compiled``: ``torch.compile`` of that reference;
+  * ``eager``: the vectorized plain-PyTorch implementation, eager, on the device;
+  * ``compiled``: ``torch.compile`` of that eager implementation;
   * ``sharpv``: ``sharpv_kernels.visual_prune`` (Triton kernels on CUDA; on CPU it is the
     vectorized path behind the op, so it shows the op's dispatch overhead on top).
 
@@ -33,7 +33,7 @@ from sharpv_kernels.visual.naive import visual_prune_reference
 from .common import copy_bandwidth, environment, time_fn, write_result
 from .visual_cases import SHAPES, video_features
 
-PROVIDERS = ("naive", "reference", "compiled", "sharpv")
+PROVIDERS = ("naive", "eager", "compiled", "sharpv")
 
 
 def bytes_floor(features: torch.Tensor, n_keep: int) -> int:
@@ -46,7 +46,7 @@ def bytes_floor(features: torch.Tensor, n_keep: int) -> int:
 def make_callable(provider: str, x: torch.Tensor, cu: torch.Tensor, mode: str, kw: dict):
     if provider == "naive":
         return lambda: visual_prune_reference(x, cu, mode=mode, **kw)
-    if provider == "reference":
+    if provider == "eager":
         return lambda: visual_prune_torch(x, cu, mode=mode, **kw)
     if provider == "compiled":
         fn = torch.compile(visual_prune_torch, dynamic=False)
@@ -72,23 +72,26 @@ def run(
         for provider in providers:
             if provider == "naive" and device != "cpu":
                 continue
+            case = f"{name}/{mode}"
             fn = make_callable(provider, x, cu, mode, kw)
             try:
                 t = time_fn(fn, device, warmup=2 if provider != "naive" else 1,
                             reps=20 if provider != "naive" else 3)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - record and go on
-                rows.append({"shape": name, "provider": provider, "error": repr(exc)[:300]})
+                rows.append({"op": "visual_prune", "case": case, "shape": name,
+                             "provider": provider, "error": repr(exc)[:300]})  # fmt: skip
                 continue
             row = {
-                "shape": name, "frames": n, "f": f, "d": d, "dtype": str(dtype).split(".")[-1],
-                "mode": mode, "provider": provider, "n_keep": n_keep, "bytes_floor": floor,
+                "op": "visual_prune", "case": case, "shape": name, "frames": n, "f": f, "d": d,
+                "dtype": str(dtype).split(".")[-1], "mode": mode, "provider": provider,
+                "n_keep": n_keep, "bytes_floor": floor,
                 **t, "gbps": floor / t["median_s"] / 1e9,
             }  # fmt: skip
             if peak:
                 row["pct_of_copy_bw"] = 100.0 * floor / t["median_s"] / peak
             rows.append(row)
             print(_fmt(row), flush=True)
-    return {"env": environment(device), "copy_bw_bytes_per_s": peak, "op": "visual_prune",
+    return {"env": environment(device), "copy_bw_bytes_per_s": peak, "kind": "ops",
             "rows": rows}  # fmt: skip
 
 

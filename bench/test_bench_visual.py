@@ -20,7 +20,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 
 
-@pytest.mark.parametrize("provider", ["naive", "reference", "compiled", "sharpv"])
+@pytest.mark.parametrize("provider", ["naive", "eager", "compiled", "sharpv"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_visual_prune(benchmark, shape, provider):
     if provider == "naive" and (DEVICE != "cpu" or shape == "long-video-7b"):
