@@ -49,6 +49,15 @@ def pooled(out: Any) -> Any:
     return out
 
 
+def pooled_rows(out: Any) -> torch.Tensor:
+    """``pooled(out)`` as one ``(N, d)`` tensor of rows (a tuple of per-item tensors is
+    concatenated in order)."""
+    feats = pooled(out)
+    if isinstance(feats, (list, tuple)):
+        feats = torch.cat(list(feats), dim=0)
+    return feats.reshape(-1, feats.shape[-1])
+
+
 def call_with_supported(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` with the keyword arguments its signature names (``None`` values dropped).
 

@@ -14,7 +14,14 @@ from typing import Any
 import torch
 
 from . import register_adapter
-from .base import Adapter, VideoFeatures, call_with_supported, expand_placeholder, pooled
+from .base import (
+    Adapter,
+    VideoFeatures,
+    call_with_supported,
+    expand_placeholder,
+    pooled,
+    pooled_rows,
+)
 
 __all__ = ["LlavaOnevisionAdapter", "LlavaNextVideoAdapter"]
 
@@ -153,10 +160,7 @@ class _LlavaVideoAdapter(Adapter):
             **self._vision_options(model, kwargs),
             **self._image_extra_options(model, kwargs),
         )
-        feats = pooled(out)
-        if isinstance(feats, (list, tuple)):
-            feats = torch.cat(list(feats), dim=0)
-        return feats.reshape(-1, feats.shape[-1])
+        return pooled_rows(out)
 
 
 @register_adapter("llava_onevision")

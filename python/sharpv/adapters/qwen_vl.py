@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import register_adapter
-from .base import Adapter, VideoFeatures, call_with_supported, pooled
+from .base import Adapter, VideoFeatures, call_with_supported, pooled, pooled_rows
 
 __all__ = ["QwenVLAdapter"]
 
@@ -78,10 +78,7 @@ class QwenVLAdapter(Adapter):
             image_grid_thw=kwargs.get("image_grid_thw"),
             return_dict=True,
         )
-        feats = pooled(out)
-        if isinstance(feats, (list, tuple)):
-            feats = torch.cat(list(feats), dim=0)
-        return feats.reshape(-1, feats.shape[-1])
+        return pooled_rows(out)
 
     def dense_position_ids(self, model, kwargs, input_ids, attention_mask) -> torch.Tensor:
         """``(3, batch, seq)`` M-RoPE positions of the dense prompt (model's own rule)."""
