@@ -100,6 +100,10 @@ def test_layer_similarity_bad_args(device):
         layer_similarity(h, h, s, n, out.double(), 0)
     with pytest.raises(ValueError, match="layer"):
         layer_similarity(h, h, s, n, out, 3)
+    with pytest.raises(ValueError, match="span_start"):  # mismatched devices
+        layer_similarity(h, h, s.to("meta"), n, out, 0)
+    with pytest.raises(ValueError, match="out"):
+        layer_similarity(h, h, s, n, out.to("meta"), 0)
     if device == "cpu":
         with pytest.raises(ValueError, match="span"):
             layer_similarity(h, h, s, n + 5, out, 0)

@@ -108,6 +108,7 @@ def _x(*shape, dtype=torch.float32):
         ({"cu_frames": torch.tensor([0.0, 2.0])}, TypeError, "cu_frames"),
         ({"cu_frames": torch.tensor([[0, 2]])}, ValueError, "cu_frames"),
         ({"cu_frames": "0,2"}, TypeError, "cu_frames"),
+        ({"cu_frames": torch.tensor([0, 2], device="meta")}, ValueError, "cu_frames is on meta"),
         ({"cu_frames": [0, 1, 2, 3]}, ValueError, "cu_frames"),
         ({"mode": "fast"}, ValueError, "mode"),
         ({"metric": "l1"}, ValueError, "metric"),
