@@ -126,8 +126,13 @@ def budget_quotas_cpu(
 
     dev = r.device
 
+    bounds = cu_frames.long()
+
     def seg_sum(v: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(n_videos, dtype=v.dtype, device=dev).index_add_(0, vid, v)
+        # a video's frames are contiguous: differences of a prefix sum (no scatter, which
+        # torch.compile's CPU backend fails to generate for float64)
+        csum = torch.cat([v.new_zeros(1), torch.cumsum(v, 0)])
+        return csum[bounds[1:]] - csum[bounds[:-1]]
 
     cap = seg_sum(torch.where(positive, float(f), float(min_keep)).to(torch.float64))
     pinned_video = cap < totals.to(torch.float64)
