@@ -125,3 +125,42 @@ def test_non_contiguous_frames(device):
     view = x[:, :, :10]  # strided rows, contiguous channels
     out = _run(view, [0, 4], "ratio", {"keep_ratio": 0.5})
     check_result(view, [0, 4], out, "ratio", {"keep_ratio": 0.5})
+
+
+@pytest.mark.parametrize("mode", list(MODE_KW))
+def test_multi_program_launch(mode, device, monkeypatch):
+    """Several channel splits and channel blocks per frame, and frame/video loops of several
+    chunks: the launch shapes compiled runs use, forced onto the interpreter's small inputs."""
+    from sharpv_kernels.visual import launch
+
+    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "n_split", 3)
+    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "n_dprog", 2)
+    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "max_block_n", 2)
+    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "max_block_b", 2)
+    n, f, d, cu = 9, 7, 130, [0, 1, 4, 6, 9]
+    x = make_features(n, f, d, torch.bfloat16, device, seed=13, kind="slow")
+    out = _run(x, cu, mode, MODE_KW[mode])
+    check_result(x, cu, out, mode, MODE_KW[mode])
+    scores = visual_scores_triton(x, torch.tensor(cu, dtype=torch.int32, device=device), w=1.0,
+                                  metric="dissim")  # fmt: skip
+    want = visual_scores_reference(x.cpu(), torch.tensor(cu), w=1.0, metric="dissim")
+    for g, r in zip(scores, want, strict=True):
+        torch.testing.assert_close(g.cpu(), r, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("budget", [0.1, 0.33, 0.6])
+def test_budget_split_over_frame_chunks(budget, device, monkeypatch):
+    """The budget bisection and the largest-remainder ranks walk the video in chunks of two
+    frames, with the frames of the video spread over several chunks."""
+    from sharpv_kernels.visual import launch
+
+    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "max_block_n", 2)
+    n, f, d, cu = 9, 7, 16, [0, 2, 9]
+    x = make_features(n, f, d, torch.float32, device, seed=21)
+    x[3:5] = x[2:3]  # two static frames: r_t = 0, ties in the fractions
+    kw = {"budget": budget}
+    out = _run(x, cu, "budget", kw)
+    check_result(x, cu, out, "budget", kw)
+    counts = out[2].cpu()
+    for a, b in zip(cu[:-1], cu[1:], strict=True):
+        assert int(counts[a:b].sum()) == expected_budget(budget, b - a, f)

@@ -25,6 +25,12 @@ MAX_TOKENS_PER_FRAME = 16384
 
 _BUDGET_STEPS = 64  # must equal naive.BUDGET_BISECTION_STEPS
 
+#: Launch shape under Triton's interpreter: (channel splits of the stats kernel, channel
+#: blocks of the gather kernel, largest frame chunk, largest video chunk). One program per
+#: frame keeps CI fast; tests raise the splits and shrink the chunks to run, on small inputs,
+#: the multi-program and multi-chunk paths that compiled launches take.
+INTERPRET_LAUNCH = {"n_split": 1, "n_dprog": 1, "max_block_n": 128, "max_block_b": 1024}
+
 
 class VisualInputError(ValueError):
     """Raised after the kernels ran when the data itself is invalid (NaN/Inf, bad cu_frames)."""
@@ -60,12 +66,24 @@ def _rank_block(block_f: int) -> int:
 def _plan_split(n_frames: int, d: int, block_d: int, device: torch.device) -> tuple[int, int]:
     """Split the channels so that about two programs per SM stream the features."""
     if is_interpreting():
-        n_split = 1
+        n_split = max(1, min(INTERPRET_LAUNCH["n_split"], math.ceil(d / block_d)))
     else:
         want = max(1, (2 * _num_sms(device) + n_frames - 1) // n_frames)
         n_split = max(1, min(want, math.ceil(d / block_d)))
     d_split = math.ceil(math.ceil(d / n_split) / block_d) * block_d
     return math.ceil(d / d_split), d_split
+
+
+def _block_b(n_videos: int) -> int:
+    """Videos per chunk in the loops over ``cu_frames``."""
+    cap = INTERPRET_LAUNCH["max_block_b"] if is_interpreting() else 1024
+    return min(cap, next_power_of_2(n_videos + 1))
+
+
+def _block_n(n_frames: int) -> int:
+    """Frames per chunk in the loops over counts and budget quotas."""
+    cap = INTERPRET_LAUNCH["max_block_n"] if is_interpreting() else 128
+    return min(cap, next_power_of_2(n_frames))
 
 
 def _select_warps(block_f: int) -> int:
@@ -95,7 +113,7 @@ def _scores(
     block_d = _tile_d(block_f)
     n_split, d_split = _plan_split(n_frames, d, block_d, dev)
     n_videos = cu_frames.numel() - 1
-    block_b = min(1024, next_power_of_2(n_videos + 1))
+    block_b = _block_b(n_videos)
 
     part = torch.empty((n_frames, n_split, 3, f), dtype=torch.float32, device=dev)
     msq = torch.empty((n_frames, n_split), dtype=torch.float32, device=dev)
@@ -200,7 +218,7 @@ def visual_prune_triton(
     block_f = next_power_of_2(f)
     block_d = _tile_d(block_f)
     if is_interpreting():
-        n_dprog = 1
+        n_dprog = max(1, min(INTERPRET_LAUNCH["n_dprog"], math.ceil(d / block_d)))
     else:
         want = max(1, (4 * _num_sms(dev) + n_frames - 1) // n_frames)
         n_dprog = max(1, min(want, math.ceil(d / block_d)))
@@ -216,7 +234,7 @@ def visual_prune_triton(
         n_videos, n_frames, f, d, d_per_prog, features.stride(0), features.stride(1),
         int(min_keep), float(budget if mode == "budget" else 0.0),
         MODE=MODES[mode], STEPS=_BUDGET_STEPS, BLOCK_F=block_f, BLOCK_D=block_d,
-        BLOCK_B=min(1024, next_power_of_2(n_videos + 1)),
-        BLOCK_N=min(128, next_power_of_2(n_frames)), num_warps=_tile_warps(block_f, block_d),
+        BLOCK_B=_block_b(n_videos), BLOCK_N=_block_n(n_frames),
+        num_warps=_tile_warps(block_f, block_d),
     )  # fmt: skip
     return tokens, indices, counts, out["r"], cu_tokens, out["I"]
