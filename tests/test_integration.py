@@ -125,6 +125,12 @@ def test_config_defaults_and_validation():
         with pytest.raises(TypeError):
             sharpv.SharpVConfig(**bad)
     assert sharpv.SharpVConfig(mode="ratio", keep_ratio=0.5).visual_kwargs()["keep_ratio"] == 0.5
+    # an option of another mode (here: for the uniform baseline) never reaches visual_prune
+    kw = sharpv.SharpVConfig(keep_ratio=0.5, budget=0.2).visual_kwargs()
+    assert kw["keep_ratio"] is None and kw["budget"] is None
+    from sharpv_kernels import visual_prune
+
+    visual_prune(torch.randn(2, 4, 8), **kw)
 
 
 def test_registry_lists_supported_types():

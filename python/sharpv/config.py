@@ -130,13 +130,17 @@ class SharpVConfig:
         return get_pruner(self.method, **opts)
 
     def visual_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`sharpv_kernels.visual_prune` for this configuration."""
+        """Keyword arguments of :func:`sharpv_kernels.visual_prune` for this configuration.
+
+        ``keep_ratio`` and ``budget`` go only with their own mode (``visual_prune`` rejects
+        them otherwise; ``keep_ratio`` may be set for the ``uniform`` baseline alone).
+        """
         return {
             "mode": self.mode,
             "w": float(self.w),
             "threshold": float(self.threshold),
-            "keep_ratio": self.keep_ratio,
-            "budget": self.budget,
+            "keep_ratio": self.keep_ratio if self.mode == "ratio" else None,
+            "budget": self.budget if self.mode == "budget" else None,
             "min_keep": self.min_keep,
             "metric": self.metric,
         }
