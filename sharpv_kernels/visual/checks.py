@@ -9,10 +9,20 @@ import torch
 
 from .._utils import FLOAT_DTYPES, check_tensor
 
-__all__ = ["MODES", "METRICS", "normalize_cu_frames", "check_visual_args", "check_cu_values"]
+__all__ = [
+    "MODES",
+    "METRICS",
+    "NONFINITE_MESSAGE",
+    "normalize_cu_frames",
+    "check_visual_args",
+    "check_cu_values",
+]
 
 MODES = ("adaptive", "manual", "ratio", "budget")
 METRICS = ("dissim", "cosine")
+
+#: Error text for NaN/Inf features, the same from every backend.
+NONFINITE_MESSAGE = "features contain NaN or Inf (or a norm overflowing float32)"
 
 
 def normalize_cu_frames(

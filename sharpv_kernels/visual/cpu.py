@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from .checks import NONFINITE_MESSAGE
 from .naive import BUDGET_BISECTION_STEPS
 
 __all__ = [
@@ -223,7 +224,7 @@ def visual_prune_torch(
     """
     _, _, scores, ratios, bad = visual_scores_cpu(features, cu_frames, w, metric)
     if bool(bad):
-        raise ValueError("features contain NaN or Inf (or a norm overflowing float32)")
+        raise ValueError(NONFINITE_MESSAGE)
     k = frame_counts_cpu(
         scores, ratios, cu_frames, mode=mode, threshold=threshold, keep_ratio=keep_ratio,
         budget=budget, min_keep=min_keep,

@@ -14,6 +14,7 @@ import torch
 
 from .._utils import is_interpreting, next_power_of_2
 from . import kernels as K
+from .checks import NONFINITE_MESSAGE
 
 __all__ = ["MODES", "METRICS", "visual_prune_triton", "visual_scores_triton", "VisualInputError"]
 
@@ -158,7 +159,7 @@ def _raise_flags(flags: int) -> None:
             "(every video needs at least one frame)"
         )
     if flags & 1:
-        raise VisualInputError("features contain NaN or Inf (or a norm overflowing float32)")
+        raise VisualInputError(NONFINITE_MESSAGE)
 
 
 def visual_scores_triton(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_cu_values, check_visual_args
+from .checks import NONFINITE_MESSAGE, check_cu_values, check_visual_args
 from .cpu import visual_prune_torch, visual_scores_cpu
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
 
@@ -24,7 +24,7 @@ def _use_triton(features: torch.Tensor) -> bool:
 
 def _check_cpu_data(bad: torch.Tensor) -> None:
     if bool(bad):
-        raise ValueError("features contain NaN or Inf (or a norm overflowing float32)")
+        raise ValueError(NONFINITE_MESSAGE)
 
 
 @torch.library.custom_op("sharpv::visual_prune", mutates_args=())
