@@ -4,6 +4,7 @@ Importing the package registers the ``torch.ops.sharpv.*`` operators. Depends on
 triton only.
 """
 
+from . import vocab
 from .memory import kv_compact_, layer_similarity  # noqa: F401
 from .visual import (
     VisualPruneResult,
@@ -12,10 +13,14 @@ from .visual import (
     visual_scores,
     visual_scores_reference,
 )
+from .vocab import budget_token_count, ratio_keep_count
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "vocab",
+    "budget_token_count",
+    "ratio_keep_count",
     "kv_compact_",
     "layer_similarity",
     "VisualPruneResult",

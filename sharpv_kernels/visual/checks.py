@@ -13,6 +13,7 @@ __all__ = [
     "MODES",
     "METRICS",
     "NONFINITE_MESSAGE",
+    "MAGNITUDE_MESSAGE",
     "normalize_cu_frames",
     "check_visual_args",
     "check_cu_values",
@@ -22,7 +23,12 @@ MODES = ("adaptive", "manual", "ratio", "budget")
 METRICS = ("dissim", "cosine")
 
 #: Error text for NaN/Inf features, the same from every backend.
-NONFINITE_MESSAGE = "features contain NaN or Inf (or a norm overflowing float32)"
+NONFINITE_MESSAGE = "features contain NaN or Inf"
+#: Error text for finite features whose float32 squared norms overflow (SPEC, Visual item 11).
+MAGNITUDE_MESSAGE = (
+    "features magnitude out of range: a token's float32 squared norm overflows "
+    "(entries beyond about 1e19); rescale the features"
+)
 
 
 def normalize_cu_frames(

@@ -16,7 +16,7 @@ import math
 import torch
 
 from .checks import NONFINITE_MESSAGE
-from .naive import BUDGET_BISECTION_STEPS
+from ..vocab import BUDGET_BISECTION_STEPS
 
 __all__ = [
     "visual_prune_torch",

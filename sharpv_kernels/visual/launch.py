@@ -13,6 +13,7 @@ import math
 import torch
 
 from .._utils import is_interpreting, next_power_of_2
+from ..vocab import BUDGET_BISECTION_STEPS
 from . import kernels as K
 from .checks import NONFINITE_MESSAGE
 
@@ -24,7 +25,7 @@ METRICS = {"dissim": 0, "cosine": 1}
 #: largest tokens-per-frame the kernels take (one frame's tokens sit in one program)
 MAX_TOKENS_PER_FRAME = 16384
 
-_BUDGET_STEPS = 64  # must equal naive.BUDGET_BISECTION_STEPS
+_BUDGET_STEPS = BUDGET_BISECTION_STEPS
 
 #: Launch shape under Triton's interpreter: (channel splits of the stats kernel, channel
 #: blocks of the gather kernel, largest frame chunk, largest video chunk). One program per

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ..vocab import BUDGET_BISECTION_STEPS, budget_token_count
 from .result import VisualPruneResult
 
 __all__ = [
@@ -24,8 +25,6 @@ __all__ = [
 ]
 
 _EPS = 1e-12
-#: Bisection steps of the budget split; every backend uses the same count.
-BUDGET_BISECTION_STEPS = 64
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -85,13 +84,10 @@ def visual_scores_reference(
 
 
 def video_budget(budget: float, n: int, f: int, min_keep: int) -> int:
-    """Tokens a video of ``n`` frames keeps in ``budget`` mode: ``max(round(b*n*f), n*min_keep)``.
-
-    The product is taken in float32 (``float32(budget) * float32(n*f)``) and rounded half
-    to even, exactly as the kernels do, so every backend agrees on the count.
-    """
-    prod = torch.tensor(budget, dtype=torch.float32) * torch.tensor(n * f, dtype=torch.float32)
-    return max(int(torch.round(prod).item()), n * min_keep)
+    """Tokens a video of ``n`` frames keeps in ``budget`` mode (see
+    :func:`sharpv_kernels.vocab.budget_token_count`, the one definition every backend and
+    engine uses)."""
+    return budget_token_count(budget, n, f, min_keep)
 
 
 def budget_quotas_reference(r: torch.Tensor, total: int, f: int, min_keep: int) -> list[int]:
