@@ -177,7 +177,7 @@ def test_config_methods():
         sharpv.SharpVConfig(method="evs", method_options=[("rate", 0.5)])
     x = feats()
     cfg = sharpv.SharpVConfig(method="uniform", method_options={"keep_ratio": 0.5})
-    assert cfg.pruner()(x, CU).counts.tolist() == [8] * 11
+    assert bl.make_pruner(cfg)(x, CU).counts.tolist() == [8] * 11
 
 
 # --------------------------------------------------------------------------- FastV

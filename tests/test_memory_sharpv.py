@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import traceback
+
 import pytest
 import torch
 
 import sharpv
-from sharpv.memory import find_text_model, visual_spans
+from sharpv.hooks import find_text_model, visual_spans
 from sharpv_kernels.memory import layer_similarity_reference
 
 from .memory_oracle import dense_masked
@@ -261,3 +264,82 @@ def test_bad_arguments():
                 pass
     finally:
         model.config._attn_implementation = "eager"
+
+
+# ---------------------------------------------------------------- host synchronisation
+
+#: what reads a tensor's values on the host (a device-to-host sync on a GPU) or makes a tensor
+#: from host data (a host-to-device copy)
+_HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy")
+_HOST_MAKERS = ("tensor", "as_tensor")
+_OUR_CODE = ("/sharpv/", "/sharpv_kernels/")
+
+
+@contextlib.contextmanager
+def _record_host_traffic(log: list[tuple[str, bool]]):
+    """Patch the tensor methods and factories above to append ``(name, ours)`` to ``log``,
+    ``ours`` when a frame of the call stack lies in this project's packages."""
+    saved_methods = {n: getattr(torch.Tensor, n) for n in _HOST_READS}
+    saved_makers = {n: getattr(torch, n) for n in _HOST_MAKERS}
+
+    def record(name: str) -> None:
+        files = [frame.filename for frame in traceback.extract_stack()[:-2]]
+        log.append((name, any(part in f for f in files for part in _OUR_CODE)))
+
+    def wrap(name, fn):
+        def patched(*args, **kwargs):
+            record(name)
+            return fn(*args, **kwargs)
+
+        return patched
+
+    try:
+        for n, fn in saved_methods.items():
+            setattr(torch.Tensor, n, wrap(n, fn))
+        for n, fn in saved_makers.items():
+            setattr(torch, n, wrap(n, fn))
+        yield
+    finally:
+        for n, fn in saved_methods.items():
+            setattr(torch.Tensor, n, fn)
+        for n, fn in saved_makers.items():
+            setattr(torch, n, fn)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_no_host_sync_inside_decode_steps(attn):
+    """Every decode step's forward of the decoder stack, with every layer compacted for a
+    padded batch (masks rebuilt in every layer but 0), reads no tensor value on the host and
+    makes no tensor from host data in Memory SharpV's code (CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode``)."""
+    model = tiny_lm("qwen2", attn)
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    text = find_text_model(model)
+    forward = text.forward
+    log: list[tuple[str, bool]] = []
+    steps = []
+
+    def watched_forward(*args, **kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is None or cache.get_seq_length() == 0:
+            return forward(*args, **kwargs)  # the prefill may synchronise
+        steps.append(cache.get_seq_length())
+        with _record_host_traffic(log):
+            return forward(*args, **kwargs)
+
+    text.forward = watched_forward
+    try:
+        with sharpv.memory_sharpv(model, vis, threshold=2.0) as state:
+            seq, _ = greedy(model, emb, attn_mask, n_new=4)
+    finally:
+        del text.forward
+    assert state.dropped[1:].all() and len(steps) == 3
+    assert [name for name, ours in log if ours] == []
+    if attn == "eager":  # transformers' eager decode path itself reads nothing either
+        assert log == []
+    # the recorder sees host reads and host-made tensors, and tells this project's code apart
+    log.clear()
+    with _record_host_traffic(log):
+        torch.tensor([True, False], device=seq.device)
+        visual_spans(vis)
+    assert log[0] == ("tensor", False) and ("cpu", True) in log

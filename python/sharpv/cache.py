@@ -90,7 +90,7 @@ class CompactingCache(Cache):
         self.lengths: torch.Tensor | None = None  # (L, B) int32 on device, non-uniform layers
         self.span_start: torch.Tensor | None = None
         self.span_len: torch.Tensor | None = None
-        self._span_host: list[tuple[int, int]] | None = None
+        self.dropped: torch.Tensor | None = None  # (L, B) bool on device, after compact_
         self.dropped_host: list[list[bool]] | None = None
         self.compacted = False
         self._mask_memo: dict[tuple, torch.Tensor] = {}
@@ -233,8 +233,10 @@ class CompactingCache(Cache):
         Returns:
             ``(L, B)`` bool: the (layer, sample) pairs that were compacted.
 
-        One ``kv_compact_`` launch for all layers, then one device-to-host copy of the new
-        lengths (needed to size the buffers and the attention masks).
+        One ``kv_compact_`` launch for all layers (which itself reads the lengths and spans on
+        the host once, to check them before it writes), then one device-to-host copy of the
+        new lengths (needed to size the buffers and the attention masks). Nothing is copied
+        from the host to the device: the result and :attr:`dropped` are computed there.
         """
         if self.compacted:
             raise RuntimeError("the cache was already compacted")
@@ -263,18 +265,17 @@ class CompactingCache(Cache):
                 similarity[first:].contiguous(),
                 float(threshold),
             )
-        host = lengths.cpu()  # the one synchronisation
-        self._len = host.tolist()
+        self._len = lengths.tolist()  # the one synchronisation of compact_ itself
         self._kv_len = [max(row) for row in self._len]
         self._uniform = [all(x == logical for x in row) for row in self._len]
         self.dropped_host = [[x != logical for x in row] for row in self._len]
+        self.dropped = lengths != logical
         self.lengths = lengths
         self.span_start, self.span_len = span_start, span_len
-        self._span_host = list(zip(span_start.cpu().tolist(), span_len.cpu().tolist(), strict=True))
         self.compacted = True
         if release:
             self.release_()
-        return torch.tensor(self.dropped_host, dtype=torch.bool, device=dev)
+        return self.dropped.clone()
 
     def release_(self) -> None:
         """Shrink every layer's buffers to the whole chunks its entries need."""
@@ -331,8 +332,8 @@ class CompactingCache(Cache):
         dev = self.layers[layer_idx].kbuf.device
         bsz = self.batch_size
         j = torch.arange(kv, device=dev)[None, :]  # (1, kv)
-        if self.dropped_host is not None:
-            drop = torch.tensor(drop_row, device=dev)[:, None]
+        if self.dropped is not None:
+            drop = self.dropped[layer_idx][:, None]  # on device: no host copy per step
             s = self.span_start.long()[:, None]
             n = self.span_len.long()[:, None]
             logical = j + torch.where(drop & (j >= s), n, 0)  # (B, kv)

@@ -6,16 +6,20 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["SharpVConfig", "VISUAL_MODES", "METRICS", "METHODS"]
+from sharpv_kernels.vocab import (
+    DEFAULT_MEMORY_THRESHOLD,
+    DEFAULT_METRIC,
+    DEFAULT_MIN_KEEP,
+    DEFAULT_MODE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_W,
+    METHODS,
+    METRICS,
+    VISUAL_MODES,
+)
 
-#: Visual SharpV token-selection modes (SPEC, Visual SharpV item 7).
-VISUAL_MODES = ("adaptive", "manual", "ratio", "budget")
-#: Token dissimilarity metrics (SPEC, Visual SharpV item 2).
-METRICS = ("dissim", "cosine")
-#: Pruning methods: SharpV and the baselines of :mod:`sharpv.baselines` (same order).
-METHODS = (
-    "sharpv", "uniform", "random_per_frame", "random_video", "evs", "dycoke_ttm", "fastv",
-)  # fmt: skip
+# the vocabulary lives in sharpv_kernels.vocab; it stays importable from here for old callers
+__all__ = ["SharpVConfig", "VISUAL_MODES", "METRICS", "METHODS"]
 
 
 def _is_real(x: object) -> bool:
@@ -54,14 +58,14 @@ class SharpVConfig:
 
     visual: bool = True
     memory: bool = True
-    mode: str = "adaptive"
-    w: float = 1.0
-    threshold: float = 1.6
+    mode: str = DEFAULT_MODE
+    w: float = DEFAULT_W
+    threshold: float = DEFAULT_THRESHOLD
     keep_ratio: float | None = None
     budget: float | None = None
-    min_keep: int = 1
-    metric: str = "dissim"
-    memory_threshold: float = 0.2
+    min_keep: int = DEFAULT_MIN_KEEP
+    metric: str = DEFAULT_METRIC
+    memory_threshold: float = DEFAULT_MEMORY_THRESHOLD
     method: str = "sharpv"
     method_options: dict[str, Any] | None = None
 
@@ -110,24 +114,6 @@ class SharpVConfig:
             raise ValueError("method_options are for the baselines; SharpV takes its own fields")
         if self.method == "fastv" and self.memory:
             raise ValueError('method="fastv" prunes inside the LLM; it needs memory=False')
-
-    def pruner(self) -> Any:
-        """``fn(features, cu_frames) -> VisualPruneResult`` of the selected pre-LLM method.
-
-        The SharpV options (``visual_kwargs``) go to ``sharpv`` and to the random baselines,
-        which take SharpV's counts; ``method_options`` to the baseline.
-        """
-        from .baselines import get_pruner
-
-        opts = dict(self.method_options or {})
-        if self.method in ("sharpv", "random_per_frame", "random_video"):
-            opts = {**self.visual_kwargs(), **opts}
-        elif self.method == "uniform":
-            opts.setdefault("keep_ratio", self.keep_ratio if self.keep_ratio is not None else 0.3)
-            opts.setdefault("min_keep", self.min_keep)
-            opts.setdefault("w", float(self.w))
-            opts.setdefault("metric", self.metric)
-        return get_pruner(self.method, **opts)
 
     def visual_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sharpv_kernels.visual_prune` for this configuration.

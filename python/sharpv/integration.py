@@ -73,7 +73,9 @@ class PreparedInputs:
 
 def _get_pruner(config: SharpVConfig):
     """``fn(features, cu_frames)`` of the configured pre-LLM method (SharpV or a baseline)."""
-    return config.pruner()
+    from .baselines import make_pruner
+
+    return make_pruner(config)
 
 
 def _pad_token_id(model: torch.nn.Module) -> int:

@@ -27,6 +27,7 @@ import torch
 
 from sharpv_kernels import VisualPruneResult, visual_prune
 from sharpv_kernels.visual.checks import check_cu_values, normalize_cu_frames
+from sharpv_kernels.vocab import DEFAULT_MIN_KEEP, ZERO_NORM_EPS
 
 __all__ = [
     "uniform",
@@ -39,7 +40,8 @@ __all__ = [
     "dycoke_keep_per_frame",
 ]
 
-_EPS = 1e-12
+#: ``uniform``'s default keep ratio (also used by ``make_pruner`` when the config sets none)
+UNIFORM_KEEP_RATIO = 0.3
 CuFrames = torch.Tensor | Sequence[int] | None
 
 
@@ -128,7 +130,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     """Rows divided by their L2 norm in float32; zero rows (norm <= 1e-12) stay zero."""
     x = x.to(torch.float32)
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    return torch.where(norm > _EPS, x / norm.clamp_min(_EPS), torch.zeros_like(x))
+    return torch.where(norm > ZERO_NORM_EPS, x / norm.clamp_min(ZERO_NORM_EPS), torch.zeros_like(x))
 
 
 def _random_keys(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
@@ -143,8 +145,8 @@ def uniform(
     features: torch.Tensor,
     cu_frames: CuFrames = None,
     *,
-    keep_ratio: float = 0.3,
-    min_keep: int = 1,
+    keep_ratio: float = UNIFORM_KEEP_RATIO,
+    min_keep: int = DEFAULT_MIN_KEEP,
     return_scores: bool = False,
     **sharpv_options: object,
 ) -> VisualPruneResult:
