@@ -60,6 +60,17 @@ class CompactingCache(Cache):
     After :meth:`compact_`, layer ``l`` of sample ``b`` holds ``lengths_host[l][b]`` entries;
     entry ``j`` has the logical (original) position ``j`` before the sample's visual span and
     ``j + span_len[b]`` after it when the layer was compacted for that sample.
+
+    Examples:
+        >>> import torch
+        >>> cache = CompactingCache(2, chunk_size=4)
+        >>> for layer in range(2):  # a 6-token prompt, batch 1, 1 head of size 2
+        ...     _ = cache.update(torch.randn(1, 1, 6, 2), torch.randn(1, 1, 6, 2), layer)
+        >>> sim = torch.tensor([[1.0], [0.1]])  # layer 1 falls under the threshold
+        >>> cache.compact_(sim, 0.2, torch.tensor([1]), torch.tensor([3])).tolist()
+        [[False], [True]]
+        >>> cache.lengths_host, cache.get_seq_length()
+        ([[6], [3]], 6)
     """
 
     def __init__(

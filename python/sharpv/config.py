@@ -54,6 +54,13 @@ class SharpVConfig:
     Raises:
         TypeError: an option of the wrong type.
         ValueError: an option out of range, or a mode without its required option.
+
+    Examples:
+        >>> cfg = SharpVConfig(mode="budget", budget=0.3)
+        >>> cfg.visual_kwargs()["budget"], cfg.memory_threshold
+        (0.3, 0.2)
+        >>> SharpVConfig(method="evs", memory=False, method_options={"rate": 0.5}).method
+        'evs'
     """
 
     visual: bool = True
@@ -120,6 +127,10 @@ class SharpVConfig:
 
         ``keep_ratio`` and ``budget`` go only with their own mode (``visual_prune`` rejects
         them otherwise; ``keep_ratio`` may be set for the ``uniform`` baseline alone).
+
+        Examples:
+            >>> SharpVConfig(keep_ratio=0.5).visual_kwargs()["keep_ratio"] is None
+            True
         """
         return {
             "mode": self.mode,
@@ -132,5 +143,10 @@ class SharpVConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary of every field."""
+        """Plain dictionary of every field.
+
+        Examples:
+            >>> SharpVConfig().to_dict()["mode"]
+            'adaptive'
+        """
         return asdict(self)

@@ -95,6 +95,14 @@ def result_from_mask(
         keep: ``(total_frames, f)`` bool, True for the kept tokens.
         ratios: ``(total_frames,)`` per-frame ratio to report (default ``counts / f``).
         scores: optional ``(total_frames, f)`` float32 scores to return.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.randn(2, 3, 4)
+        >>> keep = torch.tensor([[True, False, True], [False, False, True]])
+        >>> res = result_from_mask(x, torch.tensor([0, 2], dtype=torch.int32), keep)
+        >>> res.indices.tolist(), res.counts.tolist(), res.cu_tokens.tolist()
+        ([0, 2, 5], [2, 1], [0, 3])
     """
     n, f, d = features.shape
     indices = keep.reshape(-1).nonzero().squeeze(1)
@@ -154,6 +162,11 @@ def uniform(
 
     ``k_t = clamp(ceil(keep_ratio * f), min_keep, f)`` tokens per frame, chosen by SharpV's
     importance ``I_t``. Other keyword arguments (``w``, ``metric``) go to ``visual_prune``.
+
+    Examples:
+        >>> import torch
+        >>> uniform(torch.randn(3, 10, 4), [0, 3], keep_ratio=0.3).counts.tolist()
+        [3, 3, 3]
     """
     return visual_prune(
         features, cu_frames, mode="ratio", keep_ratio=keep_ratio, min_keep=min_keep,
@@ -179,6 +192,12 @@ def random_per_frame(
             ``mode=...`` is given).
         seed: seed of the random keys (same seed, same selection).
         return_scores: return the random keys ``(total_frames, f)`` as float32 scores.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.randn(2, 6, 4)
+        >>> random_per_frame(x, [0, 2], counts=[2, 5], seed=1).counts.tolist()
+        [2, 5]
     """
     cu = _check(features, cu_frames)
     n, f, _ = features.shape
@@ -209,6 +228,12 @@ def random_video(
             ``visual_prune(features, cu_frames, **sharpv_options)``.
         seed: seed of the random keys.
         return_scores: return the random keys ``(total_frames, f)`` as float32 scores.
+
+    Examples:
+        >>> import torch
+        >>> res = random_video(torch.randn(3, 6, 4), [0, 1, 3], totals=[2, 7], seed=0)
+        >>> res.cu_tokens.tolist()
+        [0, 2, 9]
     """
     cu = _check(features, cu_frames)
     n, f, _ = features.shape
@@ -230,7 +255,12 @@ def random_video(
 # --------------------------------------------------------------------------- EVS
 def evs_retained_tokens(frames: int, f: int, rate: float) -> int:
     """Tokens EVS keeps in a video of ``frames * f`` tokens at pruning rate ``rate``:
-    ``max(f, int(frames * f * (1 - rate)))`` (the whole first frame at least)."""
+    ``max(f, int(frames * f * (1 - rate)))`` (the whole first frame at least).
+
+    Examples:
+        >>> evs_retained_tokens(8, 196, 0.7), evs_retained_tokens(2, 196, 0.9)
+        (470, 196)
+    """
     return min(frames * f, max(f, int(frames * f * (1.0 - rate))))
 
 
@@ -251,6 +281,12 @@ def evs(
     Args:
         rate: pruning rate ``q`` in ``[0, 1)``: the fraction of the video's tokens removed.
         return_scores: return the dissimilarities (first frames ``+inf``).
+
+    Examples:
+        >>> import torch
+        >>> res = evs(torch.randn(4, 5, 8), [0, 4], rate=0.5)
+        >>> res.counts[0].item(), res.counts.sum().item()
+        (5, 10)
     """
     cu = _check(features, cu_frames)
     rate = _check_fraction("rate", rate, closed_low=True)
@@ -274,7 +310,12 @@ def evs(
 
 # --------------------------------------------------------------------------- DyCoke TTM
 def dycoke_keep_per_frame(f: int, prune_ratio: float) -> int:
-    """Tokens a pruned DyCoke frame keeps: ``int((1 - K) * f)`` as in DyCoke's code."""
+    """Tokens a pruned DyCoke frame keeps: ``int((1 - K) * f)`` as in DyCoke's code.
+
+    Examples:
+        >>> dycoke_keep_per_frame(196, 0.7)
+        58
+    """
     return int((1.0 - prune_ratio) * f)
 
 
@@ -307,6 +348,11 @@ def dycoke_ttm(
         prune_ratio: ``K`` in ``[0, 1)``.
         window: frames per window (>= 2).
         return_scores: return ``1 - cos`` against the reference frame (anchors ``+inf``).
+
+    Examples:
+        >>> import torch
+        >>> dycoke_ttm(torch.randn(5, 10, 4), [0, 5], prune_ratio=0.5).counts.tolist()
+        [10, 5, 5, 5, 10]
     """
     cu = _check(features, cu_frames)
     k = _check_fraction("prune_ratio", prune_ratio, closed_low=True)
