@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import sharpv
-from sharpv.hooks import find_text_model, visual_spans
+from sharpv.hooks import GenerationHooks, find_text_model, visual_spans
 from sharpv_kernels.memory import layer_similarity_reference
 
 from .memory_oracle import dense_masked
@@ -343,3 +343,80 @@ def test_no_host_sync_inside_decode_steps(attn):
         torch.tensor([True, False], device=seq.device)
         visual_spans(vis)
     assert log[0] == ("tensor", False) and ("cpu", True) in log
+
+
+# ---------------------------------------------------------------- the hooks base
+
+
+class _Recorder(GenerationHooks):
+    """Records which decision the base calls, in order."""
+
+    name = "recorder"
+
+    def __init__(self, model, visual_mask, *, fail_install=False):
+        super().__init__(model, visual_mask)
+        self.events: list[tuple] = []
+        self.fail_install = fail_install
+
+    def layer_hooks(self):
+        return (0, 2)
+
+    def attention_hooks(self):
+        return (1,)
+
+    def install(self):
+        if self.fail_install:
+            raise RuntimeError("install failed")
+
+    def start_prefill(self, args, kwargs):
+        self.events.append(("start", self.phase))
+
+    def prefill_layer(self, idx, module, args, kwargs):
+        self.events.append(("layer", idx, self.phase))
+
+    def end_prefill(self):
+        self.events.append(("end", self.phase))
+
+    def decode_attention(self, idx, module, args, kwargs):
+        self.events.append(("attn", idx, kwargs["hidden_states"].shape[1]))
+
+    def uninstall(self):
+        self.events.append(("uninstall",))
+
+
+def test_generation_hooks_base_calls_each_decision_in_its_phase():
+    model = tiny_lm("llama", "eager")
+    emb, attn_mask, vis = make_batch(BATCH1, SEQ)
+
+    def hooks():
+        return [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in model.modules()]
+
+    before = hooks()
+    rec = _Recorder(model, vis)
+    assert rec.num_layers == LAYERS and rec.span_start.tolist() == [2]
+    with rec as bound:
+        assert bound is rec and hooks() != before
+        with pytest.raises(RuntimeError, match="already installed"):
+            rec.__enter__()
+        greedy(model, emb, attn_mask, n_new=3)
+        assert rec.phase == "decode"
+    assert rec.events == [
+        ("start", "idle"),
+        ("layer", 0, "prefill"),
+        ("layer", 2, "prefill"),
+        ("end", "prefill"),
+        ("attn", 1, 1),
+        ("attn", 1, 1),
+        ("uninstall",),
+    ]
+    assert hooks() == before and rec.phase == "idle"
+    # a failing install leaves no hook behind
+    with pytest.raises(RuntimeError, match="install failed"):
+        with _Recorder(model, vis, fail_install=True):
+            pass
+    assert hooks() == before
+    # the prefill must have the mask's shape
+    with pytest.raises(ValueError, match=r"\(batch, sequence\)"):
+        with _Recorder(model, vis[:, :8]):
+            greedy(model, emb, attn_mask, n_new=1)
+    assert hooks() == before
