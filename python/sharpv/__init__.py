@@ -1,7 +1,13 @@
 """SharpV for video LLMs: configuration, Hugging Face integration, KV cache, command line.
 
 Names are imported lazily so that ``import sharpv`` stays cheap and transformers remains
-an optional dependency (only the integration modules need it).
+an optional dependency (only the integration modules need it). The layout of the package is
+described in ``docs/architecture.md``.
+
+Examples:
+    >>> import sharpv
+    >>> sharpv.SharpVConfig(memory_threshold=0.3).memory_threshold
+    0.3
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ __version__ = "0.1.0"
 
 # public name -> module (relative to this package) that defines it
 _LAZY = {
-    # Memory SharpV (python/sharpv/memory.py, python/sharpv/cache.py)
+    # Memory SharpV (python/sharpv/memory.py on the hooks base python/sharpv/hooks.py, and
+    # python/sharpv/cache.py)
     "memory_sharpv": "memory",
     "MemorySharpVState": "memory",
     "CompactingCache": "cache",
@@ -21,7 +28,7 @@ _LAZY = {
     "SharpVConfig": "config",
     "apply_sharpv": "integration",
     "revert_sharpv": "integration",
-    # pre-LLM baselines (python/sharpv/baselines/)
+    # baselines and the configuration-to-pruner factory (python/sharpv/baselines/)
     "baselines": "baselines",
 }
 

@@ -26,6 +26,27 @@ def _is_real(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_finite(name: str, value: object) -> None:
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def _check_fraction_or_none(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number or None, got {type(value).__name__}")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+
+
 @dataclass(frozen=True)
 class SharpVConfig:
     """Settings of both SharpV stages, validated on construction.
@@ -80,29 +101,17 @@ class SharpVConfig:
         for name in ("visual", "memory"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
-        if self.mode not in VISUAL_MODES:
-            raise ValueError(f"mode must be one of {VISUAL_MODES}, got {self.mode!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        _check_choice("mode", self.mode, VISUAL_MODES)
+        _check_choice("metric", self.metric, METRICS)
         for name in ("w", "threshold", "memory_threshold"):
-            v = getattr(self, name)
-            if not _is_real(v):
-                raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-            if not math.isfinite(v):
-                raise ValueError(f"{name} must be finite, got {v}")
+            _check_finite(name, getattr(self, name))
         if not -1.0 <= self.memory_threshold <= 1.0:
             raise ValueError(
                 "memory_threshold must be in [-1, 1] (a cosine similarity), "
                 f"got {self.memory_threshold}"
             )
         for name in ("keep_ratio", "budget"):
-            v = getattr(self, name)
-            if v is None:
-                continue
-            if not _is_real(v):
-                raise TypeError(f"{name} must be a real number or None, got {type(v).__name__}")
-            if not 0.0 < v <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {v}")
+            _check_fraction_or_none(name, getattr(self, name))
         if self.mode == "ratio" and self.keep_ratio is None:
             raise ValueError('mode="ratio" needs keep_ratio in (0, 1]')
         if self.mode == "budget" and self.budget is None:
@@ -111,8 +120,10 @@ class SharpVConfig:
             raise TypeError(f"min_keep must be an int, got {type(self.min_keep).__name__}")
         if self.min_keep < 1:
             raise ValueError(f"min_keep must be >= 1, got {self.min_keep}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        self._check_method()
+
+    def _check_method(self) -> None:
+        _check_choice("method", self.method, METHODS)
         if self.method_options is not None and not isinstance(self.method_options, dict):
             raise TypeError(
                 f"method_options must be a dict or None, got {type(self.method_options).__name__}"
