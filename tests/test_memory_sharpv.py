@@ -306,14 +306,10 @@ def _record_host_traffic(log: list[tuple[str, bool]]):
             setattr(torch, n, fn)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_no_host_sync_inside_decode_steps(attn):
-    """Every decode step's forward of the decoder stack, with every layer compacted for a
-    padded batch (masks rebuilt in every layer but 0), reads no tensor value on the host and
-    makes no tensor from host data in Memory SharpV's code (CPU stand-in for
-    ``torch.cuda.set_sync_debug_mode``)."""
-    model = tiny_lm("qwen2", attn)
-    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+def _decode_host_traffic(model, context, emb, attn_mask, n_new=4):
+    """Run ``greedy`` inside ``context`` and log the host traffic of every decode step's
+    forward of the decoder stack (the prefill may synchronise). Returns
+    ``(state, sequences, log, decode_steps)``."""
     text = find_text_model(model)
     forward = text.forward
     log: list[tuple[str, bool]] = []
@@ -322,17 +318,30 @@ def test_no_host_sync_inside_decode_steps(attn):
     def watched_forward(*args, **kwargs):
         cache = kwargs.get("past_key_values")
         if cache is None or cache.get_seq_length() == 0:
-            return forward(*args, **kwargs)  # the prefill may synchronise
+            return forward(*args, **kwargs)
         steps.append(cache.get_seq_length())
         with _record_host_traffic(log):
             return forward(*args, **kwargs)
 
     text.forward = watched_forward
     try:
-        with sharpv.memory_sharpv(model, vis, threshold=2.0) as state:
-            seq, _ = greedy(model, emb, attn_mask, n_new=4)
+        with context as state:
+            seq, _ = greedy(model, emb, attn_mask, n_new=n_new)
     finally:
         del text.forward
+    return state, seq, log, steps
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_no_host_sync_inside_decode_steps(attn):
+    """Every decode step's forward of the decoder stack, with every layer compacted for a
+    padded batch (masks rebuilt in every layer but 0), reads no tensor value on the host and
+    makes no tensor from host data in Memory SharpV's code (CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode``)."""
+    model = tiny_lm("qwen2", attn)
+    emb, attn_mask, vis = make_batch(BATCH3, SEQ)
+    context = sharpv.memory_sharpv(model, vis, threshold=2.0)
+    state, seq, log, steps = _decode_host_traffic(model, context, emb, attn_mask)
     assert state.dropped[1:].all() and len(steps) == 3
     assert [name for name, ours in log if ours] == []
     if attn == "eager":  # transformers' eager decode path itself reads nothing either
@@ -343,6 +352,18 @@ def test_no_host_sync_inside_decode_steps(attn):
         torch.tensor([True, False], device=seq.device)
         visual_spans(vis)
     assert log[0] == ("tensor", False) and ("cpu", True) in log
+
+
+def test_fastv_decode_steps_have_no_host_sync():
+    """The FastV baseline, on the same base, reads nothing on the host while decoding."""
+    from sharpv.baselines import fastv
+
+    model = tiny_lm("llama", "eager")
+    emb, attn_mask, vis = make_batch(BATCH1, SEQ)
+    context = fastv(model, vis, layer=2, keep_ratio=0.5)
+    state, _, log, steps = _decode_host_traffic(model, context, emb, attn_mask)
+    assert state.kept.shape == (1, 5) and len(steps) == 3
+    assert log == []
 
 
 # ---------------------------------------------------------------- the hooks base

@@ -15,6 +15,9 @@ without padding and the same number of visual tokens (one contiguous span each);
 prompt must be processed in one forward (the usual ``generate``); greedy/sampling decoding
 only (no beam search). Works for decoder LMs whose layers take ``position_embeddings`` as a
 ``(cos, sin)`` pair (Qwen2, Llama and the LLaVA models built on them).
+
+Built on :class:`sharpv.hooks.GenerationHooks` (hook registration and removal, prefill
+detection); this module holds only FastV's decisions. No host synchronisation in a decode step.
 """
 
 from __future__ import annotations
