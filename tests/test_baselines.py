@@ -180,6 +180,37 @@ def test_config_methods():
     assert bl.make_pruner(cfg)(x, CU).counts.tolist() == [8] * 11
 
 
+def test_one_vocabulary_and_make_pruner():
+    """Names and defaults come from sharpv_kernels.vocab; the configuration is data and
+    make_pruner turns it into each method's function with the right options."""
+    from sharpv import config as config_module
+    from sharpv_kernels import vocab
+
+    assert tuple(bl.PRE_LLM_METHODS) == vocab.PRE_LLM_BASELINES
+    assert bl.METHODS is vocab.METHODS is config_module.METHODS
+    assert config_module.VISUAL_MODES is vocab.VISUAL_MODES
+    assert config_module.METRICS is vocab.METRICS
+    cfg = sharpv.SharpVConfig()
+    assert (cfg.mode, cfg.w, cfg.threshold, cfg.min_keep, cfg.metric, cfg.memory_threshold) == (
+        vocab.DEFAULT_MODE, vocab.DEFAULT_W, vocab.DEFAULT_THRESHOLD, vocab.DEFAULT_MIN_KEEP,
+        vocab.DEFAULT_METRIC, vocab.DEFAULT_MEMORY_THRESHOLD,
+    )  # fmt: skip
+    assert not hasattr(cfg, "pruner")
+    x = feats()
+    sharp = sharpv.SharpVConfig(mode="ratio", keep_ratio=0.25, memory=False)
+    assert torch.equal(bl.make_pruner(sharp)(x, CU).indices,
+                       visual_prune(x, CU, **sharp.visual_kwargs()).indices)  # fmt: skip
+    # the random baselines take SharpV's counts from the same options
+    rand = sharpv.SharpVConfig(mode="ratio", keep_ratio=0.25, method="random_per_frame")
+    assert bl.make_pruner(rand)(x, CU).counts.tolist() == [4] * 11
+    # uniform: the config's keep_ratio, else its own default
+    assert bl.make_pruner(sharpv.SharpVConfig(method="uniform", keep_ratio=0.5))(
+        x, CU).counts.tolist() == [8] * 11  # fmt: skip
+    assert bl.make_pruner(sharpv.SharpVConfig(method="uniform"))(x, CU).counts.tolist() == [5] * 11
+    with pytest.raises(ValueError, match="fastv"):
+        bl.make_pruner(sharpv.SharpVConfig(method="fastv", memory=False))
+
+
 # --------------------------------------------------------------------------- FastV
 T_FRAMES, F_TINY = 4, 4  # tiny LLaVA-OV: 56 px, patch 14 -> 4 tokens per frame
 
