@@ -257,6 +257,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="model"):
         with sharpv.memory_sharpv(torch.nn.Linear(2, 2), vis):
             pass
+    with pytest.raises(ValueError, match="chunk_size"):
+        sharpv.memory_sharpv(model, vis, chunk_size=0)  # raised when called, before any hook
     model.config._attn_implementation = "flex_attention"
     try:
         with pytest.raises(ValueError, match="attention"):

@@ -22,7 +22,22 @@ from transformers.cache_utils import Cache
 
 import sharpv_kernels  # noqa: F401  (registers torch.ops.sharpv.*)
 
-__all__ = ["CompactingCache"]
+__all__ = ["CompactingCache", "DEFAULT_CHUNK_SIZE", "check_chunk_size"]
+
+#: growth step, in tokens, of the cache buffers
+DEFAULT_CHUNK_SIZE = 256
+
+
+def check_chunk_size(chunk_size: object) -> int:
+    """``chunk_size`` if it is a positive int, else ``ValueError`` naming it.
+
+    Examples:
+        >>> check_chunk_size(64)
+        64
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return chunk_size
 
 
 def _round_up(n: int, chunk: int) -> int:
@@ -78,7 +93,7 @@ class CompactingCache(Cache):
         num_layers: int | None = None,
         *,
         config: Any = None,
-        chunk_size: int = 256,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         if num_layers is None:
             if config is None:
@@ -87,8 +102,7 @@ class CompactingCache(Cache):
             num_layers = int(text.num_hidden_layers)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        check_chunk_size(chunk_size)
         # Cache.__init__ differs between transformers releases: set its attributes directly.
         self.layers = [_Layer() for _ in range(num_layers)]
         self.layer_class_to_replicate = None

@@ -37,7 +37,9 @@ from typing import Any
 
 import torch
 
-from .cache import CompactingCache
+from sharpv_kernels.vocab import DEFAULT_MEMORY_THRESHOLD
+
+from .cache import DEFAULT_CHUNK_SIZE, CompactingCache, check_chunk_size
 from .hooks import GenerationHooks, find_text_model, first_tensor, visual_spans
 
 # visual_spans and find_text_model live in sharpv.hooks; re-exported for existing imports
@@ -68,7 +70,7 @@ class MemorySharpVState:
     dropped: torch.Tensor | None = None
     memory_ratio: torch.Tensor | None = None
     cache: CompactingCache | None = None
-    chunk_size: int = 256
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
 def _attn_kind(impl: str) -> str:
@@ -110,14 +112,15 @@ class MemorySharpV(GenerationHooks):
         self,
         model: torch.nn.Module,
         visual_mask: torch.Tensor,
-        threshold: float = 0.2,
+        threshold: float = DEFAULT_MEMORY_THRESHOLD,
         *,
-        chunk_size: int = 256,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
         if threshold != threshold:
             raise ValueError("threshold must not be NaN")
+        check_chunk_size(chunk_size)
         super().__init__(model, visual_mask)
         for idx, layer in enumerate(self.layers):
             attn = getattr(layer, "self_attn", None)
@@ -203,9 +206,9 @@ class MemorySharpV(GenerationHooks):
 def memory_sharpv(
     model: torch.nn.Module,
     visual_mask: torch.Tensor,
-    threshold: float = 0.2,
+    threshold: float = DEFAULT_MEMORY_THRESHOLD,
     *,
-    chunk_size: int = 256,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> MemorySharpV:
     """Run Memory SharpV on every generation inside the block.
 
