@@ -1,23 +1,85 @@
-"""The ``sharpv`` command line: ``sharpv demo`` and ``sharpv run``.
+"""The ``sharpv`` command line: ``sharpv demo``, ``sharpv run`` and ``sharpv --version``.
 
-Errors a user can cause (missing or unreadable video, unsupported model type, a model that
-cannot be loaded, bad options) print one line ``sharpv: error: ...`` and exit with code 2
-(argument errors) or 1 (everything else).
+Every input a user can get wrong is checked before any heavy work, in this order: the
+arguments themselves (types, ranges, options of another mode or method: pure Python, no
+torch), the files (video metadata, model folder or hub id), the device, then the method
+(the configuration and the pruner are built and run on a tiny tensor). ``sharpv run`` reads
+the model's config before its weights, and FastV's options are checked on the loaded model
+before anything is generated. Each error prints one line ``sharpv: error: ...`` on stderr
+and exits with code 2 (usage) or 1 (everything else); no traceback.
+
+Examples:
+    >>> main(["demo", "--frames", "8", "--no-progress"])  # doctest: +SKIP
+    0
+    >>> main(["demo", "--keep-ratio", "0.3"])  # doctest: +SKIP
+    sharpv: error: --keep-ratio is only used with --mode ratio (got --mode adaptive)
+    2
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["main", "build_parser", "CLIError", "HUB_PROBE_TIMEOUT_S"]
+
+#: Seconds the hub probe of ``sharpv run --model ORG/NAME`` waits (one try, no retries).
+HUB_PROBE_TIMEOUT_S = 5.0
+#: ``sharpv run``: without the model's tokens per frame, the pruner's dry run uses this many
+#: (or ``--min-keep``, if larger); the op checks ``min_keep <= f`` itself at generate time.
+_PROBE_TOKENS = 16
 
 
 class CLIError(Exception):
-    """An error reported as one line, exit code 1."""
+    """An error reported as one line; ``code`` is the exit status (1, or 2 for usage)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _usage(message: str) -> NoReturn:
+    raise CLIError(message, code=2)
+
+
+def _vocab() -> ModuleType:
+    """``sharpv_kernels.vocab`` without importing torch and triton (seconds).
+
+    ``import sharpv_kernels`` registers the operators, so it imports torch and triton; the
+    vocabulary itself is plain Python. The command line loads it alone so that argument
+    errors come back at once; once the package is imported it is the same module.
+    """
+    name = "sharpv_kernels.vocab"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec("sharpv_kernels")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / "vocab.py"
+        if path.is_file():
+            vspec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(vspec)
+            vspec.loader.exec_module(module)
+            sys.modules[name] = module
+            return module
+    import sharpv_kernels.vocab as vocab  # pragma: no cover - unusual installs
+
+    return vocab
+
+
+# --------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``sharpv: error: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sharpv: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(s: str) -> int:
@@ -30,25 +92,82 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+
+
+def _finite(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return v
+
+
 def _add_sharpv_options(p: argparse.ArgumentParser) -> None:
+    v = _vocab()
     g = p.add_argument_group("SharpV options (paper defaults)")
-    g.add_argument("--mode", default="adaptive", choices=["adaptive", "manual", "ratio", "budget"])
-    g.add_argument("--w", type=float, default=1.0, help="spatial weight w (default 1.0)")
-    g.add_argument("--threshold", type=float, default=1.6, help="K of --mode manual")
-    g.add_argument("--keep-ratio", type=float, default=None, help="for --mode ratio")
-    g.add_argument("--budget", type=float, default=None, help="for --mode budget")
-    g.add_argument("--min-keep", type=int, default=1)
-    g.add_argument("--metric", default="dissim", choices=["dissim", "cosine"])
-    g.add_argument("--memory-threshold", type=float, default=0.2, help="M (default 0.2)")
+    g.add_argument(
+        "--mode",
+        default=None,
+        choices=v.VISUAL_MODES,
+        help=f"token selection (default {v.DEFAULT_MODE})",
+    )
+    g.add_argument(
+        "--w",
+        type=_finite,
+        default=None,
+        help=f"spatial weight w in I = T + w*S (default {v.DEFAULT_W:g})",
+    )
+    g.add_argument(
+        "--threshold",
+        type=_finite,
+        default=None,
+        help=f"K of --mode manual (default {v.DEFAULT_THRESHOLD:g})",
+    )
+    g.add_argument(
+        "--keep-ratio",
+        type=_finite,
+        default=None,
+        help="fraction kept per frame, in (0, 1]; --mode ratio only",
+    )
+    g.add_argument(
+        "--budget",
+        type=_finite,
+        default=None,
+        help="fraction of each video's tokens kept, in (0, 1]; --mode budget only",
+    )
+    g.add_argument(
+        "--min-keep",
+        type=_int,
+        default=None,
+        help=f"fewest tokens kept per frame, in [0, f] (default {v.DEFAULT_MIN_KEEP})",
+    )
+    g.add_argument(
+        "--metric",
+        default=None,
+        choices=v.METRICS,
+        help=f"token dissimilarity (default {v.DEFAULT_METRIC})",
+    )
+    g.add_argument(
+        "--memory-threshold",
+        type=_finite,
+        default=None,
+        help=f"M of Memory SharpV, in [-1, 1] (default {v.DEFAULT_MEMORY_THRESHOLD:g})",
+    )
     g.add_argument("--no-visual", action="store_true", help="skip Visual SharpV")
     g.add_argument("--no-memory", action="store_true", help="skip Memory SharpV")
-    from .config import METHODS
 
     m = p.add_argument_group("method (SharpV or a baseline of sharpv.baselines)")
     m.add_argument(
         "--method",
         default="sharpv",
-        choices=METHODS,
+        choices=v.METHODS,
         help="pruning method (default sharpv); baselines run without Memory SharpV",
     )
     m.add_argument(
@@ -61,88 +180,47 @@ def _add_sharpv_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _method_options(items: list[str]) -> dict[str, Any] | None:
-    """``["rate=0.7", "seed=1"]`` -> ``{"rate": 0.7, "seed": 1}`` (ints, then floats, else str)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"bad --method-arg {item!r}: expected KEY=VALUE")
-        value: Any = raw
-        for conv in (int, float):
-            try:
-                value = conv(raw)
-                break
-            except ValueError:
-                continue
-        out[key.strip().replace("-", "_")] = value
-    return out or None
+def _version() -> str:
+    from . import __version__
 
-
-def _config(args: argparse.Namespace):
-    from .config import SharpVConfig
-
-    method = getattr(args, "method", "sharpv")
-    try:
-        return SharpVConfig(
-            visual=not args.no_visual,
-            memory=not args.no_memory and method == "sharpv",
-            method=method,
-            method_options=_method_options(getattr(args, "method_arg", [])),
-            mode=args.mode,
-            w=args.w,
-            threshold=args.threshold,
-            keep_ratio=args.keep_ratio,
-            budget=args.budget,
-            min_keep=args.min_keep,
-            metric=args.metric,
-            memory_threshold=args.memory_threshold,
-        )
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"bad SharpV option: {e}") from None
-
-
-def _check_method_options(config: Any) -> None:
-    """Fail early (one line) on baseline options the method does not take."""
-    if config.method in ("sharpv", "fastv") or not config.method_options:
-        if config.method == "fastv":
-            bad = set(config.method_options or {}) - {"layer", "keep_ratio"}
-            if bad:
-                raise CLIError(f"bad --method-arg for fastv: {sorted(bad)}")
-        return
-    import inspect
-
-    from .baselines import PRE_LLM_METHODS
-
-    params = inspect.signature(PRE_LLM_METHODS[config.method]).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    bad = [k for k in config.method_options if k not in params]
-    if bad and not takes_any:
-        raise CLIError(f"bad --method-arg for {config.method}: {bad}")
+    return f"sharpv {__version__} (distribution sharpv-kernels)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sharpv`` argument parser."""
-    parser = argparse.ArgumentParser(
+    """The ``sharpv`` argument parser (no torch import).
+
+    Examples:
+        >>> build_parser().parse_args(["demo", "--frames", "8"]).frames
+        8
+    """
+    parser = _Parser(
         prog="sharpv",
         description="SharpV: adaptive video-token and KV-cache pruning for video LLMs.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     d = sub.add_parser(
         "demo",
-        help="dense vs SharpV on a synthetic video with a random-weight model (no download)",
-        description="Runs anywhere with nothing downloaded: builds a video and a small "
-        "LLaVA-OneVision with RANDOM weights in code, runs dense and SharpV, prints the "
-        "statistics and writes retention.png and similarity.png.",
+        help="dense vs SharpV with a random-weight model (no download)",
+        description="Runs anywhere with nothing downloaded: builds a small LLaVA-OneVision "
+        "with RANDOM weights in code, runs it dense and with SharpV (or --method) on a "
+        "synthetic clip or on --video PATH, prints the statistics and writes retention.png "
+        "and similarity.png.",
     )
-    d.add_argument("--frames", type=_positive_int, default=32)
+    d.add_argument(
+        "--video",
+        default=None,
+        metavar="PATH",
+        help="a real video file instead of the synthetic clip (sampled uniformly)",
+    )
+    d.add_argument("--frames", type=_positive_int, default=32, help="frames (sampled uniformly)")
     d.add_argument("--out-dir", default="sharpv-demo", help="folder of the PNGs")
     d.add_argument("--max-new-tokens", type=_positive_int, default=12)
     d.add_argument("--layers", type=_positive_int, default=8, help="LM decoder layers")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="cpu")
+    d.add_argument("--seed", type=_int, default=0)
+    d.add_argument("--device", default="cpu", help="torch device (default cpu)")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_sharpv_options(d)
 
@@ -165,69 +243,361 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --------------------------------------------------------------------------- demo
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+# --------------------------------------------------------------------------- checks (no torch)
+#: Visual options each method reads (``None``: all of them).
+_VISUAL_OPTIONS_USED: dict[str, tuple[str, ...] | None] = {
+    "sharpv": None,
+    "random_per_frame": None,  # SharpV's per-frame counts
+    "random_video": None,  # SharpV's total
+    "uniform": ("keep_ratio", "min_keep", "w", "metric"),
+    "evs": (),
+    "dycoke_ttm": (),
+    "fastv": (),
+}
+_VISUAL_OPTIONS = ("mode", "w", "threshold", "keep_ratio", "budget", "min_keep", "metric")
 
-    config = _config(args)
-    _check_method_options(config)
-    run_demo(
-        frames=args.frames,
-        out_dir=args.out_dir,
-        max_new_tokens=args.max_new_tokens,
-        layers=args.layers,
-        seed=args.seed,
-        device=args.device,
-        config=config,
-        progress=not args.no_progress,
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_options(args: argparse.Namespace, tokens_per_frame: int | None) -> None:
+    """Option rules of the API, checked on the parsed arguments alone (no torch).
+
+    Raises:
+        CLIError: (code 2) an option of another mode or method, a mode without its
+            option, or a value out of the op's range.
+    """
+    v = _vocab()
+    mode = args.mode or v.DEFAULT_MODE
+    method = args.method
+    given = {name for name in _VISUAL_OPTIONS if getattr(args, name) is not None}
+    if method != "sharpv" and args.no_visual:
+        _usage(f"--no-visual turns off pruning, so --method {method} would not run")
+    used = _VISUAL_OPTIONS_USED[method]
+    if used is not None:
+        extra = sorted(given - set(used))
+        if extra:
+            _usage(f"{_flag(extra[0])} is not used by --method {method}")
+    for name, wanted in (("keep_ratio", "ratio"), ("budget", "budget"), ("threshold", "manual")):
+        if name in given and mode != wanted and not (method == "uniform" and name == "keep_ratio"):
+            _usage(f"{_flag(name)} is only used with --mode {wanted} (got --mode {mode})")
+        if mode == wanted and name != "threshold" and getattr(args, name) is None:
+            _usage(f"--mode {wanted} needs {_flag(name)} in (0, 1]")
+    for name in ("keep_ratio", "budget"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 < value <= 1.0:
+            _usage(f"{_flag(name)} must be in (0, 1], got {value:g}")
+    if args.min_keep is not None:
+        hi = tokens_per_frame if tokens_per_frame is not None else "f"
+        if args.min_keep < 0 or (tokens_per_frame is not None and args.min_keep > hi):
+            _usage(f"--min-keep must be in [0, {hi}] (f = tokens per frame), got {args.min_keep}")
+    memory_on = method == "sharpv" and not args.no_memory
+    if args.memory_threshold is not None:
+        if not memory_on:
+            _usage(
+                "--memory-threshold is only used by Memory SharpV "
+                "(--method sharpv without --no-memory)"
+            )
+        if not -1.0 <= args.memory_threshold <= 1.0:
+            _usage(f"--memory-threshold must be in [-1, 1], got {args.memory_threshold:g}")
+    if args.method_arg and method == "sharpv":
+        _usage("--method-arg is for the baselines; SharpV takes its own options")
+    _method_options(args.method_arg)
+
+
+def _method_options(items: list[str]) -> dict[str, Any] | None:
+    """``["rate=0.7", "seed=1"]`` -> ``{"rate": 0.7, "seed": 1}`` (ints, then floats, else str)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            _usage(f"bad --method-arg {item!r}: expected KEY=VALUE")
+        value: Any = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+        out[key.strip().replace("-", "_")] = value
+    return out or None
+
+
+#: Device types ``torch.device`` parses (its ``DeviceType`` names), for the early check.
+_TORCH_DEVICE_TYPES = frozenset(
+    "cpu cuda mkldnn opengl opencl ideep hip ve fpga maia xla lazy vulkan mps meta hpu mtia "
+    "xpu ipu privateuseone".split()
+)
+
+
+def _quick_check_device(name: str) -> None:
+    """The device checks that need no torch import (the full check is :func:`_check_device`):
+    the name's syntax, and CUDA asked of a CPU-only torch build or a machine without an
+    NVIDIA driver."""
+    kind, _, index = name.partition(":")
+    if kind not in _TORCH_DEVICE_TYPES or (index and not index.isdigit()):
+        _usage(f"--device {name!r} is not a torch device (expected cpu, cuda, cuda:N, ...)")
+    if kind != "cuda":
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        build = version("torch")
+    except PackageNotFoundError:  # pragma: no cover - torch installed without metadata
+        build = ""
+    cpu_build = build.endswith("+cpu")
+    # ROCm builds serve "cuda" on AMD GPUs; WSL exposes NVIDIA GPUs through /dev/dxg
+    no_driver = (
+        sys.platform.startswith("linux")
+        and "rocm" not in build
+        and not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/dxg"))
     )
-    return 0
+    if cpu_build or no_driver:
+        why = "torch is a CPU-only build" if cpu_build else "no NVIDIA driver is loaded"
+        raise CLIError(f"--device {name}: no CUDA device is available here ({why}); "
+                       "use --device cpu")  # fmt: skip
 
 
-# --------------------------------------------------------------------------- run
+# --------------------------------------------------------------------------- checks (torch)
+def _check_device(name: str):
+    """``torch.device(name)``, present on this machine, or a one-line error."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        _usage(f"--device {name!r} is not a torch device (expected cpu, cuda, cuda:N, ...)")
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(
+                f"--device {name}: no CUDA device is available on this machine "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        return device
+    try:
+        torch.empty(1, device=device)
+    except Exception as e:
+        raise CLIError(f"--device {name}: not usable here ({_first_line(e)})") from None
+    return device
+
+
+def _config(args: argparse.Namespace):
+    """The :class:`sharpv.SharpVConfig` of the arguments (defaults from the vocabulary)."""
+    from .config import SharpVConfig
+
+    v = _vocab()
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    method = args.method
+    try:
+        return SharpVConfig(
+            visual=not args.no_visual,
+            memory=not args.no_memory and method == "sharpv",
+            method=method,
+            method_options=_method_options(args.method_arg),
+            mode=pick(args.mode, v.DEFAULT_MODE),
+            w=pick(args.w, v.DEFAULT_W),
+            threshold=pick(args.threshold, v.DEFAULT_THRESHOLD),
+            keep_ratio=args.keep_ratio,
+            budget=args.budget,
+            min_keep=pick(args.min_keep, v.DEFAULT_MIN_KEEP),
+            metric=pick(args.metric, v.DEFAULT_METRIC),
+            memory_threshold=pick(args.memory_threshold, v.DEFAULT_MEMORY_THRESHOLD),
+        )
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"bad SharpV option: {_first_line(e)}", code=2) from None
+
+
+def _check_method(config: Any, tokens_per_frame: int) -> None:
+    """Build the pruner of ``config`` and run it on a tiny random video (2 frames x f x 8).
+
+    This checks every option value (``--method-arg`` included) with the method's own code
+    before any model work. FastV prunes inside the LLM: only its option names are checked
+    here; :func:`_check_fastv` checks the values on the model.
+    """
+    import inspect
+
+    import torch
+
+    if not config.visual:
+        return
+    if config.method == "fastv":
+        from .baselines import fastv
+
+        try:
+            inspect.signature(fastv).bind(None, None, **(config.method_options or {}))
+        except TypeError as e:
+            raise CLIError(f"bad --method-arg for fastv: {e}", code=2) from None
+        return
+    try:
+        prune = config.pruner()  # sharpv.baselines.make_pruner(config) once it lands
+        g = torch.Generator().manual_seed(0)
+        prune(torch.randn(2, tokens_per_frame, 8, generator=g), [0, 2])
+    except (TypeError, ValueError) as e:
+        what = "--method-arg" if config.method_options else "option"
+        raise CLIError(f"bad {what} for --method {config.method}: {_first_line(e)}", 2) from None
+
+
+def _check_fastv(model: Any, config: Any) -> None:
+    """FastV's option values, checked by entering (and leaving) it on the loaded model."""
+    if config.method != "fastv" or not config.visual:
+        return
+    import torch
+
+    from .baselines import fastv
+
+    try:
+        with fastv(model, torch.ones(1, 1, dtype=torch.bool), **(config.method_options or {})):
+            pass
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"bad --method-arg for fastv: {_first_line(e)}", code=2) from None
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
 
-def _load_model(name: str, device: str, dtype_name: str):
-    import torch
-    import transformers
+# --------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import TOKENS_PER_FRAME
+
+    _check_options(args, TOKENS_PER_FRAME)
+    _quick_check_device(args.device)
+    if args.video is not None:
+        from .video import VideoReadError, probe_video
+
+        try:
+            probe_video(args.video)
+        except VideoReadError as e:
+            raise CLIError(str(e)) from None
+    _check_device(args.device)
+    config = _config(args)
+    _check_method(config, TOKENS_PER_FRAME)
+
+    from .demo import run_demo
+    from .video import VideoReadError
+
+    try:
+        run_demo(
+            frames=args.frames,
+            out_dir=args.out_dir,
+            max_new_tokens=args.max_new_tokens,
+            layers=args.layers,
+            seed=args.seed,
+            device=args.device,
+            config=config,
+            progress=not args.no_progress,
+            video=args.video,
+            before_dense=lambda model: _check_fastv(model, config),
+        )
+    except VideoReadError as e:
+        raise CLIError(str(e)) from None
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
+
+
+def _resolve_model(name: str) -> tuple[str, bool]:
+    """Where to load ``--model`` from: ``(folder or hub id, local_files_only)``.
+
+    A folder is used as is. A hub id is looked up in the local cache and probed on the hub
+    once, with a short timeout and no retries: offline (``HF_HUB_OFFLINE``) or unreachable,
+    a cached copy is used, and without one the error says so at once.
+    """
+    local = os.path.expanduser(name)
+    if os.path.isdir(local):
+        return local, True
+    if os.path.isabs(local) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise CLIError(f"cannot load model {name!r}: no such folder")
+    from huggingface_hub import HfApi, errors, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    hint = "pass a local folder with --model /path/to/checkpoint"
+    if _hub_offline():
+        if cached:
+            return name, True
+        raise CLIError(
+            f"model {name!r} is not in the local Hugging Face cache and offline mode is on "
+            f"(HF_HUB_OFFLINE); download it first or {hint}"
+        )
+    try:
+        HfApi().model_info(name, timeout=HUB_PROBE_TIMEOUT_S)
+    except errors.RepositoryNotFoundError:
+        raise CLIError(
+            f"no model {name!r} on the Hugging Face Hub (or it is gated/private: log in "
+            f"with `hf auth login`); or {hint}"
+        ) from None
+    except Exception as e:
+        if cached:
+            return name, True
+        raise CLIError(
+            f"cannot reach the Hugging Face Hub for {name!r} ({_first_line(e)}) and it is not "
+            f"cached; offline? Set HF_HUB_OFFLINE=1 to use cached models only, or {hint}"
+        ) from None
+    return name, False
+
+
+def _from_pretrained(cls: Any, source: str, local_only: bool, **kwargs: Any) -> Any:
+    """Every ``from_pretrained`` of ``sharpv run`` goes through here."""
+    return cls.from_pretrained(source, local_files_only=local_only, **kwargs)
+
+
+def _load_config(source: str, local_only: bool, name: str):
     from transformers import AutoConfig
 
     from .adapters import UnsupportedModelError, get_adapter
 
-    local = os.path.expanduser(name)
-    if (os.path.isabs(local) or name.startswith((".", "~"))) and not os.path.isdir(local):
-        raise CLIError(f"cannot load model {name!r}: no such folder")
     try:
-        config = AutoConfig.from_pretrained(local if os.path.isdir(local) else name)
+        config = _from_pretrained(AutoConfig, source, local_only)
     except Exception as e:
         raise CLIError(f"cannot load model {name!r}: {_first_line(e)}") from None
     try:
         adapter = get_adapter(config)
     except UnsupportedModelError as e:
         raise CLIError(str(e)) from None
+    return config, adapter
+
+
+def _load_model(source: str, local_only: bool, name: str, config: Any, device, dtype_name: str):
+    import torch
+    import transformers
+
     if dtype_name == "auto":
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
         dtype = getattr(torch, dtype_name)
     try:
         cls = getattr(transformers, config.architectures[0], None) if config.architectures else None
         cls = cls or transformers.AutoModelForImageTextToText
-        model = cls.from_pretrained(name, dtype=dtype).to(device).eval()
+        model = _from_pretrained(cls, source, local_only, dtype=dtype)
+        return model.to(device).eval()
     except Exception as e:
         raise CLIError(f"cannot load model {name!r}: {_first_line(e)}") from None
-    return model, adapter
 
 
-def _inputs(name: str, model, adapter, frames, prompt: str):
+def _inputs(source: str, local_only: bool, model, adapter, frames, prompt: str):
     """Processor outputs if the checkpoint's processor works here, else the adapter's own
     processor-free preprocessing. Returns ``(inputs, tokenizer_or_processor)``."""
     try:
         from transformers import AutoProcessor
 
-        proc = AutoProcessor.from_pretrained(name)
+        proc = _from_pretrained(AutoProcessor, source, local_only)
         if not hasattr(proc, "video_processor") or getattr(proc, "chat_template", None) is None:
             raise ValueError("no usable video processor")
         msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
@@ -239,9 +609,9 @@ def _inputs(name: str, model, adapter, frames, prompt: str):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(name)
+        tok = _from_pretrained(AutoTokenizer, source, local_only)
     except Exception as e:
-        raise CLIError(f"cannot load the tokenizer of {name!r}: {_first_line(e)}") from None
+        raise CLIError(f"cannot load the tokenizer of {source!r}: {_first_line(e)}") from None
     try:
         return adapter.build_inputs(model, tok, frames, prompt), tok
     except NotImplementedError as e:
@@ -249,22 +619,29 @@ def _inputs(name: str, model, adapter, frames, prompt: str):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _check_options(args, None)
+    if args.device is not None:
+        _quick_check_device(args.device)
+    from .video import VideoReadError, probe_video, read_video
+
+    try:
+        probe_video(args.video)
+    except VideoReadError as e:
+        raise CLIError(str(e)) from None
+    source, local_only = _resolve_model(args.model)
+
     import torch
-    from tqdm.auto import tqdm
 
-    from .demo import measure_generate
-    from .integration import apply_sharpv
-    from .video import VideoReadError, read_video
-
+    device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = _config(args)
-    _check_method_options(config)
+    _check_method(config, max(_PROBE_TOKENS, config.min_keep))
+    model_config, adapter = _load_config(source, local_only, args.model)
     try:
         frames = read_video(args.video, args.frames)
     except VideoReadError as e:
         raise CLIError(str(e)) from None
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, adapter = _load_model(args.model, device, args.dtype)
-    inputs, tok = _inputs(args.model, model, adapter, frames, args.prompt)
+    model = _load_model(source, local_only, args.model, model_config, device, args.dtype)
+    inputs, tok = _inputs(source, local_only, model, adapter, frames, args.prompt)
     dtype = next(model.parameters()).dtype
     inputs = {
         k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
@@ -273,25 +650,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for k, v in inputs.items()
     }
     if not args.dense:
+        _check_fastv(model, config)
+        from .integration import apply_sharpv
+
         apply_sharpv(model, config)
+    return _generate_and_report(args, model, inputs, tok, frames.shape[0], config, device)
+
+
+def _generate_and_report(args, model, inputs, tok, n_frames: int, config, device) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .timing import measure_generate
+
     with torch.inference_mode():
         with tqdm(
             total=args.max_new_tokens, desc="generate", disable=args.no_progress, file=sys.stderr
         ) as bar:
-            m = _measure(measure_generate, model, inputs, args.max_new_tokens, bar)
+            try:
+                m = measure_generate(model, inputs, args.max_new_tokens, bar, cpu_rss=False)
+            except ValueError as e:
+                raise CLIError(f"generation failed: {_first_line(e)}") from None
     decode = getattr(tok, "batch_decode", None) or tok.tokenizer.batch_decode
     answer = decode([m.tokens], skip_special_tokens=True)[0].strip()
     print(f"answer: {answer}")
     print(
-        f"video: {frames.shape[0]} frames; prompt {inputs['input_ids'].shape[1]} tokens; "
+        f"video: {n_frames} frames; prompt {inputs['input_ids'].shape[1]} tokens; "
         f"{'dense' if args.dense else _label(config)} on {device}"
     )
     if not args.dense:
-        _print_stats(model.sharpv_stats[0], config.memory_threshold)
-    print(
-        f"TTFT {m.ttft_s * 1e3:.0f} ms; time per output token {m.tpot_s * 1e3:.1f} ms; "
-        f"peak memory {m.peak_mem_bytes / 2**20:.1f} MiB"
-    )
+        print_stats(model.sharpv_stats[0], config)
+    line = f"TTFT {m.ttft_s * 1e3:.0f} ms; time per output token {m.tpot_s * 1e3:.1f} ms"
+    if m.peak_mem_bytes is not None:
+        line += f"; peak memory {m.peak_mem_bytes / 2**20:.1f} MiB ({m.peak_mem_source})"
+    print(line)
     return 0
 
 
@@ -299,26 +691,27 @@ def _label(config: Any) -> str:
     return "SharpV" if config.method == "sharpv" else config.method
 
 
-def _measure(fn, model, inputs, n, bar):
-    try:
-        return fn(model, inputs, n, bar)
-    except ValueError as e:
-        raise CLIError(f"generation failed: {_first_line(e)}") from None
+def print_stats(s: Any, config: Any, echo: Any = print) -> None:
+    """Print one sample's statistics: what the method in use kept, per frame and overall.
 
-
-def _print_stats(s: Any, threshold: float) -> None:
+    The per-frame kept fraction is ``counts / f`` for every method; SharpV's own keep ratio
+    ``r_t`` is printed only when SharpV chose the tokens.
+    """
     import torch
 
-    ratios = " ".join(f"{float(x):.2f}" for x in s.frame_ratios)
-    counts = " ".join(str(int(x)) for x in s.frame_counts)
-    print(f"per-frame keep ratio r_t: {ratios}")
-    print(f"per-frame tokens kept:    {counts}")
+    f = s.tokens_per_frame.clamp_min(1).float()
+    kept = " ".join(f"{float(x):.2f}" for x in s.frame_counts.float() / f)
+    echo(f"per-frame kept fraction (kept/f): {kept}")
+    echo(f"per-frame tokens kept:            {' '.join(str(int(x)) for x in s.frame_counts)}")
+    if config.method == "sharpv" and config.visual:
+        ratios = " ".join(f"{float(x):.2f}" for x in s.frame_ratios)
+        echo(f"SharpV keep ratio r_t:            {ratios}")
     if s.layer_similarities is not None:
         sims = " ".join(f"{float(x):.2f}" for x in s.layer_similarities)
-        print(f"per-layer similarity:     {sims}")
+        echo(f"per-layer visual similarity: {sims}")
         dropped = [int(i) for i in torch.nonzero(s.dropped_layers).flatten()]
-        print(f"layers dropped (sim < {threshold:g}): {dropped or 'none'}")
-    print(
+        echo(f"layers dropped (sim < {config.memory_threshold:g}): {dropped or 'none'}")
+    echo(
         f"VR {s.visual_ratio:.1%} ({s.visual_tokens_kept}/{s.visual_tokens_in} video tokens); "
         f"MR {s.memory_ratio:.1%}; token budget {s.token_budget:.1%}"
     )
@@ -326,7 +719,12 @@ def _print_stats(s: Any, threshold: float) -> None:
 
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sharpv`` console script; returns the exit code."""
+    """Entry point of the ``sharpv`` console script; returns the exit code.
+
+    Examples:
+        >>> main(["--version"])  # doctest: +SKIP
+        sharpv 0.1.0 (distribution sharpv-kernels)
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -336,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args)
     except CLIError as e:
         print(f"sharpv: error: {e}", file=sys.stderr)
-        return 1
+        return e.code
     except KeyboardInterrupt:  # pragma: no cover
         print("sharpv: interrupted", file=sys.stderr)
         return 130
