@@ -293,3 +293,33 @@ def test_hub_id_fails_fast_and_names_offline_mode(checkpoint, tmp_path, offline)
     line = assert_one_line_error(p, "HF_HUB_OFFLINE", "--model /path/to/checkpoint")
     assert ("offline mode is on" if offline else "cannot reach the Hugging Face Hub") in line
     assert elapsed < 30, f"{elapsed:.1f} s"
+
+
+def test_argument_checks_do_not_import_torch():
+    """The fast path stays fast: parsing and option checks import neither torch nor triton."""
+    code = (
+        "import sys\n"
+        "from sharpv.cli import _check_options, build_parser\n"
+        "_check_options(build_parser().parse_args(['demo', '--mode', 'budget', "
+        "'--budget', '0.3']), 196)\n"
+        "print(sorted(m for m in ('torch', 'triton', 'transformers') if m in sys.modules))\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT)])
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_readme_visual_example_runs_as_written():
+    """The README's "Visual SharpV in five lines" block, executed on this (CPU) machine."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Visual SharpV in five lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    out = scope["out"]
+    assert out.tokens.shape[1] == 896 and out.counts.shape == (20,)
+    assert int(out.cu_tokens[-1]) == out.tokens.shape[0]

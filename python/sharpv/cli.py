@@ -473,6 +473,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     _check_options(args, TOKENS_PER_FRAME)
     _quick_check_device(args.device)
+    config = _config(args)
     if args.video is not None:
         from .video import VideoReadError, probe_video
 
@@ -481,7 +482,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         except VideoReadError as e:
             raise CLIError(str(e)) from None
     _check_device(args.device)
-    config = _config(args)
     _check_method(config, TOKENS_PER_FRAME)
 
     from .demo import run_demo
@@ -622,6 +622,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_options(args, None)
     if args.device is not None:
         _quick_check_device(args.device)
+    config = _config(args)
     from .video import VideoReadError, probe_video, read_video
 
     try:
@@ -633,7 +634,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    config = _config(args)
     _check_method(config, max(_PROBE_TOKENS, config.min_keep))
     model_config, adapter = _load_config(source, local_only, args.model)
     try:
