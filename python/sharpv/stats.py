@@ -1,8 +1,13 @@
 """Per-sample statistics of one SharpV ``generate`` call (``model.sharpv_stats``).
 
-Ratios follow SPEC, Memory SharpV item 6: ``VR`` = visual tokens kept / visual tokens in,
-``MR`` = visual KV entries kept over all layers / visual KV entries before Memory SharpV,
-token budget = ``VR * MR``.
+Ratios follow the contract (``docs/spec.md``, Memory SharpV item 7): ``VR`` = visual tokens
+kept / visual tokens in, ``MR`` = visual KV entries kept over all layers / visual KV entries
+before Memory SharpV, token budget = ``VR * MR``.
+
+What a method did to each frame is ``frame_counts / tokens_per_frame`` (the fraction kept,
+for every method); ``frame_ratios`` is what the pruner reported: SharpV's keep ratio ``r_t``
+for SharpV (and the ``uniform`` baseline, which is SharpV's ``ratio`` mode), ``counts / f``
+for the other baselines.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ class SampleStats:
     """Statistics of one sample (one prompt) of the batch.
 
     Attributes:
-        frame_ratios: ``(n_frames,)`` float32 keep ratio ``r_t`` of every frame of every video
-            of the sample, videos in prompt order (empty for a prompt without video).
+        frame_ratios: ``(n_frames,)`` float32 per-frame ratio the pruner reported (SharpV's
+            keep ratio ``r_t``; see the module docstring for the baselines), every frame of
+            every video of the sample, videos in prompt order (empty for a prompt without
+            video).
         frame_counts: ``(n_frames,)`` int32 tokens kept in each frame.
         tokens_per_frame: ``(n_frames,)`` int32 tokens each frame had before pruning.
         layer_similarities: ``(layers,)`` float32 ``sim_l`` of Memory SharpV, or ``None`` when
