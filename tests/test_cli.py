@@ -206,21 +206,31 @@ def test_cuda_device_without_cuda_fails_fast(tmp_path):
     assert time.perf_counter() - start < 10
 
 
-# Checked by the method's own code on a tiny tensor (needs torch: allow its import time).
+# Checked by the method's own code on a tiny tensor, before any model work.
 METHOD_ERRORS = [
-    (["--method", "evs", "--method-arg", "rate=2"], "rate must be in"),
     (["--method", "evs", "--method-arg", "bogus=1"], "bogus"),
     (["--method", "dycoke_ttm", "--method-arg", "prune_ratio=1.5"], "prune_ratio"),
     (["--method", "fastv", "--method-arg", "bogus=1"], "bogus"),
+    (["--method", "random_video", "--method-arg", "seed=x"], "seed"),
 ]
 
 
 @pytest.mark.parametrize("argv, needle", METHOD_ERRORS, ids=[" ".join(a) for a, _ in METHOD_ERRORS])
-def test_bad_method_options_fail_before_any_model_work(argv, needle, tmp_path):
+def test_bad_method_options_fail_before_any_model_work(argv, needle, tmp_path, capsys):
+    rc = main(["demo", "--no-progress", "--out-dir", str(tmp_path), *argv])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == ""  # the demo did not start
+    err = captured.err.strip()
+    assert err.startswith("sharpv: error: ") and "\n" not in err and needle in err, err
+
+
+def test_bad_method_value_in_a_subprocess(tmp_path):
+    """The issue's case end to end: no traceback, one line, before the demo starts (the
+    pruner's dry run imports torch: allow its import time on a busy machine)."""
     start = time.perf_counter()
-    p = sharpv_cmd("demo", "--no-progress", *argv, cwd=tmp_path)
+    p = sharpv_cmd("demo", "--method", "evs", "--method-arg", "rate=2", cwd=tmp_path)
     elapsed = time.perf_counter() - start
-    assert_one_line_error(p, needle)  # stdout empty: the demo did not start
+    assert_one_line_error(p, "rate must be in")
     assert elapsed < 60, f"{elapsed:.1f} s"
 
 
