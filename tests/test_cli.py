@@ -246,10 +246,10 @@ def test_fastv_values_checked_before_the_dense_run(tmp_path, capsys):
 
 
 def test_min_keep_zero_is_accepted_as_by_the_op():
-    from sharpv.cli import _check_options, _config, build_parser
+    from sharpv.cli import _config, build_parser, check_options
 
     args = build_parser().parse_args(["demo", "--min-keep", "0"])
-    _check_options(args, 196)  # the command line's own range is the op's: [0, f]
+    check_options(args, 196)  # the command line's own range is the op's: [0, f]
     from sharpv import SharpVConfig
 
     try:
@@ -309,8 +309,8 @@ def test_argument_checks_do_not_import_torch():
     """The fast path stays fast: parsing and option checks import neither torch nor triton."""
     code = (
         "import sys\n"
-        "from sharpv.cli import _check_options, build_parser\n"
-        "_check_options(build_parser().parse_args(['demo', '--mode', 'budget', "
+        "from sharpv.cli import build_parser, check_options\n"
+        "check_options(build_parser().parse_args(['demo', '--mode', 'budget', "
         "'--budget', '0.3']), 196)\n"
         "print(sorted(m for m in ('torch', 'triton', 'transformers') if m in sys.modules))\n"
     )
