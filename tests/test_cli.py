@@ -175,6 +175,7 @@ ARG_ERRORS = [
     (["demo", "--method", "evs", "--mode", "budget", "--budget", "0.3"], "not used by"),
     (["demo", "--method", "uniform", "--threshold", "1"], "--threshold is not used by"),
     (["demo", "--method", "evs", "--no-visual"], "--no-visual"),
+    (["demo", "--no-visual", "--mode", "manual"], "which --no-visual turns off"),
     (["demo", "--method-arg", "rate=0.5"], "--method-arg is for the baselines"),
     (["demo", "--method", "evs", "--method-arg", "rate"], "expected KEY=VALUE"),
     (["demo", "--frames", "abc"], "--frames"),

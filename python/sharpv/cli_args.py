@@ -267,6 +267,9 @@ def check_options(args: argparse.Namespace, tokens_per_frame: int | None) -> Non
     given = {name for name in _VISUAL_OPTIONS if getattr(args, name) is not None}
     if method != "sharpv" and args.no_visual:
         _usage(f"--no-visual turns off pruning, so --method {method} would not run")
+    if args.no_visual and given:
+        _usage(f"{_flag(sorted(given)[0])} is an option of Visual SharpV, which --no-visual "
+               "turns off")  # fmt: skip
     used = _VISUAL_OPTIONS_USED[method]
     if used is not None:
         extra = sorted(given - set(used))
@@ -325,7 +328,7 @@ _TORCH_DEVICE_TYPES = frozenset(
 
 
 def quick_check_device(name: str) -> None:
-    """The device checks that need no torch import (the full check is :func:`_check_device`):
+    """The device checks that need no torch import (``sharpv.cli`` checks the rest with torch):
     the name's syntax, and CUDA asked of a CPU-only torch build or a machine without an
     NVIDIA driver."""
     kind, _, index = name.partition(":")
