@@ -334,3 +334,29 @@ def test_readme_visual_example_runs_as_written():
     out = scope["out"]
     assert out.tokens.shape[1] == 896 and out.counts.shape == (20,)
     assert int(out.cu_tokens[-1]) == out.tokens.shape[0]
+
+
+VALID = [
+    [],
+    ["--mode", "budget", "--budget", "0.3"],
+    ["--mode", "manual", "--threshold", "1.2"],
+    ["--mode", "ratio", "--keep-ratio", "0.1", "--min-keep", "196"],
+    ["--method", "random_video", "--mode", "budget", "--budget", "0.3", "--method-arg", "seed=3"],
+    ["--method", "uniform", "--keep-ratio", "0.4", "--min-keep", "2"],
+    ["--method", "evs", "--method-arg", "rate=0.5"],
+    ["--method", "dycoke_ttm", "--method-arg", "prune_ratio=0.5"],
+    ["--method", "fastv", "--method-arg", "layer=2", "--method-arg", "keep_ratio=0.5"],
+    ["--no-visual"],
+    ["--no-memory", "--metric", "cosine", "--w", "0.5"],
+    ["--memory-threshold", "-1"],
+]
+
+
+@pytest.mark.parametrize("argv", VALID, ids=[" ".join(a) or "defaults" for a in VALID])
+def test_valid_options_pass_every_up_front_check(argv):
+    """The checks reject only what the API rejects: these all pass, pruner dry run included."""
+    from sharpv.cli import _check_method, _config, build_parser, check_options
+
+    args = build_parser().parse_args(["demo", *argv])
+    check_options(args, 196)
+    _check_method(_config(args), 196)
