@@ -4,6 +4,7 @@ and every bad input: one line on stderr, a non-zero exit, no traceback, before a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -360,3 +361,19 @@ def test_valid_options_pass_every_up_front_check(argv):
     args = build_parser().parse_args(["demo", *argv])
     check_options(args, 196)
     _check_method(_config(args), 196)
+
+
+def test_cached_hub_id_runs_offline(checkpoint, tmp_path):
+    """Offline with the model in the local cache: no probe, the cached copy is used."""
+    commit = "0" * 40
+    snapshot = tmp_path / "hf" / "hub" / "models--sharpv-test--tiny" / "snapshots" / commit
+    shutil.copytree(checkpoint, snapshot)
+    refs = snapshot.parents[1] / "refs"
+    refs.mkdir()
+    (refs / "main").write_text(commit)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    p = sharpv_cmd("run", "--model", "sharpv-test/tiny", "--video", str(checkpoint / "clip.mp4"),
+                   "--prompt", "what ?", "--frames", "4", "--max-new-tokens", "2",
+                   "--no-progress", cwd=tmp_path, env=env)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("answer: ") and "video: 4 frames" in p.stdout
