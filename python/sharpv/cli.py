@@ -26,9 +26,9 @@ from typing import Any
 
 from .cli_args import (
     CLIError,
+    _method_options,
     build_parser,
     check_options,
-    method_options,
     quick_check_device,
     vocab,
 )
@@ -87,7 +87,7 @@ def _config(args: argparse.Namespace):
             visual=not args.no_visual,
             memory=not args.no_memory and method == "sharpv",
             method=method,
-            method_options=method_options(args.method_arg),
+            method_options=_method_options(args.method_arg),
             mode=pick(args.mode, v.DEFAULT_MODE),
             w=pick(args.w, v.DEFAULT_W),
             threshold=pick(args.threshold, v.DEFAULT_THRESHOLD),

@@ -24,7 +24,6 @@ __all__ = [
     "CLIError",
     "build_parser",
     "check_options",
-    "method_options",
     "quick_check_device",
     "vocab",
 ]
@@ -299,10 +298,10 @@ def check_options(args: argparse.Namespace, tokens_per_frame: int | None) -> Non
             _usage(f"--memory-threshold must be in [-1, 1], got {args.memory_threshold:g}")
     if args.method_arg and method == "sharpv":
         _usage("--method-arg is for the baselines; SharpV takes its own options")
-    method_options(args.method_arg)
+    _method_options(args.method_arg)
 
 
-def method_options(items: list[str]) -> dict[str, Any] | None:
+def _method_options(items: list[str]) -> dict[str, Any] | None:
     """``["rate=0.7", "seed=1"]`` -> ``{"rate": 0.7, "seed": 1}`` (ints, then floats, else str)."""
     out: dict[str, Any] = {}
     for item in items:
