@@ -99,6 +99,7 @@ def test_run_answers_from_a_saved_checkpoint(checkpoint, tmp_path):
     assert "VR " in p.stdout and "MR " in p.stdout and "token budget" in p.stdout
     assert "per-frame kept fraction" in p.stdout and "SharpV keep ratio r_t" in p.stdout
     assert "TTFT" in p.stdout and "peak memory" not in p.stdout  # CPU: not measured
+    assert "KV cache after prefill: " in p.stdout and "(exact; dense " in p.stdout
 
 
 def test_run_dense_in_process(checkpoint, capsys):
@@ -107,6 +108,7 @@ def test_run_dense_in_process(checkpoint, capsys):
                "--max-new-tokens", "3"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("answer: ") and "dense" in out
+    assert "MiB (exact)" in out and "VR " not in out
 
 
 def _one_line_error(capsys) -> str:
@@ -377,3 +379,19 @@ def test_cached_hub_id_runs_offline(checkpoint, tmp_path):
                    "--no-progress", cwd=tmp_path, env=env)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("answer: ") and "video: 4 frames" in p.stdout
+
+
+def test_kv_entries_after_prefill_counts_both_stages():
+    import torch
+
+    from sharpv.stats import SampleStats, kv_entries_after_prefill
+
+    s = SampleStats(
+        frame_ratios=torch.zeros(2),
+        frame_counts=torch.tensor([5, 3], dtype=torch.int32),
+        tokens_per_frame=torch.tensor([10, 10], dtype=torch.int32),
+        memory_ratio=0.5,
+    )
+    # 100-token prompt, 20 video tokens of which 8 kept, in 4 layers; half their entries dropped
+    assert kv_entries_after_prefill(100, 4, None) == 400
+    assert kv_entries_after_prefill(100, 4, s) == 4 * (100 - 20 + 8) - 16

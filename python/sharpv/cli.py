@@ -362,13 +362,28 @@ def _generate_and_report(args, model, inputs, tok, n_frames: int, config, device
         f"video: {n_frames} frames; prompt {inputs['input_ids'].shape[1]} tokens; "
         f"{'dense' if args.dense else _label(config)} on {device}"
     )
-    if not args.dense:
-        print_stats(model.sharpv_stats[0], config)
+    sample = None if args.dense else model.sharpv_stats[0]
+    if sample is not None:
+        print_stats(sample, config)
+    print(_kv_line(model, inputs["input_ids"].shape[1], sample))
     line = f"TTFT {m.ttft_s * 1e3:.0f} ms; time per output token {m.tpot_s * 1e3:.1f} ms"
     if m.peak_mem_bytes is not None:
         line += f"; peak memory {m.peak_mem_bytes / 2**20:.1f} MiB ({m.peak_mem_source})"
     print(line)
     return 0
+
+
+def _kv_line(model: Any, prompt_tokens: int, sample: Any) -> str:
+    """The KV cache's exact size after prefill, with the dense model's beside it."""
+    from .stats import kv_entries_after_prefill, kv_entry_bytes
+
+    layers = (getattr(model.config, "text_config", None) or model.config).num_hidden_layers
+    entry = kv_entry_bytes(model)
+    dense = kv_entries_after_prefill(prompt_tokens, layers, None) * entry / 2**20
+    if sample is None:
+        return f"KV cache after prefill: {dense:.1f} MiB (exact)"
+    kept = kv_entries_after_prefill(prompt_tokens, layers, sample) * entry / 2**20
+    return f"KV cache after prefill: {kept:.1f} MiB (exact; dense {dense:.1f} MiB)"
 
 
 def _label(config: Any) -> str:

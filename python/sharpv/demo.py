@@ -121,6 +121,7 @@ def run_demo(
     from .config import SharpVConfig
     from .integration import apply_sharpv, revert_sharpv
     from .plots import plot_frame_retention, plot_layer_similarity
+    from .stats import kv_entries_after_prefill, kv_entry_bytes
     from .timing import measure_generate
     from .tiny_models import VIDEO_ID, tiny_llava_onevision, tiny_tokenizer
     from .video import SIGLIP_MEAN, SIGLIP_STD, frames_to_pixels
@@ -218,14 +219,9 @@ def run_demo(
         dropped = [int(i) for i in torch.nonzero(s.dropped_layers).flatten()]
         echo(f"per-layer visual similarity: {sim_txt}")
         echo(f"layers dropped (sim < {config.memory_threshold:g}): {dropped or 'none'}")
-    kept = s.visual_tokens_kept
-    kv_dense = n_layers * len(ids)
-    kv_sharp = n_layers * (len(ids) - s.visual_tokens_in + kept) - round(
-        kept * n_layers * (1 - s.memory_ratio)
-    )
-    tc = model.config.text_config
-    head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
-    kv_entry_bytes = 2 * tc.num_key_value_heads * head_dim * next(model.parameters()).element_size()
+    kv_dense = kv_entries_after_prefill(len(ids), n_layers, None)
+    kv_sharp = kv_entries_after_prefill(len(ids), n_layers, s)
+    entry_bytes = kv_entry_bytes(model)
     echo("")
     echo(f"{'':26s}{'dense':>14s}{label:>14s}")
     rows = [
@@ -233,11 +229,7 @@ def run_demo(
         ("MR (visual KV kept)", "100.0%", f"{s.memory_ratio:.1%}"),
         ("token budget VR*MR", "100.0%", f"{s.token_budget:.1%}"),
         ("KV entries after prefill", f"{kv_dense}", f"{kv_sharp}"),
-        (
-            "KV cache after prefill",
-            _mib(kv_dense * kv_entry_bytes),
-            _mib(kv_sharp * kv_entry_bytes),
-        ),  # fmt: skip
+        ("KV cache after prefill", _mib(kv_dense * entry_bytes), _mib(kv_sharp * entry_bytes)),
         ("TTFT", f"{dense.ttft_s * 1e3:.0f} ms", f"{sharp.ttft_s * 1e3:.0f} ms"),
         ("time per output token", f"{dense.tpot_s * 1e3:.1f} ms", f"{sharp.tpot_s * 1e3:.1f} ms"),
     ]
