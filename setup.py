@@ -34,8 +34,7 @@ setup(
         "flash": ["flash-attn"],
     },
     entry_points={"console_scripts": ["sharpv=sharpv.cli:main"]},
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
-    ],
+    # an SPDX expression (PEP 639); a "License ::" classifier beside it is deprecated
+    license_expression="Apache-2.0",
+    classifiers=["Programming Language :: Python :: 3"],
 )

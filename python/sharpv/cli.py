@@ -1,8 +1,19 @@
-"""The ``sharpv`` command line: ``sharpv demo`` and ``sharpv run``.
+"""The ``sharpv`` command line: ``sharpv demo``, ``sharpv run`` and ``sharpv --version``.
 
-Errors a user can cause (missing or unreadable video, unsupported model type, a model that
-cannot be loaded, bad options) print one line ``sharpv: error: ...`` and exit with code 2
-(argument errors) or 1 (everything else).
+Every input a user can get wrong is checked before any heavy work, in this order: the
+arguments themselves (types, ranges, options of another mode or method: pure Python, no
+torch), the files (video metadata, model folder or hub id), the device, then the method
+(the configuration and the pruner are built and run on a tiny tensor). ``sharpv run`` reads
+the model's config before its weights, and FastV's options are checked on the loaded model
+before anything is generated. Each error prints one line ``sharpv: error: ...`` on stderr
+and exits with code 2 (usage) or 1 (everything else); no traceback.
+
+Examples:
+    >>> main(["demo", "--frames", "8", "--no-progress"])  # doctest: +SKIP
+    0
+    >>> main(["demo", "--keep-ratio", "0.3"])  # doctest: +SKIP
+    sharpv: error: --keep-ratio is only used with --mode ratio (got --mode adaptive)
+    2
 """
 
 from __future__ import annotations
@@ -13,221 +24,264 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["main", "build_parser", "CLIError"]
+from .cli_args import (
+    CLIError,
+    _method_options,
+    build_parser,
+    check_options,
+    quick_check_device,
+    vocab,
+)
+
+__all__ = ["main", "build_parser", "CLIError", "HUB_PROBE_TIMEOUT_S", "print_stats"]
+
+#: Seconds the hub probe of ``sharpv run --model ORG/NAME`` waits (one try, no retries).
+HUB_PROBE_TIMEOUT_S = 5.0
+#: ``sharpv run``: without the model's tokens per frame, the pruner's dry run uses this many
+#: (or ``--min-keep``, if larger); the op checks ``min_keep <= f`` itself at generate time.
+_PROBE_TOKENS = 16
 
 
-class CLIError(Exception):
-    """An error reported as one line, exit code 1."""
+# --------------------------------------------------------------------------- checks (torch)
+def _check_device(name: str):
+    """``torch.device(name)``, present on this machine, or a one-line error."""
+    import torch
 
-
-def _positive_int(s: str) -> int:
     try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _add_sharpv_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("SharpV options (paper defaults)")
-    g.add_argument("--mode", default="adaptive", choices=["adaptive", "manual", "ratio", "budget"])
-    g.add_argument("--w", type=float, default=1.0, help="spatial weight w (default 1.0)")
-    g.add_argument("--threshold", type=float, default=1.6, help="K of --mode manual")
-    g.add_argument("--keep-ratio", type=float, default=None, help="for --mode ratio")
-    g.add_argument("--budget", type=float, default=None, help="for --mode budget")
-    g.add_argument("--min-keep", type=int, default=1)
-    g.add_argument("--metric", default="dissim", choices=["dissim", "cosine"])
-    g.add_argument("--memory-threshold", type=float, default=0.2, help="M (default 0.2)")
-    g.add_argument("--no-visual", action="store_true", help="skip Visual SharpV")
-    g.add_argument("--no-memory", action="store_true", help="skip Memory SharpV")
-    from .config import METHODS
-
-    m = p.add_argument_group("method (SharpV or a baseline of sharpv.baselines)")
-    m.add_argument(
-        "--method",
-        default="sharpv",
-        choices=METHODS,
-        help="pruning method (default sharpv); baselines run without Memory SharpV",
-    )
-    m.add_argument(
-        "--method-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="option of the baseline, repeatable: rate=0.7 (evs), prune_ratio=0.5 "
-        "(dycoke_ttm), keep_ratio=0.3 (uniform, fastv), layer=3 (fastv), seed=1 (random_*)",
-    )
-
-
-def _method_options(items: list[str]) -> dict[str, Any] | None:
-    """``["rate=0.7", "seed=1"]`` -> ``{"rate": 0.7, "seed": 1}`` (ints, then floats, else str)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"bad --method-arg {item!r}: expected KEY=VALUE")
-        value: Any = raw
-        for conv in (int, float):
-            try:
-                value = conv(raw)
-                break
-            except ValueError:
-                continue
-        out[key.strip().replace("-", "_")] = value
-    return out or None
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        msg = f"--device {name!r} is not a torch device (expected cpu, cuda, cuda:N, ...)"
+        raise CLIError(msg, code=2) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(
+                f"--device {name}: no CUDA device is available on this machine "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        return device
+    try:
+        torch.empty(1, device=device)
+    except Exception as e:
+        raise CLIError(f"--device {name}: not usable here ({_first_line(e)})") from None
+    return device
 
 
 def _config(args: argparse.Namespace):
+    """The :class:`sharpv.SharpVConfig` of the arguments (defaults from the vocabulary)."""
     from .config import SharpVConfig
 
-    method = getattr(args, "method", "sharpv")
+    v = vocab()
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    method = args.method
     try:
         return SharpVConfig(
             visual=not args.no_visual,
             memory=not args.no_memory and method == "sharpv",
             method=method,
-            method_options=_method_options(getattr(args, "method_arg", [])),
-            mode=args.mode,
-            w=args.w,
-            threshold=args.threshold,
+            method_options=_method_options(args.method_arg),
+            mode=pick(args.mode, v.DEFAULT_MODE),
+            w=pick(args.w, v.DEFAULT_W),
+            threshold=pick(args.threshold, v.DEFAULT_THRESHOLD),
             keep_ratio=args.keep_ratio,
             budget=args.budget,
-            min_keep=args.min_keep,
-            metric=args.metric,
-            memory_threshold=args.memory_threshold,
+            min_keep=pick(args.min_keep, v.DEFAULT_MIN_KEEP),
+            metric=pick(args.metric, v.DEFAULT_METRIC),
+            memory_threshold=pick(args.memory_threshold, v.DEFAULT_MEMORY_THRESHOLD),
         )
     except (TypeError, ValueError) as e:
-        raise CLIError(f"bad SharpV option: {e}") from None
+        raise CLIError(f"bad SharpV option: {_first_line(e)}", code=2) from None
 
 
-def _check_method_options(config: Any) -> None:
-    """Fail early (one line) on baseline options the method does not take."""
-    if config.method in ("sharpv", "fastv") or not config.method_options:
-        if config.method == "fastv":
-            bad = set(config.method_options or {}) - {"layer", "keep_ratio"}
-            if bad:
-                raise CLIError(f"bad --method-arg for fastv: {sorted(bad)}")
-        return
+def _check_method(config: Any, tokens_per_frame: int) -> None:
+    """Build the pruner of ``config`` and run it on a tiny random video (2 frames x f x 8).
+
+    This checks every option value (``--method-arg`` included) with the method's own code
+    before any model work. FastV prunes inside the LLM: only its option names are checked
+    here; :func:`_check_fastv` checks the values on the model.
+    """
     import inspect
 
-    from .baselines import PRE_LLM_METHODS
+    import torch
 
-    params = inspect.signature(PRE_LLM_METHODS[config.method]).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    bad = [k for k in config.method_options if k not in params]
-    if bad and not takes_any:
-        raise CLIError(f"bad --method-arg for {config.method}: {bad}")
+    if not config.visual:
+        return
+    if config.method == "fastv":
+        from .baselines import fastv
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``sharpv`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="sharpv",
-        description="SharpV: adaptive video-token and KV-cache pruning for video LLMs.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    d = sub.add_parser(
-        "demo",
-        help="dense vs SharpV on a synthetic video with a random-weight model (no download)",
-        description="Runs anywhere with nothing downloaded: builds a video and a small "
-        "LLaVA-OneVision with RANDOM weights in code, runs dense and SharpV, prints the "
-        "statistics and writes retention.png and similarity.png.",
-    )
-    d.add_argument("--frames", type=_positive_int, default=32)
-    d.add_argument("--out-dir", default="sharpv-demo", help="folder of the PNGs")
-    d.add_argument("--max-new-tokens", type=_positive_int, default=12)
-    d.add_argument("--layers", type=_positive_int, default=8, help="LM decoder layers")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="cpu")
-    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_sharpv_options(d)
-
-    r = sub.add_parser(
-        "run",
-        help="answer a prompt about a video with a real checkpoint",
-        description="Loads a checkpoint (local folder or hub id), decodes the video with "
-        "PyAV, answers the prompt and prints SharpV's statistics.",
-    )
-    r.add_argument("--model", required=True, help="hub id or local folder")
-    r.add_argument("--video", required=True, help="video file")
-    r.add_argument("--prompt", required=True, help="question about the video")
-    r.add_argument("--frames", type=_positive_int, default=32, help="frames sampled uniformly")
-    r.add_argument("--dense", action="store_true", help="run the dense model (no SharpV)")
-    r.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    r.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    r.add_argument("--max-new-tokens", type=_positive_int, default=64)
-    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_sharpv_options(r)
-    return parser
+        try:
+            inspect.signature(fastv).bind(None, None, **(config.method_options or {}))
+        except TypeError as e:
+            raise CLIError(f"bad --method-arg for fastv: {e}", code=2) from None
+        return
+    try:
+        prune = config.pruner()  # sharpv.baselines.make_pruner(config) once it lands
+        g = torch.Generator().manual_seed(0)
+        prune(torch.randn(2, tokens_per_frame, 8, generator=g), [0, 2])
+    except (TypeError, ValueError) as e:
+        what = "--method-arg" if config.method_options else "option"
+        raise CLIError(f"bad {what} for --method {config.method}: {_first_line(e)}", 2) from None
 
 
-# --------------------------------------------------------------------------- demo
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _check_fastv(model: Any, config: Any) -> None:
+    """FastV's option values, checked by entering (and leaving) it on the loaded model."""
+    if config.method != "fastv" or not config.visual:
+        return
+    import torch
 
-    config = _config(args)
-    _check_method_options(config)
-    run_demo(
-        frames=args.frames,
-        out_dir=args.out_dir,
-        max_new_tokens=args.max_new_tokens,
-        layers=args.layers,
-        seed=args.seed,
-        device=args.device,
-        config=config,
-        progress=not args.no_progress,
-    )
-    return 0
+    from .baselines import fastv
+
+    try:
+        with fastv(model, torch.ones(1, 1, dtype=torch.bool), **(config.method_options or {})):
+            pass
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"bad --method-arg for fastv: {_first_line(e)}", code=2) from None
 
 
-# --------------------------------------------------------------------------- run
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
 
-def _load_model(name: str, device: str, dtype_name: str):
-    import torch
-    import transformers
+# --------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import TOKENS_PER_FRAME
+
+    check_options(args, TOKENS_PER_FRAME)
+    quick_check_device(args.device)
+    config = _config(args)
+    if args.video is not None:
+        from .video import VideoReadError, probe_video
+
+        try:
+            probe_video(args.video)
+        except VideoReadError as e:
+            raise CLIError(str(e)) from None
+    _check_device(args.device)
+    _check_method(config, TOKENS_PER_FRAME)
+
+    from .demo import run_demo
+    from .video import VideoReadError
+
+    try:
+        run_demo(
+            frames=args.frames,
+            out_dir=args.out_dir,
+            max_new_tokens=args.max_new_tokens,
+            layers=args.layers,
+            seed=args.seed,
+            device=args.device,
+            config=config,
+            progress=not args.no_progress,
+            video=args.video,
+            before_dense=lambda model: _check_fastv(model, config),
+        )
+    except VideoReadError as e:
+        raise CLIError(str(e)) from None
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or env in {"1", "ON", "YES", "TRUE"}
+
+
+def _resolve_model(name: str) -> tuple[str, bool]:
+    """Where to load ``--model`` from: ``(folder or hub id, local_files_only)``.
+
+    A folder is used as is. A hub id is looked up in the local cache and probed on the hub
+    once, with a short timeout and no retries: offline (``HF_HUB_OFFLINE``) or unreachable,
+    a cached copy is used, and without one the error says so at once.
+    """
+    local = os.path.expanduser(name)
+    if os.path.isdir(local):
+        return local, True
+    if os.path.isabs(local) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise CLIError(f"cannot load model {name!r}: no such folder")
+    from huggingface_hub import HfApi, errors, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    hint = "pass a local folder with --model /path/to/checkpoint"
+    if _hub_offline():
+        if cached:
+            return name, True
+        raise CLIError(
+            f"model {name!r} is not in the local Hugging Face cache and offline mode is on "
+            f"(HF_HUB_OFFLINE); download it first or {hint}"
+        )
+    try:
+        HfApi().model_info(name, timeout=HUB_PROBE_TIMEOUT_S)
+    except errors.RepositoryNotFoundError:
+        raise CLIError(
+            f"no model {name!r} on the Hugging Face Hub (or it is gated/private: log in "
+            f"with `hf auth login`); or {hint}"
+        ) from None
+    except Exception as e:
+        if cached:
+            return name, True
+        raise CLIError(
+            f"cannot reach the Hugging Face Hub for {name!r} ({_first_line(e)}) and it is not "
+            f"cached; offline? Set HF_HUB_OFFLINE=1 to use cached models only, or {hint}"
+        ) from None
+    return name, False
+
+
+def _from_pretrained(cls: Any, source: str, local_only: bool, **kwargs: Any) -> Any:
+    """Every ``from_pretrained`` of ``sharpv run`` goes through here."""
+    return cls.from_pretrained(source, local_files_only=local_only, **kwargs)
+
+
+def _load_config(source: str, local_only: bool, name: str):
     from transformers import AutoConfig
 
     from .adapters import UnsupportedModelError, get_adapter
 
-    local = os.path.expanduser(name)
-    if (os.path.isabs(local) or name.startswith((".", "~"))) and not os.path.isdir(local):
-        raise CLIError(f"cannot load model {name!r}: no such folder")
     try:
-        config = AutoConfig.from_pretrained(local if os.path.isdir(local) else name)
+        config = _from_pretrained(AutoConfig, source, local_only)
     except Exception as e:
         raise CLIError(f"cannot load model {name!r}: {_first_line(e)}") from None
     try:
         adapter = get_adapter(config)
     except UnsupportedModelError as e:
         raise CLIError(str(e)) from None
+    return config, adapter
+
+
+def _load_model(source: str, local_only: bool, name: str, config: Any, device, dtype_name: str):
+    import torch
+    import transformers
+
     if dtype_name == "auto":
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
         dtype = getattr(torch, dtype_name)
     try:
         cls = getattr(transformers, config.architectures[0], None) if config.architectures else None
         cls = cls or transformers.AutoModelForImageTextToText
-        model = cls.from_pretrained(name, dtype=dtype).to(device).eval()
+        model = _from_pretrained(cls, source, local_only, dtype=dtype)
+        return model.to(device).eval()
     except Exception as e:
         raise CLIError(f"cannot load model {name!r}: {_first_line(e)}") from None
-    return model, adapter
 
 
-def _inputs(name: str, model, adapter, frames, prompt: str):
+def _inputs(source: str, local_only: bool, model, adapter, frames, prompt: str):
     """Processor outputs if the checkpoint's processor works here, else the adapter's own
     processor-free preprocessing. Returns ``(inputs, tokenizer_or_processor)``."""
     try:
         from transformers import AutoProcessor
 
-        proc = AutoProcessor.from_pretrained(name)
+        proc = _from_pretrained(AutoProcessor, source, local_only)
         if not hasattr(proc, "video_processor") or getattr(proc, "chat_template", None) is None:
             raise ValueError("no usable video processor")
         msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
@@ -239,9 +293,9 @@ def _inputs(name: str, model, adapter, frames, prompt: str):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(name)
+        tok = _from_pretrained(AutoTokenizer, source, local_only)
     except Exception as e:
-        raise CLIError(f"cannot load the tokenizer of {name!r}: {_first_line(e)}") from None
+        raise CLIError(f"cannot load the tokenizer of {source!r}: {_first_line(e)}") from None
     try:
         return adapter.build_inputs(model, tok, frames, prompt), tok
     except NotImplementedError as e:
@@ -249,22 +303,29 @@ def _inputs(name: str, model, adapter, frames, prompt: str):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm.auto import tqdm
-
-    from .demo import measure_generate
-    from .integration import apply_sharpv
-    from .video import VideoReadError, read_video
-
+    check_options(args, None)
+    if args.device is not None:
+        quick_check_device(args.device)
     config = _config(args)
-    _check_method_options(config)
+    from .video import VideoReadError, probe_video, read_video
+
+    try:
+        probe_video(args.video)
+    except VideoReadError as e:
+        raise CLIError(str(e)) from None
+    source, local_only = _resolve_model(args.model)
+
+    import torch
+
+    device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_method(config, max(_PROBE_TOKENS, config.min_keep))
+    model_config, adapter = _load_config(source, local_only, args.model)
     try:
         frames = read_video(args.video, args.frames)
     except VideoReadError as e:
         raise CLIError(str(e)) from None
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, adapter = _load_model(args.model, device, args.dtype)
-    inputs, tok = _inputs(args.model, model, adapter, frames, args.prompt)
+    model = _load_model(source, local_only, args.model, model_config, device, args.dtype)
+    inputs, tok = _inputs(source, local_only, model, adapter, frames, args.prompt)
     dtype = next(model.parameters()).dtype
     inputs = {
         k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
@@ -273,52 +334,83 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for k, v in inputs.items()
     }
     if not args.dense:
+        _check_fastv(model, config)
+        from .integration import apply_sharpv
+
         apply_sharpv(model, config)
+    return _generate_and_report(args, model, inputs, tok, frames.shape[0], config, device)
+
+
+def _generate_and_report(args, model, inputs, tok, n_frames: int, config, device) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .timing import measure_generate
+
     with torch.inference_mode():
         with tqdm(
             total=args.max_new_tokens, desc="generate", disable=args.no_progress, file=sys.stderr
         ) as bar:
-            m = _measure(measure_generate, model, inputs, args.max_new_tokens, bar)
+            try:
+                m = measure_generate(model, inputs, args.max_new_tokens, bar, cpu_rss=False)
+            except ValueError as e:
+                raise CLIError(f"generation failed: {_first_line(e)}") from None
     decode = getattr(tok, "batch_decode", None) or tok.tokenizer.batch_decode
     answer = decode([m.tokens], skip_special_tokens=True)[0].strip()
     print(f"answer: {answer}")
     print(
-        f"video: {frames.shape[0]} frames; prompt {inputs['input_ids'].shape[1]} tokens; "
+        f"video: {n_frames} frames; prompt {inputs['input_ids'].shape[1]} tokens; "
         f"{'dense' if args.dense else _label(config)} on {device}"
     )
-    if not args.dense:
-        _print_stats(model.sharpv_stats[0], config.memory_threshold)
-    print(
-        f"TTFT {m.ttft_s * 1e3:.0f} ms; time per output token {m.tpot_s * 1e3:.1f} ms; "
-        f"peak memory {m.peak_mem_bytes / 2**20:.1f} MiB"
-    )
+    sample = None if args.dense else model.sharpv_stats[0]
+    if sample is not None:
+        print_stats(sample, config)
+    print(_kv_line(model, inputs["input_ids"].shape[1], sample))
+    line = f"TTFT {m.ttft_s * 1e3:.0f} ms; time per output token {m.tpot_s * 1e3:.1f} ms"
+    if m.peak_mem_bytes is not None:
+        line += f"; peak memory {m.peak_mem_bytes / 2**20:.1f} MiB ({m.peak_mem_source})"
+    print(line)
     return 0
+
+
+def _kv_line(model: Any, prompt_tokens: int, sample: Any) -> str:
+    """The KV cache's exact size after prefill, with the dense model's beside it."""
+    from .stats import kv_entries_after_prefill, kv_entry_bytes
+
+    layers = (getattr(model.config, "text_config", None) or model.config).num_hidden_layers
+    entry = kv_entry_bytes(model)
+    dense = kv_entries_after_prefill(prompt_tokens, layers, None) * entry / 2**20
+    if sample is None:
+        return f"KV cache after prefill: {dense:.1f} MiB (exact)"
+    kept = kv_entries_after_prefill(prompt_tokens, layers, sample) * entry / 2**20
+    return f"KV cache after prefill: {kept:.1f} MiB (exact; dense {dense:.1f} MiB)"
 
 
 def _label(config: Any) -> str:
     return "SharpV" if config.method == "sharpv" else config.method
 
 
-def _measure(fn, model, inputs, n, bar):
-    try:
-        return fn(model, inputs, n, bar)
-    except ValueError as e:
-        raise CLIError(f"generation failed: {_first_line(e)}") from None
+def print_stats(s: Any, config: Any, echo: Any = print) -> None:
+    """Print one sample's statistics: what the method in use kept, per frame and overall.
 
-
-def _print_stats(s: Any, threshold: float) -> None:
+    The per-frame kept fraction is ``counts / f`` for every method; SharpV's own keep ratio
+    ``r_t`` is printed only when SharpV chose the tokens.
+    """
     import torch
 
-    ratios = " ".join(f"{float(x):.2f}" for x in s.frame_ratios)
-    counts = " ".join(str(int(x)) for x in s.frame_counts)
-    print(f"per-frame keep ratio r_t: {ratios}")
-    print(f"per-frame tokens kept:    {counts}")
+    f = s.tokens_per_frame.clamp_min(1).float()
+    kept = " ".join(f"{float(x):.2f}" for x in s.frame_counts.float() / f)
+    echo(f"per-frame kept fraction (kept/f): {kept}")
+    echo(f"per-frame tokens kept:            {' '.join(str(int(x)) for x in s.frame_counts)}")
+    if config.method == "sharpv" and config.visual:
+        ratios = " ".join(f"{float(x):.2f}" for x in s.frame_ratios)
+        echo(f"SharpV keep ratio r_t:            {ratios}")
     if s.layer_similarities is not None:
         sims = " ".join(f"{float(x):.2f}" for x in s.layer_similarities)
-        print(f"per-layer similarity:     {sims}")
+        echo(f"per-layer visual similarity: {sims}")
         dropped = [int(i) for i in torch.nonzero(s.dropped_layers).flatten()]
-        print(f"layers dropped (sim < {threshold:g}): {dropped or 'none'}")
-    print(
+        echo(f"layers dropped (sim < {config.memory_threshold:g}): {dropped or 'none'}")
+    echo(
         f"VR {s.visual_ratio:.1%} ({s.visual_tokens_kept}/{s.visual_tokens_in} video tokens); "
         f"MR {s.memory_ratio:.1%}; token budget {s.token_budget:.1%}"
     )
@@ -326,7 +418,12 @@ def _print_stats(s: Any, threshold: float) -> None:
 
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sharpv`` console script; returns the exit code."""
+    """Entry point of the ``sharpv`` console script; returns the exit code.
+
+    Examples:
+        >>> main(["--version"])  # doctest: +SKIP
+        sharpv 0.1.0 (distribution sharpv-kernels)
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -336,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args)
     except CLIError as e:
         print(f"sharpv: error: {e}", file=sys.stderr)
-        return 1
+        return e.code
     except KeyboardInterrupt:  # pragma: no cover
         print("sharpv: interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,8 @@
 What it builds, all in code:
 
 * a 32-frame clip (:func:`sharpv.video.synthetic_video`): a static stretch, a moving
-  square, a hard scene cut, another static stretch, a moving disc;
+  square, a hard scene cut, another static stretch, a moving disc (or frames sampled
+  uniformly from a real file, ``video=PATH`` / ``sharpv demo --video PATH``);
 * a small LLaVA-OneVision with RANDOM weights (:func:`sharpv.tiny_models.tiny_llava_onevision`):
   SigLIP-style tower at 384 px / patch 14, so each frame gives 196 video tokens as in the
   real model, and a small Qwen2 language model;
@@ -12,156 +13,42 @@ What it builds, all in code:
   ``LlavaOnevisionProcessor`` does, and frames are normalised as its video processor does.
 
 The answer text is meaningless (random weights); the statistics and timings are real.
+Timings come from :mod:`sharpv.timing`; peak memory is reported only where it is exact
+(the CUDA allocator); the KV cache size after prefill is computed exactly.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-__all__ = ["DemoResult", "RunMetrics", "run_demo", "measure_generate"]
+__all__ = ["DemoResult", "run_demo", "TOKENS_PER_FRAME", "IMAGE_SIZE", "PATCH_SIZE"]
 
 _DEMO_PROMPT = "user <video> what happens in the video ? assistant"
 
-
-@dataclass
-class RunMetrics:
-    """Timings and memory of one ``generate`` call.
-
-    Attributes:
-        ttft_s: seconds from the call to the first new token (vision and pruning included).
-        tpot_s: mean seconds per output token after the first.
-        total_s: seconds of the whole call.
-        new_tokens: tokens generated (sample 0).
-        peak_mem_bytes: peak memory during the call: CUDA allocator peak on GPU, resident
-            set growth over the call (sampled every 2 ms) on CPU.
-        tokens: ``(new_tokens,)`` generated ids of sample 0.
-    """
-
-    ttft_s: float
-    tpot_s: float
-    total_s: float
-    new_tokens: int
-    peak_mem_bytes: int
-    tokens: list[int] = field(default_factory=list)
+#: Frame size and patch of the demo's vision tower (LLaVA-OneVision's SigLIP).
+IMAGE_SIZE, PATCH_SIZE = 384, 14
+#: Video tokens per frame entering the LM: the tower's ``p x p`` grid pooled 2x2 (196).
+TOKENS_PER_FRAME = ((IMAGE_SIZE // PATCH_SIZE + 1) // 2) ** 2
 
 
-class _TokenClock:
-    """A stopping criterion that never stops: it timestamps every generation step."""
+def __getattr__(name: str) -> Any:
+    """``measure_generate`` and ``RunMetrics`` moved to :mod:`sharpv.timing`."""
+    if name in ("measure_generate", "RunMetrics"):
+        from . import timing
 
-    def __init__(self, bar: Any = None) -> None:
-        self.times: list[float] = []
-        self.bar = bar
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any):
-        self.times.append(time.perf_counter())
-        if self.bar is not None:
-            self.bar.update(1)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):  # pragma: no cover - non-Linux
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class _PeakMemory:
-    """Peak memory over a ``with`` block (CUDA allocator, else sampled RSS growth)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak = 0
-
-    def __enter__(self) -> _PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            return self
-        self.base = _rss_bytes()
-        self._top = self.base
-        self._stop = threading.Event()
-
-        def sample() -> None:
-            while not self._stop.is_set():
-                self._top = max(self._top, _rss_bytes())
-                self._stop.wait(0.002)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
-            return
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self._top, _rss_bytes()) - self.base
-
-
-def measure_generate(
-    model: torch.nn.Module,
-    inputs: dict[str, Any],
-    max_new_tokens: int,
-    bar: Any = None,
-    *,
-    warmup: bool = False,
-) -> RunMetrics:
-    """Run greedy ``model.generate(**inputs)`` and time it token by token.
-
-    With ``warmup`` a short untimed generation runs first, so that one-time costs (lazy
-    imports, operator registration, allocator growth) do not land in the timed run.
-    """
-    from transformers import StoppingCriteriaList
-
-    if warmup:
-        model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
-
-    clock = _TokenClock(bar)
-    device = next(model.parameters()).device
-    prompt_len = inputs["input_ids"].shape[1]
-    with _PeakMemory(device) as mem:
-        start = time.perf_counter()
-        out = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            do_sample=False,
-            stopping_criteria=StoppingCriteriaList([clock]),
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        end = time.perf_counter()
-    times = clock.times or [end]
-    n = len(times)
-    return RunMetrics(
-        ttft_s=times[0] - start,
-        tpot_s=(times[-1] - times[0]) / (n - 1) if n > 1 else 0.0,
-        total_s=end - start,
-        new_tokens=n,
-        peak_mem_bytes=int(mem.peak),
-        tokens=out[0, prompt_len:].tolist(),
-    )
+        return getattr(timing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` measured; ``stats`` is SharpV's ``model.sharpv_stats``."""
+    """What :func:`run_demo` measured; ``stats`` is the method's ``model.sharpv_stats``."""
 
-    dense: RunMetrics
-    sharpv: RunMetrics
+    dense: Any  # sharpv.timing.RunMetrics
+    sharpv: Any  # sharpv.timing.RunMetrics
     stats: Any
     prompt_tokens: int
     layers: int
@@ -177,6 +64,17 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:7.1f} MiB"
 
 
+def _clip(video: str | os.PathLike | None, frames: int, seed: int):
+    """``(frames, H, W, 3)`` uint8 clip and its plot marks: the synthetic clip or ``video``."""
+    from .video import read_video, scene_cut_frame, synthetic_video
+
+    if video is None:
+        marks = {frames // 4: "motion", scene_cut_frame(frames): "scene cut",
+                 (7 * frames) // 8: "motion"}  # fmt: skip
+        return synthetic_video(frames, IMAGE_SIZE, seed=seed), marks
+    return read_video(video, frames), {}
+
+
 def run_demo(
     *,
     frames: int = 32,
@@ -188,59 +86,75 @@ def run_demo(
     device: str = "cpu",
     config: Any = None,
     progress: bool = True,
-    echo: Any = print,
+    echo: Callable[[str], Any] = print,
+    video: str | os.PathLike | None = None,
+    before_dense: Callable[[Any], Any] | None = None,
 ) -> DemoResult:
-    """Build everything in code, run dense then SharpV, print a report and write two PNGs.
+    """Build everything in code, run dense then the method, print a report and write two PNGs.
 
     Args:
-        frames: frames of the synthetic clip.
+        frames: frames of the synthetic clip, or frames sampled uniformly from ``video``.
         out_dir: folder for ``retention.png`` and ``similarity.png`` (created).
         max_new_tokens: tokens generated by each run.
         layers: decoder layers of the random language model.
         hidden: hidden size of the random language model.
-        seed: seed of the weights and the clip's texture.
+        seed: seed of the weights and the clip's texture (local: the global RNG is restored).
         device: torch device.
         config: a :class:`sharpv.SharpVConfig` (paper defaults when ``None``).
         progress: show tqdm progress bars.
         echo: function printing one line of the report.
+        video: a video file (any container PyAV reads) instead of the synthetic clip.
+        before_dense: called with the model before the dense run (the command line checks
+            FastV's options there, so that a bad one fails before any generation).
+
+    Returns:
+        A :class:`DemoResult`.
+
+    Examples:
+        >>> r = run_demo(frames=8, max_new_tokens=4, progress=False)  # doctest: +SKIP
+        >>> r.stats[0].visual_ratio < 1.0  # doctest: +SKIP
+        True
     """
+    import torch
     from tqdm.auto import tqdm
 
     from .config import SharpVConfig
     from .integration import apply_sharpv, revert_sharpv
     from .plots import plot_frame_retention, plot_layer_similarity
+    from .stats import kv_entries_after_prefill, kv_entry_bytes
+    from .timing import measure_generate
     from .tiny_models import VIDEO_ID, tiny_llava_onevision, tiny_tokenizer
-    from .video import SIGLIP_MEAN, SIGLIP_STD, frames_to_pixels, scene_cut_frame, synthetic_video
+    from .video import SIGLIP_MEAN, SIGLIP_STD, frames_to_pixels
 
     config = config or SharpVConfig()
     os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(seed)
-    image_size, patch = 384, 14
     echo("SharpV demo. NOTE: the model below has RANDOM weights (nothing is downloaded);")
-    echo("its answers are meaningless, the pruning statistics, timings and memory are real.")
+    echo("its answers are meaningless, the pruning statistics and timings are real.")
 
     steps = tqdm(total=4, desc="setup", disable=not progress, leave=False)
-    steps.set_postfix_str("synthetic video")
-    clip = synthetic_video(frames, image_size, seed=seed)
-    pixels = frames_to_pixels(clip, image_size, SIGLIP_MEAN, SIGLIP_STD)[None]
+    steps.set_postfix_str("video")
+    clip, marks = _clip(video, frames, seed)
+    frames = int(clip.shape[0])
+    pixels = frames_to_pixels(clip, IMAGE_SIZE, SIGLIP_MEAN, SIGLIP_STD)[None]
+    del clip
     steps.update(1)
     steps.set_postfix_str("random LLaVA-OneVision")
     tok = tiny_tokenizer()
-    model = tiny_llava_onevision(
-        vocab=len(tok),
-        hidden=hidden,
-        layers=layers,
-        image_size=image_size,
-        patch_size=patch,
-        vision_hidden=64,
-        vision_layers=1,
-        attn_implementation="sdpa",
-        seed=seed,
-    ).to(device)
+    with torch.random.fork_rng(devices=[]):
+        model = tiny_llava_onevision(
+            vocab=len(tok),
+            hidden=hidden,
+            layers=layers,
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH_SIZE,
+            vision_hidden=64,
+            vision_layers=1,
+            attn_implementation="sdpa",
+            seed=seed,
+        ).to(device)
     steps.update(1)
     steps.set_postfix_str("prompt")
-    f = ((image_size // patch) + 1) // 2
-    f = f * f
+    f = TOKENS_PER_FRAME
     ids = tok(_DEMO_PROMPT, add_special_tokens=False).input_ids
     at = ids.index(VIDEO_ID)
     ids = [tok.bos_token_id] + ids[:at] + [VIDEO_ID] * (frames * f + 1) + ids[at + 1 :]
@@ -251,28 +165,33 @@ def run_demo(
     }
     steps.update(1)
     steps.close()
+    if before_dense is not None:
+        before_dense(model)
 
+    label = "SharpV" if config.method == "sharpv" else config.method
     with torch.inference_mode():
-        label = "SharpV" if config.method == "sharpv" else config.method
         with tqdm(total=max_new_tokens, desc="dense  generate", disable=not progress) as bar:
-            dense = measure_generate(model, inputs, max_new_tokens, bar, warmup=True)
+            dense = measure_generate(model, inputs, max_new_tokens, bar, warmup=True, cpu_rss=False)
         apply_sharpv(model, config)
         try:
             with tqdm(total=max_new_tokens, desc=f"{label} generate", disable=not progress) as bar:
-                sharp = measure_generate(model, inputs, max_new_tokens, bar, warmup=True)
+                sharp = measure_generate(
+                    model, inputs, max_new_tokens, bar, warmup=True, cpu_rss=False
+                )
             stats = model.sharpv_stats
         finally:
             revert_sharpv(model)
 
     s = stats[0]
     n_layers = model.config.text_config.num_hidden_layers
-    cut = scene_cut_frame(frames)
+    show_r = config.method == "sharpv"
     png1 = plot_frame_retention(
-        s.frame_ratios,
+        s.frame_ratios if show_r else None,
         s.frame_counts,
         s.tokens_per_frame,
         os.path.join(out_dir, "retention.png"),
-        marks={frames // 4: "motion", cut: "scene cut", (7 * frames) // 8: "motion"},
+        title=f"{label}: tokens kept per frame",
+        marks=marks,
     )
     sims = s.layer_similarities if s.layer_similarities is not None else torch.ones(n_layers)
     png2 = plot_layer_similarity(
@@ -283,59 +202,46 @@ def run_demo(
     )
 
     # ---- report ----
+    source = "synthetic clip" if video is None else os.fspath(video)
     echo("")
     echo(
-        f"video: {frames} frames x {f} tokens = {frames * f} video tokens; prompt "
+        f"video: {source}, {frames} frames x {f} tokens = {frames * f} video tokens; prompt "
         f"{len(ids)} tokens; LM: {n_layers} layers, hidden {hidden}; device {device}"
     )
     echo(f"config: {config}")
-    echo(f"per-frame keep ratio r_t and tokens kept (of {f}):")
-    for t0 in range(0, frames, 8):
-        cells = [
-            f"{t:2d}:{float(s.frame_ratios[t]):.2f}/{int(s.frame_counts[t]):3d}"
-            for t in range(t0, min(t0 + 8, frames))
-        ]
-        echo("  " + "  ".join(cells))
+    echo(f"per-frame kept fraction (kept/{f}) and tokens kept, {label}:")
+    _frame_table(echo, s.frame_counts, f, frames)
+    if show_r:
+        echo("SharpV keep ratio r_t per frame:")
+        _frame_table(echo, s.frame_ratios, None, frames)
     if s.layer_similarities is not None:
         sim_txt = " ".join(f"{float(x):.2f}" for x in s.layer_similarities)
         dropped = [int(i) for i in torch.nonzero(s.dropped_layers).flatten()]
         echo(f"per-layer visual similarity: {sim_txt}")
         echo(f"layers dropped (sim < {config.memory_threshold:g}): {dropped or 'none'}")
-    kept = s.visual_tokens_kept
-    kv_dense = n_layers * len(ids)
-    kv_sharp = n_layers * (len(ids) - s.visual_tokens_in + kept) - round(
-        kept * n_layers * (1 - s.memory_ratio)
-    )
-    tc = model.config.text_config
-    head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
-    kv_entry_bytes = 2 * tc.num_key_value_heads * head_dim * next(model.parameters()).element_size()
-    on_gpu = next(model.parameters()).device.type == "cuda"
+    kv_dense = kv_entries_after_prefill(len(ids), n_layers, None)
+    kv_sharp = kv_entries_after_prefill(len(ids), n_layers, s)
+    entry_bytes = kv_entry_bytes(model)
     echo("")
-    echo(f"{'':24s}{'dense':>14s}{label:>14s}")
+    echo(f"{'':26s}{'dense':>14s}{label:>14s}")
     rows = [
         ("VR (visual tokens kept)", "100.0%", f"{s.visual_ratio:.1%}"),
         ("MR (visual KV kept)", "100.0%", f"{s.memory_ratio:.1%}"),
         ("token budget VR*MR", "100.0%", f"{s.token_budget:.1%}"),
         ("KV entries after prefill", f"{kv_dense}", f"{kv_sharp}"),
-        (
-            "KV cache after prefill",
-            _mib(kv_dense * kv_entry_bytes),
-            _mib(kv_sharp * kv_entry_bytes),
-        ),
+        ("KV cache after prefill", _mib(kv_dense * entry_bytes), _mib(kv_sharp * entry_bytes)),
         ("TTFT", f"{dense.ttft_s * 1e3:.0f} ms", f"{sharp.ttft_s * 1e3:.0f} ms"),
         ("time per output token", f"{dense.tpot_s * 1e3:.1f} ms", f"{sharp.tpot_s * 1e3:.1f} ms"),
-        (
-            "peak memory" if on_gpu else "peak memory (RSS)*",
-            _mib(dense.peak_mem_bytes),
-            _mib(sharp.peak_mem_bytes),
-        ),
     ]
+    if dense.peak_mem_bytes is not None and sharp.peak_mem_bytes is not None:
+        rows.append(("peak memory (allocator)", _mib(dense.peak_mem_bytes),
+                     _mib(sharp.peak_mem_bytes)))  # fmt: skip
     for name, a, b in rows:
-        echo(f"{name:24s}{a:>14s}{b:>14s}")
-    if not on_gpu:
+        echo(f"{name:26s}{a:>14s}{b:>14s}")
+    if dense.peak_mem_bytes is None:
         echo(
-            "* on CPU, peak growth of the resident set sampled during the call (after a warm-up);"
-            "\n  memory the allocator reuses does not show. The KV cache row is exact."
+            "peak memory: not measured on this device (no allocator peak off CUDA; resident-set"
+            "\n  samples are noise at this size). The KV cache row is exact."
         )
     echo(f"TTFT speed-up: {dense.ttft_s / max(sharp.ttft_s, 1e-9):.2f}x")
     dense_answer = tok.decode(dense.tokens, skip_special_tokens=True)
@@ -357,3 +263,13 @@ def run_demo(
         dense_answer=dense_answer,
         sharpv_answer=sharp_answer,
     )
+
+
+def _frame_table(echo: Callable[[str], Any], values: Any, f: int | None, frames: int) -> None:
+    """Eight frames a line: ``t:fraction/count`` (counts, with ``f``) or ``t:value``."""
+    for t0 in range(0, frames, 8):
+        cells = []
+        for t in range(t0, min(t0 + 8, frames)):
+            v = values[t]
+            cells.append(f"{t:2d}:{int(v) / f:.2f}/{int(v):3d}" if f else f"{t:2d}:{float(v):.2f}")
+        echo("  " + "  ".join(cells))

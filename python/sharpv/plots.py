@@ -20,7 +20,7 @@ def _plt():
 
 
 def plot_frame_retention(
-    frame_ratios: torch.Tensor | Sequence[float],
+    frame_ratios: torch.Tensor | Sequence[float] | None,
     frame_counts: torch.Tensor | Sequence[int],
     tokens_per_frame: int | torch.Tensor | Sequence[int],
     path: str | os.PathLike,
@@ -30,11 +30,11 @@ def plot_frame_retention(
 ) -> str:
     """Per-frame retention over the frames (like the paper's Fig. 1).
 
-    Bars: fraction of each frame's tokens kept (``counts / f``); line: the information-aware
-    keep ratio ``r_t``.
+    Bars: fraction of each frame's tokens kept (``counts / f``, whatever the method); line:
+    SharpV's information-aware keep ratio ``r_t`` (drawn when given).
 
     Args:
-        frame_ratios: ``(n,)`` ``r_t`` per frame.
+        frame_ratios: ``(n,)`` ``r_t`` per frame, or ``None`` (a method other than SharpV).
         frame_counts: ``(n,)`` tokens kept per frame.
         tokens_per_frame: ``f`` (an int, or ``(n,)`` per frame).
         path: PNG file to write.
@@ -42,16 +42,21 @@ def plot_frame_retention(
 
     Returns:
         ``path`` as a string.
+
+    Examples:
+        >>> plot_frame_retention([0.5, 0.2], [98, 40], 196, "retention.png")  # doctest: +SKIP
+        'retention.png'
     """
     plt = _plt()
-    r = torch.as_tensor(frame_ratios, dtype=torch.float32)
     c = torch.as_tensor(frame_counts, dtype=torch.float32)
     f = torch.as_tensor(tokens_per_frame, dtype=torch.float32).expand_as(c)
     kept = (c / f.clamp_min(1)).tolist()
     x = list(range(len(kept)))
     fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
     ax.bar(x, kept, color="#4C72B0", alpha=0.75, label="fraction of tokens kept")
-    ax.plot(x, r.tolist(), color="#DD8452", marker="o", ms=3, lw=1.5, label="keep ratio $r_t$")
+    if frame_ratios is not None:
+        r = torch.as_tensor(frame_ratios, dtype=torch.float32).tolist()
+        ax.plot(x, r, color="#DD8452", marker="o", ms=3, lw=1.5, label="keep ratio $r_t$")
     for t, label in (marks or {}).items():
         ax.axvline(t - 0.5, color="gray", ls="--", lw=1)
         ax.text(t - 0.4, 1.02, label, fontsize=8, color="gray", va="bottom")
@@ -86,6 +91,10 @@ def plot_layer_similarity(
 
     Returns:
         ``path`` as a string.
+
+    Examples:
+        >>> plot_layer_similarity([1.0, 0.4, 0.1], 0.2, "similarity.png")  # doctest: +SKIP
+        'similarity.png'
     """
     plt = _plt()
     s = torch.as_tensor(similarities, dtype=torch.float32).tolist()

@@ -1,8 +1,13 @@
 """Per-sample statistics of one SharpV ``generate`` call (``model.sharpv_stats``).
 
-Ratios follow SPEC, Memory SharpV item 6: ``VR`` = visual tokens kept / visual tokens in,
-``MR`` = visual KV entries kept over all layers / visual KV entries before Memory SharpV,
-token budget = ``VR * MR``.
+Ratios follow the contract (``docs/spec.md``, Memory SharpV item 7): ``VR`` = visual tokens
+kept / visual tokens in, ``MR`` = visual KV entries kept over all layers / visual KV entries
+before Memory SharpV, token budget = ``VR * MR``.
+
+What a method did to each frame is ``frame_counts / tokens_per_frame`` (the fraction kept,
+for every method); ``frame_ratios`` is what the pruner reported: SharpV's keep ratio ``r_t``
+for SharpV (and the ``uniform`` baseline, which is SharpV's ``ratio`` mode), ``counts / f``
+for the other baselines.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SampleStats", "SharpVStats"]
+__all__ = ["SampleStats", "SharpVStats", "kv_entries_after_prefill", "kv_entry_bytes"]
 
 
 @dataclass
@@ -21,8 +26,10 @@ class SampleStats:
     """Statistics of one sample (one prompt) of the batch.
 
     Attributes:
-        frame_ratios: ``(n_frames,)`` float32 keep ratio ``r_t`` of every frame of every video
-            of the sample, videos in prompt order (empty for a prompt without video).
+        frame_ratios: ``(n_frames,)`` float32 per-frame ratio the pruner reported (SharpV's
+            keep ratio ``r_t``; see the module docstring for the baselines), every frame of
+            every video of the sample, videos in prompt order (empty for a prompt without
+            video).
         frame_counts: ``(n_frames,)`` int32 tokens kept in each frame.
         tokens_per_frame: ``(n_frames,)`` int32 tokens each frame had before pruning.
         layer_similarities: ``(layers,)`` float32 ``sim_l`` of Memory SharpV, or ``None`` when
@@ -137,3 +144,41 @@ class SharpVStats(Sequence):
             "token_budget": self.token_budget,
             "samples": [s.to_dict() for s in self.samples],
         }
+
+
+def kv_entries_after_prefill(prompt_tokens: int, layers: int, sample: SampleStats | None) -> int:
+    """Token entries (over all layers) the KV cache holds right after prefill.
+
+    Exact, from the counts: the dense prompt of ``prompt_tokens`` tokens in every layer,
+    less the video tokens Visual SharpV (or a baseline) removed, less the visual entries
+    Memory SharpV removed from its dropped layers (``MR``).
+
+    Args:
+        prompt_tokens: length of the dense prompt (all video placeholders included).
+        layers: decoder layers of the language model.
+        sample: the sample's statistics, or ``None`` for the dense model.
+
+    Examples:
+        >>> kv_entries_after_prefill(100, 4, None)
+        400
+    """
+    if sample is None:
+        return layers * prompt_tokens
+    kept = sample.visual_tokens_kept
+    entries = layers * (prompt_tokens - sample.visual_tokens_in + kept)
+    return entries - round(kept * layers * (1.0 - sample.memory_ratio))
+
+
+def kv_entry_bytes(model: torch.nn.Module) -> int:
+    """Bytes of one token's key and value in one layer: ``2 * kv_heads * head_dim * itemsize``.
+
+    Examples:
+        >>> kv_entry_bytes(model)  # doctest: +SKIP
+        512
+    """
+    config = model.config
+    tc = getattr(config, "text_config", None) or config
+    heads = tc.num_attention_heads
+    head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // heads
+    kv_heads = getattr(tc, "num_key_value_heads", None) or heads
+    return 2 * kv_heads * head_dim * next(model.parameters()).element_size()
