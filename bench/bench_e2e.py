@@ -221,7 +221,7 @@ def run_one(
 ):
     """Generate ``repeats`` times with one method; median timings and the ratios."""
     from sharpv import apply_sharpv, revert_sharpv
-    from sharpv.demo import measure_generate
+    from sharpv.timing import measure_generate
 
     runs, prune_s = [], []
     if config is not None:
@@ -274,7 +274,7 @@ def run_one(
 
 
 def run(preset: dict[str, Any], methods: list[str], echo=print) -> dict[str, Any]:
-    from sharpv.demo import measure_generate
+    from sharpv.timing import measure_generate
 
     device, dtype = preset["device"], getattr(torch, preset["dtype"])
     results = []

@@ -112,6 +112,8 @@ def _check_method(config: Any, tokens_per_frame: int) -> None:
 
     import torch
 
+    from .baselines import make_pruner
+
     if not config.visual:
         return
     if config.method == "fastv":
@@ -123,7 +125,7 @@ def _check_method(config: Any, tokens_per_frame: int) -> None:
             raise CLIError(f"bad --method-arg for fastv: {e}", code=2) from None
         return
     try:
-        prune = config.pruner()  # sharpv.baselines.make_pruner(config) once it lands
+        prune = make_pruner(config)
         g = torch.Generator().manual_seed(0)
         prune(torch.randn(2, tokens_per_frame, 8, generator=g), [0, 2])
     except (TypeError, ValueError) as e:

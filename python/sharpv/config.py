@@ -59,7 +59,7 @@ class SharpVConfig:
         threshold: ``K`` of ``mode="manual"`` (keep tokens with ``I > K``).
         keep_ratio: fixed fraction kept per frame, in ``(0, 1]``; required by ``mode="ratio"``.
         budget: fraction of each video's tokens kept, in ``(0, 1]``; required by ``mode="budget"``.
-        min_keep: fewest tokens kept in any frame (>= 1).
+        min_keep: fewest tokens kept in any frame, in ``[0, f]`` as the op takes it.
         metric: ``"dissim"`` (``||unit(a) - unit(b)||``) or ``"cosine"`` (``1 - cos``).
         memory_threshold: ``M``; a layer whose visual similarity falls below it loses its
             visual KV entries after prefill. In ``[-1, 1]``.
@@ -118,8 +118,8 @@ class SharpVConfig:
             raise ValueError('mode="budget" needs budget in (0, 1]')
         if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int):
             raise TypeError(f"min_keep must be an int, got {type(self.min_keep).__name__}")
-        if self.min_keep < 1:
-            raise ValueError(f"min_keep must be >= 1, got {self.min_keep}")
+        if self.min_keep < 0:
+            raise ValueError(f"min_keep must be >= 0, got {self.min_keep}")
         self._check_method()
 
     def _check_method(self) -> None:

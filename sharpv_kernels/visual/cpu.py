@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from .checks import NONFINITE_MESSAGE
 from ..vocab import BUDGET_BISECTION_STEPS
+from .checks import NONFINITE_MESSAGE
 
 __all__ = [
     "visual_prune_torch",
