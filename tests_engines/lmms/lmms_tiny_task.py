@@ -20,14 +20,23 @@ IMAGE_SIZE = 56
 #: Name of the local task.
 TASK = "sharpv_tiny_videoqa"
 
-#: One user turn: visual placeholders, then the text; an ``assistant :`` generation prompt.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }} : "
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for c in message['content'] %}"
-    "{% if c['type'] == 'video' %}<video> {% elif c['type'] == 'image' %}<image> "
-    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %} </s> {% endfor %}"
-    "{% if add_generation_prompt %}assistant : {% endif %}"
+
+def chat_template(video: str = "<video>", image: str = "<image>") -> str:
+    """One user turn: visual placeholders, then the text; an ``assistant :`` generation
+    prompt. Qwen-VL wraps each placeholder in ``<|vision_start|> ... <|vision_end|>``."""
+    return (
+        "{% for message in messages %}{{ message['role'] }} : "
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for c in message['content'] %}"
+        f"{{% if c['type'] == 'video' %}}{video} {{% elif c['type'] == 'image' %}}{image} "
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %} </s> {% endfor %}"
+        "{% if add_generation_prompt %}assistant : {% endif %}"
+    )
+
+
+CHAT_TEMPLATE = chat_template()
+_QWEN_TEMPLATE = chat_template(
+    "<|vision_start|> <video> <|vision_end|>", "<|vision_start|> <image> <|vision_end|>"
 )
 
 _QUESTIONS = [
@@ -38,11 +47,25 @@ _QUESTIONS = [
 ]
 
 
-def _tokenizer():
+def _tokenizer(template: str = CHAT_TEMPLATE, named_placeholders: bool = False):
+    """The tiny word-level tokenizer; ``named_placeholders`` records ``<image>``/``<video>``
+    as its ``image_token``/``video_token`` (Qwen-VL processors look them up there)."""
+    from transformers import PreTrainedTokenizerFast
+
     from sharpv.tiny_models import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    tok.chat_template = CHAT_TEMPLATE
+    if named_placeholders:
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=tok.backend_tokenizer,
+            pad_token="<pad>",
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        )
+        tok.padding_side = "left"
+    tok.chat_template = template
     return tok
 
 
@@ -84,12 +107,11 @@ def write_qwen2_5_vl(folder: str | os.PathLike) -> Path:
     model = tiny_qwen2_5_vl(attn_implementation="sdpa")
     model.save_pretrained(folder)
     pixels = IMAGE_SIZE * IMAGE_SIZE
-    tok = _tokenizer()
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels),
         video_processor=Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=pixels),
-        tokenizer=tok,
-        chat_template=CHAT_TEMPLATE,
+        tokenizer=_tokenizer(_QWEN_TEMPLATE, named_placeholders=True),
+        chat_template=_QWEN_TEMPLATE,
     )
     processor.save_pretrained(folder)
     return folder
