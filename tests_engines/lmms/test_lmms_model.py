@@ -159,3 +159,20 @@ def test_unsupported_checkpoint_fails_before_loading_weights(tmp_path):
 def test_bad_model_args_fail_before_loading(tmp_path):
     with pytest.raises(ValueError, match="budget"):
         SharpVLMM(pretrained=str(tmp_path / "missing"), dense=True, budget=0.3)
+
+
+def test_a_document_of_frames_is_one_video(llava_ov_ckpt, task_dir):
+    from PIL import Image
+
+    from sharpv.video import synthetic_video
+
+    frames = [Image.fromarray(f) for f in synthetic_video(2 * N_FRAMES, size=64, seed=5)]
+    req = Instance(
+        request_type="generate_until",
+        arguments=("what moves ?", GEN, lambda d: frames, 0, TASK, "test"),
+        idx=0,
+        metadata={"task": TASK, "doc_id": 0, "repeats": 1},
+    )
+    rec = _lm(llava_ov_ckpt, task_dir, budget=0.5).generate_until([req])[0].token_counts.sharpv
+    assert len(rec["frame_ratios"]) == N_FRAMES  # 16 frames sampled down to max_frames_num
+    assert rec["visual_tokens_kept"] == budget_token_count(0.5, N_FRAMES, 4)

@@ -25,6 +25,7 @@ def test_defaults_are_the_paper_defaults():
         DEFAULT_THRESHOLD,
     )
     assert o.config.memory_threshold == DEFAULT_MEMORY_THRESHOLD and o.config.memory
+    assert o.frames_as_video
     assert (o.dense, o.max_frames_num, o.batch_size, o.device, o.dtype) == (
         False,
         32,
@@ -72,9 +73,11 @@ def test_every_config_field_is_accepted_as_lmms_eval_passes_it():
             "max_frames_num": 8,
             "batch_size": 2,
             "max_batch_size": None,
+            "frames_as_video": "false",
         }
     )
     c = o.config
+    assert o.frames_as_video is False
     assert (c.w, c.min_keep, c.metric, c.memory, c.visual) == (1.0, 2, "cosine", False, True)
     assert (o.device, o.dtype, o.attn_implementation, o.max_frames_num, o.batch_size) == (
         "cpu",

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from ..adapters import get_adapter
 from ..integration import apply_sharpv
-from ..video import read_video
+from ..video import read_video, sample_indices
 from .lmms.options import LmmsOptions, parse_model_args
 from .lmms.records import TaskMeans, dense_record, sample_record, throughput_metrics
 
@@ -62,6 +63,11 @@ def _dtype(name: str, device: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, name)
+
+
+def _is_image(v: Any) -> bool:
+    """A PIL image (duck-typed: lmms-eval's tasks hand PIL images)."""
+    return hasattr(v, "convert") and hasattr(v, "size")
 
 
 def _stop_at(text: str, until: Sequence[str]) -> str:
@@ -192,11 +198,19 @@ class SharpVLMM(lmms):
         content: list[dict] = []
         videos: list[Any] = []
         images: list[Any] = []
+        if self.options.frames_as_video and len(visuals) > 1 and all(map(_is_image, visuals)):
+            # a video stored as frames (MVBench's frame subsets): one video, sampled uniformly
+            keep = sample_indices(len(visuals), self.options.max_frames_num)
+            frames = [np.asarray(visuals[i].convert("RGB")) for i in keep]
+            if len({f.shape for f in frames}) != 1:
+                raise ValueError("sharpv: the frames of a video must all have the same size")
+            content = [{"type": "video"}, {"type": "text", "text": text}]
+            return content, [np.stack(frames)], []
         for v in visuals:
             if isinstance(v, (str, os.PathLike)):
                 videos.append(read_video(v, self.options.max_frames_num))
                 content.append({"type": "video"})
-            elif hasattr(v, "convert"):  # PIL image
+            elif _is_image(v):
                 images.append(v.convert("RGB"))
                 content.append({"type": "image"})
             else:

@@ -80,6 +80,8 @@ class LmmsOptions:
         batch_size: prompts per ``generate`` call.
         max_new_tokens: default answer length when the task does not set one.
         dense: run the unpruned model (``config`` is then ``None``).
+        frames_as_video: a document whose visuals are several images is one video made of
+            those frames (MVBench's frame subsets), sampled to ``max_frames_num``.
         config: the SharpV (or baseline) settings.
     """
 
@@ -91,6 +93,7 @@ class LmmsOptions:
     batch_size: int = 1
     max_new_tokens: int = 128
     dense: bool = False
+    frames_as_video: bool = True
     config: SharpVConfig | None = None
 
 
@@ -189,6 +192,7 @@ def parse_model_args(args: dict[str, Any]) -> LmmsOptions:
     max_new = _as_int("max_new_tokens", a.pop("max_new_tokens", 128), low=1)
     a.pop("max_batch_size", None)  # lmms-eval passes it to every model; unused here
     dense = _as_bool("dense", a.pop("dense", False))
+    frames_as_video = _as_bool("frames_as_video", a.pop("frames_as_video", True))
     method = str(a.pop("method", "sharpv"))
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -207,6 +211,7 @@ def parse_model_args(args: dict[str, Any]) -> LmmsOptions:
         max_frames_num=max_frames,
         batch_size=batch_size,
         max_new_tokens=max_new,
+        frames_as_video=frames_as_video,
     )
     if dense:
         if a or method != "sharpv":
