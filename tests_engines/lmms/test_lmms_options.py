@@ -185,3 +185,16 @@ def test_records_and_means():
     lines = t.lines()
     assert len(lines) == 3 and "mean over 2 tasks" in lines[-1]
     assert "VR 35.0%" in lines[-1]  # (0.5 + 0.2) / 2: the paper averages over datasets
+
+
+def test_importing_sharpv_never_imports_lmms_eval():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sharpv, sharpv.engines, sharpv.engines.lmms, "
+        "sharpv.engines.lmms.options, sharpv.engines.lmms.records\n"
+        "sharpv.SharpVConfig\n"
+        "assert 'lmms_eval' not in sys.modules, 'sharpv imported lmms_eval'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
