@@ -146,6 +146,30 @@ def test_loglikelihood_matches_a_forward_pass(llava_ov_ckpt, task_dir):
     assert all(lp < 0 and lp == lp for lp, _ in pruned)
 
 
+def test_pruned_loglikelihood_matches_a_forward_pass_on_the_pruned_prompt(llava_ov_ckpt, task_dir):
+    from sharpv.integration import prepare_sharpv_inputs
+
+    lm = _lm(llava_ov_ckpt, task_dir, budget=0.3, memory=False)
+    reqs = _requests(task_dir, kind="loglikelihood")
+    got = lm.loglikelihood(reqs)
+    model, config = lm.model, lm.options.config
+    for (lp, greedy), req in zip(got, reqs, strict=True):
+        context, to_target, _, doc_id, task, split = req.args
+        inputs = lm._encode([context], [lm._visuals(req.args)])
+        ids = inputs.pop("input_ids")
+        prep = prepare_sharpv_inputs(model, config, ids, inputs.pop("attention_mask"), **inputs)
+        target = to_target(lm.task_dict[task][split][doc_id])
+        cont = torch.tensor([lm.tokenizer(target, add_special_tokens=False).input_ids])
+        n = cont.shape[1]
+        embeds = torch.cat([prep.inputs_embeds, model.get_input_embeddings()(cont)], dim=1)
+        mask = torch.cat([prep.attention_mask, torch.ones_like(cont)], dim=1)
+        with torch.no_grad():
+            logits = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -n - 1 : -1]
+        logp = torch.log_softmax(logits.double(), -1).gather(1, cont[0][:, None]).sum()
+        assert lp == pytest.approx(float(logp), abs=1e-4)
+        assert greedy == bool((logits.argmax(-1) == cont[0]).all())
+
+
 def test_unsupported_checkpoint_fails_before_loading_weights(tmp_path):
     from transformers import LlamaConfig
 
