@@ -146,7 +146,7 @@ def test_baseline_option_names_come_from_the_signatures():
         ({"pretrained": "m", "mode": "fast"}, "mode"),
         ({"pretrained": "m", "metric": "l2"}, "metric"),
         ({"pretrained": "m", "memory_threshold": 2}, "memory_threshold"),
-        ({"pretrained": "m", "min_keep": 0}, "min_keep"),
+        ({"pretrained": "m", "min_keep": -1}, "min_keep"),
         ({"pretrained": "m", "min_keep": 1.5}, "min_keep"),
         ({"pretrained": "m", "max_frames_num": 0}, "max_frames_num"),
         ({"pretrained": "m", "dtype": "float8"}, "dtype"),
