@@ -33,7 +33,11 @@ setup(
         "bench": ["pytest-benchmark", "matplotlib"],
         "flash": ["flash-attn"],
     },
-    entry_points={"console_scripts": ["sharpv=sharpv.cli:main"]},
+    entry_points={
+        "console_scripts": ["sharpv=sharpv.cli:main"],
+        # lmms-eval finds the ``sharpv`` model here (``lmms-eval eval --model sharpv``)
+        "lmms_eval.models": ["sharpv = sharpv.engines.lmms:manifest"],
+    },
     # an SPDX expression (PEP 639); a "License ::" classifier beside it is deprecated
     license_expression="Apache-2.0",
     classifiers=["Programming Language :: Python :: 3"],
