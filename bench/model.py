@@ -69,6 +69,7 @@ class Traffic:
     reread: float = 0.0  # of ``hbm``, bytes re-read soon after an earlier read (L2 candidates)
     rounds: int = 1  # iterations of each CTA's main loop (dependent load rounds)
     hot: bool = False  # reads only small data the previous kernels just wrote (L2 latency)
+    steps: int = 0  # dependent arithmetic steps of one CTA (budget bisection), see ASSUMPTIONS
 
 
 # --------------------------------------------------------------------------- per-kernel bytes
@@ -98,7 +99,7 @@ def traffic(launch: Launch, keep: float) -> Traffic:
     if name == "frame_scores_kernel":  # pass 2: unit-vector differences, frames in reverse
         x = _nbytes(a["x_ptr"][:, :, : a["d"]])
         small = sum(_nbytes(a[k]) for k in ("nrm_ptr", "col_ptr", "msq_ptr", "part_ptr"))
-        n_frames = a["x_ptr"].shape[0]
+        n_frames = a["x_ptr"].shape[0] // max(1, launch.grid[2])  # frames per video
         return Traffic(x + small, reread=x, rounds=n_frames)
     if name == "frame_select_kernel":
         big = [k for k in ("part_ptr", "nrm_ptr") if k in a]
@@ -112,11 +113,16 @@ def traffic(launch: Launch, keep: float) -> Traffic:
             outs += ["s_ptr", "tt_ptr"]
         wr = sum(_nbytes(a[k]) for k in outs)
         f = a["f"]
-        rounds = a.get("n_split", 1) + _cdiv(f, kw.get("BLOCK_J", f))
+        if "BLOCK_S2" in kw:  # after the rebuild: partials in 2-D loads, rank loop on L1
+            rounds = 2
+        else:
+            rounds = a.get("n_split", 1) + _cdiv(f, kw.get("BLOCK_J", f))
         return Traffic(rd + wr, rounds=rounds, hot=True)
     if name == "video_counts_kernel":
         small = sum(_nbytes(v) for v in a.values() if isinstance(v, torch.Tensor))
-        return Traffic(small, rounds=_cdiv(a["n_frames"], kw["BLOCK_N"]), hot=True)
+        chunks = _cdiv(a["n_frames"], kw["BLOCK_N"])
+        steps = kw["STEPS"] * chunks if kw["MODE"] == 3 else 0  # budget bisection
+        return Traffic(small, rounds=chunks, hot=True, steps=steps)
     if name == "gather_kernel":
         x = a["x_ptr"]
         n, f = x.shape[0], x.shape[1]
@@ -124,7 +130,10 @@ def traffic(launch: Launch, keep: float) -> Traffic:
         rows = keep * n * f
         moved = 2 * rows * d * x.element_size() + rows * 8  # kept rows in and out, indices
         small = _nbytes(a["rank_ptr"]) + 4 * n
-        rounds = _cdiv(a.get("d_per_prog", d), kw["BLOCK_D"])
+        per_prog = a.get("d_per_prog", kw.get("D_PER_PROG", d))
+        rounds = _cdiv(per_prog, kw["BLOCK_D"])
+        if "BLOCK_R" in kw:  # after the rebuild: chunks of kept rows, each a dense tile
+            rounds *= _cdiv(math.ceil(keep * f), kw["BLOCK_R"])
         if kw.get("MODE") == 3 and "STEPS" in kw:  # budget bisection inside every CTA
             rounds += kw["STEPS"] * _cdiv(n, kw["BLOCK_N"])
         return Traffic(moved + small, rounds=rounds)
@@ -174,6 +183,7 @@ def kernel_time_us(gpu: GPU, launch: Launch, stats, t: Traffic, per_sm: int, use
     waves = _cdiv(ctas, slots)
     lat = float(ASSUMPTIONS["l2_latency_us" if t.hot else "mem_latency_us"])
     t_lat = waves * math.ceil(t.rounds / stages) * lat * 1e-6
+    t_lat += waves * t.steps * float(ASSUMPTIONS["reduction_step_us"]) * 1e-6
     # issue: warp instructions of the main loop
     insns = max(stats.loop_instructions, 1) * t.rounds * launch.num_warps * ctas
     t_issue = insns / (gpu.sms * float(ASSUMPTIONS["ipc_per_sm"]) * gpu.clock_hz)
@@ -193,16 +203,20 @@ class Case:
     extra: dict[str, Any]
 
 
-def _plan(gpu: GPU, family: str) -> dict[str, Any]:
-    """``{"sms": ...}`` for launchers that take the GPU's SM count (the launch plan)."""
-    import inspect
-
+def _plan(gpu: GPU, family: str, shape: tuple[int, ...], element_size: int) -> dict[str, Any]:
+    """``{"plan": ...}``: the launch plan the launcher would pick on ``gpu``."""
     from sharpv_kernels.memory import launch as ML
     from sharpv_kernels.visual import launch as VL
 
-    mod = VL if family == "visual" else ML
-    fn = getattr(mod, "visual_prune_triton" if family == "visual" else "kv_compact_triton")
-    return {"sms": gpu.sms} if "sms" in inspect.signature(fn).parameters else {}
+    if family == "visual":
+        if not hasattr(VL, "plan_launch"):  # the kernels before the rebuild planned alone
+            return {}
+        return {"plan": VL.plan_launch(shape, element_size, gpu.sms)}
+    if family == "similarity" and hasattr(ML, "plan_similarity"):
+        return {"plan": ML.plan_similarity(shape, element_size, gpu.sms)}
+    if family == "compact" and hasattr(ML, "plan_compact"):
+        return {"plan": ML.plan_compact(shape, element_size)}
+    return {}
 
 
 def _visual_case(op: str, shape: str, dtype: torch.dtype) -> Case:
@@ -219,7 +233,7 @@ def _visual_case(op: str, shape: str, dtype: torch.dtype) -> Case:
     floor = _nbytes(x) + rows * d * x.element_size() + rows * 8 + n * 8
 
     def run(gpu: GPU) -> None:
-        visual_prune_triton(x, cu, **kw, **_plan(gpu, "visual"))
+        visual_prune_triton(x, cu, **kw, **_plan(gpu, "visual", x.shape, x.element_size()))
 
     return Case(op, shape, keep, floor, run, {"dtype": str(dtype), "mode": kw["mode"]})
 
@@ -239,7 +253,8 @@ def _memory_case(op: str, shape: str, dtype: torch.dtype) -> Case:
         floor = 2 * m["visual"] * m["hidden"] * elt
 
         def run(gpu: GPU) -> None:
-            layer_similarity_triton(h, ref, start, span, out, 1, **_plan(gpu, "memory"))
+            plan = _plan(gpu, "similarity", tuple(h.shape), elt)
+            layer_similarity_triton(h, ref, start, span, out, 1, **plan)
 
         return Case(op, shape, 1.0, floor, run, {"dtype": str(dtype), "span": m["visual"]})
     n_layers, heads, hd = m["layers"], m["kv_heads"], m["head_dim"]
@@ -255,7 +270,8 @@ def _memory_case(op: str, shape: str, dtype: torch.dtype) -> Case:
              "_moved_rows": TEXT_AFTER}  # fmt: skip
 
     def run(gpu: GPU) -> None:
-        kv_compact_triton(keys, values, lengths, start, span, sim, 0.2, **_plan(gpu, "memory"))
+        plan = _plan(gpu, "compact", tuple(keys[0].shape), elt)
+        kv_compact_triton(keys, values, lengths, start, span, sim, 0.2, **plan)
 
     return Case(op, shape, 1.0, moved, run, extra)
 

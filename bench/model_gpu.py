@@ -68,6 +68,9 @@ ASSUMPTIONS: dict[str, float | str] = {
     "l2_latency_us": 0.3,
     "l2_latency_note": "the same for a kernel that reads only small data the previous kernels "
     "just wrote (partial sums, counts): L2 hits",
+    "reduction_step_us": 0.1,
+    "reduction_step_note": "one step of the budget bisection: float64 quotas of a chunk of "
+    "frames and a block reduction, about 175 clocks",
     "per_sm_bw_share": 4.0,
     "per_sm_bw_note": "one SM draws at most this multiple of its fair share (copy_bw / SMs)",
     "ipc_per_sm": 4.0,
