@@ -133,8 +133,8 @@ def test_kv_compact_moves_only_the_suffix(device):
     keys[0][0, 0, 10:] = float("nan")  # past the length: must stay NaN
     before = keys[0].clone()
     lengths = torch.tensor([[10]], device=device)
-    kv_compact_triton(keys, values, lengths, torch.tensor([2], device=device),
-                      torch.tensor([3], device=device), torch.zeros(1, 1, device=device), 0.2)  # fmt: skip
+    s, n = torch.tensor([2], device=device), torch.tensor([3], device=device)
+    kv_compact_triton(keys, values, lengths, s, n, torch.zeros(1, 1, device=device), 0.2)
     k = keys[0][0, 0].cpu()
     b = before[0, 0].cpu()
     assert torch.equal(k[:2], b[:2])

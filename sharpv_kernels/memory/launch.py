@@ -84,7 +84,8 @@ def plan_compact(shape: tuple[int, int, int, int], element_size: int) -> Compact
     """Plan for caches of ``shape = (B, H, T, D)``: 4096-element tiles, whole head rows."""
     block_d = next_power_of_2(shape[3])
     block_t = max(1, min(64, 4096 // block_d))
-    return CompactPlan(block_t=block_t, block_d=block_d, warps=8 if block_t * block_d >= 4096 else 4)
+    warps = 8 if block_t * block_d >= 4096 else 4
+    return CompactPlan(block_t=block_t, block_d=block_d, warps=warps)
 
 
 def layer_similarity_triton(
