@@ -386,6 +386,54 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def markdown(payload: dict[str, Any], before: dict[str, Any] | None = None) -> str:
+    """The "Predicted GPU performance (static model)" tables of ``docs/benchmarks.md``."""
+    rows = payload["rows"]
+    prev = {}
+    if before is not None:
+        prev = {(r["op"], r["shape"], r["device"]): r for r in before["rows"]
+                if r["kernel"] == "(total)"}  # fmt: skip
+    out = [
+        f"Predicted by `{payload['command']}` at commit `{payload['git_commit'][:7]}` "
+        f"({payload['date_utc']}); **not measured**. dtype {payload['dtype']}; "
+        f"{payload['keep_adaptive']:.0%} of the tokens kept in adaptive mode, budget "
+        f"{payload['budget']}.",
+        "",
+        "| op | shape | GPU | launches | predicted µs (L2 reuse / none) | floor µs | × floor |"
+        + (" before: µs, × floor |" if prev else ""),
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if prev else ""),
+    ]
+    for r in rows:
+        if r["kernel"] != "(total)":
+            continue
+        line = (f"| `{r['op']}` | {r['shape']} | {r['device'].split(' (')[0]} | {r['launches']} "
+                f"| {r['predicted_us']:.1f} / {r['predicted_us_no_l2']:.1f} | {r['floor_us']:.1f} "
+                f"| {r['x_floor']:.2f} |")  # fmt: skip
+        b = prev.get((r["op"], r["shape"], r["device"]))
+        if prev:
+            line += f" {b['predicted_us']:.1f}, {b['x_floor']:.2f} |" if b else " - |"
+        out.append(line)
+    out += [
+        "",
+        "Per kernel at LLaVA-OV-7B's shape on H100 (registers per thread, CTAs, waves = CTAs "
+        "over resident slots, SASS instructions of the main loop, software pipelining):",
+        "",
+        "| op | kernel | regs | shared B | warps | CTAs | CTAs/SM | waves | loop SASS | pipelined "
+        "| HBM MB | predicted µs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for r in rows:
+        if r["kernel"] == "(total)" or r["shape"] != "llava-ov-7b" or "H100" not in r["device"]:
+            continue
+        out.append(
+            f"| `{r['op']}` | `{r['kernel']}` | {r['registers']} | {r['shared_bytes']} "
+            f"| {r['num_warps']} | {r['ctas']} | {r['ctas_per_sm']} | {r['waves']:.2f} "
+            f"| {r['sass_loop_instructions']} | {'yes' if r['software_pipelined'] else 'no'} "
+            f"| {r['bytes'] / 1e6:.1f} | {r['predicted_us']:.1f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench model", description=__doc__.split("\n")[0])
     p.add_argument("--gpus", nargs="+", default=list(GPUS), choices=list(GPUS))
@@ -393,7 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", default=list(VISUAL_SHAPES))
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--out", default=None, help="JSON path (default bench/results/model-<stamp>)")
+    p.add_argument(
+        "--markdown",
+        nargs="+",
+        metavar="JSON",
+        help="print the markdown tables of a result file (optionally: AFTER BEFORE)",
+    )
     args = p.parse_args(argv)
+    if args.markdown:
+        after = json.loads(Path(args.markdown[0]).read_text())
+        before = json.loads(Path(args.markdown[1]).read_text()) if len(args.markdown) > 1 else None
+        print(markdown(after, before), end="")
+        return 0
     dtype = getattr(torch, args.dtype)
     cache: dict = {}
     rows: list[dict[str, Any]] = []
@@ -404,12 +463,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.op:20s} {case.shape:14s} {g}: predicted {tot['predicted_us']:8.1f} us"
                   f" (no L2 {tot['predicted_us_no_l2']:8.1f}), floor {tot['floor_us']:7.1f} us,"
                   f" x{tot['x_floor']}", flush=True)  # fmt: skip
+    given = argv if argv is not None else sys.argv[1:]
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = Path(args.out) if args.out else RESULTS_DIR / f"model-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "kind": "static performance model: PREDICTED, not measured (no GPU was used)",
-        "command": "python -m bench model " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench model", *given]),
         "git_commit": _git_commit(), "date_utc": stamp,
         "gpus": {k: GPUS[k].as_dict() for k in args.gpus}, "assumptions": ASSUMPTIONS,
         "keep_adaptive": KEEP_ADAPTIVE, "budget": BUDGET, "dtype": args.dtype,
