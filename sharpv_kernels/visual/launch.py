@@ -142,7 +142,7 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
         else:
             r2 //= 2
     # gather: (frame, channel block) programs, each copying its kept rows in dense tiles
-    g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, 16, 2 * want)
+    g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
     return LaunchPlan(
         norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
         scores_rows=r2, scores_cols=c2, scores_warps=4 if r2 * c2 >= 1024 else 2,
