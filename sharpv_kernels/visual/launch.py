@@ -52,6 +52,8 @@ assert MODE_CODES["budget"] == K.MODE_BUDGET.value and METRIC_CODES["cosine"] ==
 
 #: largest tokens-per-frame the kernels take (one frame's tokens sit in one select program)
 MAX_TOKENS_PER_FRAME = 16384
+#: frames and videos index the second and third grid dimensions of the two passes
+MAX_GRID_YZ = 65535
 
 
 class VisualInputError(ValueError):
@@ -195,6 +197,11 @@ def _scores(
     n_frames, f, d = features.shape
     dev = features.device
     n_videos = cu.numel() - 1
+    if max(n_frames, n_videos) > MAX_GRID_YZ:
+        raise ValueError(
+            f"features.shape[0] and the number of videos must be <= {MAX_GRID_YZ} on the "
+            f"Triton path (a CUDA grid limit), got {n_frames} frames, {n_videos} videos"
+        )
     n1 = math.ceil(d / plan.norms_cols)
     n2 = math.ceil(d / plan.scores_cols)
     block_s = next_power_of_2(n1)
@@ -314,7 +321,8 @@ def visual_prune_triton(
 
     The output buffer is sized before the kernels run: exactly in ``ratio`` mode and in
     ``budget`` mode with one video (the count depends only on the shape), otherwise
-    ``total_frames * f`` rows, of which the first ``N_keep`` are returned (a view).
+    ``total_frames * f`` rows, shrunk in place to the ``N_keep`` kept (the allocation keeps
+    its size until the tensor is freed).
 
     Args:
         features: ``(total_frames, f, d)`` float32/float16/bfloat16, any strides.
@@ -369,6 +377,6 @@ def visual_prune_triton(
     _raise_flags(flags, w)
     if n_keep > capacity:  # pragma: no cover - the counts are clamped to the capacity's bound
         raise RuntimeError(f"visual_prune kept {n_keep} tokens, more than its {capacity} slots")
-    if n_keep != capacity:
-        tokens, indices = tokens[:n_keep], indices[:n_keep]
+    if n_keep != capacity:  # shrink in place (no copy; not a view, as custom ops require)
+        tokens, indices = tokens.resize_(n_keep, d), indices.resize_(n_keep)
     return tokens, indices, counts, out["r"], cu_tokens, out["I"]
