@@ -321,7 +321,13 @@ def model_rows(case: Case, gpu: GPU, cache: dict) -> list[dict[str, Any]]:
     launches, syncs = _record(case, gpu)
     rows: list[dict[str, Any]] = []
     total = {True: 0.0, False: 0.0}
-    gaps = 0.0
+    # one timeline per L2 assumption: the host enqueues each launch (host_launch_us), waits
+    # for the GPU at a read-back (readback_us); a kernel starts launch_gap_us after the
+    # previous one ends, or when the host has enqueued it, whichever is later
+    host = {True: 0.0, False: 0.0}
+    gpu_t = {True: 0.0, False: 0.0}
+    a_launch, a_gap = float(ASSUMPTIONS["host_launch_us"]), float(ASSUMPTIONS["launch_gap_us"])
+    a_read = float(ASSUMPTIONS["readback_us"])
     hbm_total = 0.0
     for i, lc in enumerate(launches):
         key = (lc.name, gpu.arch, repr(sorted((k, str(v)) for k, v in lc.kwargs.items())),
@@ -333,13 +339,15 @@ def model_rows(case: Case, gpu: GPU, cache: dict) -> list[dict[str, Any]]:
         t = traffic(lc, case.keep)
         per_sm = occupancy(gpu, st.registers, lc.num_warps, st.shared_bytes)
         slots = max(1, per_sm * gpu.sms)
-        gap = float(ASSUMPTIONS["launch_gap_us"])
-        if i and any(s == i for s in syncs):
-            gap = float(ASSUMPTIONS["host_sync_gap_us"])
-        gaps += gap
         pred = {u: kernel_time_us(gpu, lc, st, t, per_sm, u) for u in (True, False)}
         for u in (True, False):
             total[u] += pred[u]
+            if i and any(s == i for s in syncs):  # the host reads back before this launch
+                host[u] = max(host[u], gpu_t[u]) + a_read
+            host[u] += a_launch
+            start = max(gpu_t[u] + (a_gap if i else 0.0), host[u])
+            gap = start - gpu_t[u] if i else start
+            gpu_t[u] = start + pred[u]
         hbm = t.hbm - min(t.reread, gpu.l2_reuse_bytes)
         hbm_total += t.hbm
         rows.append({
@@ -354,20 +362,21 @@ def model_rows(case: Case, gpu: GPU, cache: dict) -> list[dict[str, Any]]:
             "sass_loop_instructions": st.loop_instructions, "sass_loop_loads": st.loop_loads,
             "software_pipelined": st.pipelined, "loop_rounds": t.rounds,
             "bytes": round(hbm), "bytes_no_l2": round(t.hbm), "reread_bytes": round(t.reread),
-            "gap_before_us": gap, "floor_us": None,
+            "gap_before_us": round(gap, 2), "floor_us": None,
             "predicted_us": round(pred[True], 2), "predicted_us_no_l2": round(pred[False], 2),
         })  # fmt: skip
-    end_sync = float(ASSUMPTIONS["final_sync_us"]) if syncs and syncs[-1] == len(launches) else 0
+    final = bool(syncs) and syncs[-1] == len(launches)
+    end = {u: max(gpu_t[u], host[u]) + (a_read if final else 0.0) for u in (True, False)}
     floor_us = 1e6 * case.floor_bytes / gpu.copy_bw
-    pred_l2 = total[True] + gaps + end_sync
-    pred_no = total[False] + gaps + end_sync
+    pred_l2, pred_no = end[True], end[False]
     rows.append({
         "op": case.op, "shape": case.shape, "device": gpu.name, "kernel": "(total)",
         "launches": len(launches), "host_syncs_mid_op": sum(0 < s < len(launches) for s in syncs),
         "registers": None, "shared_bytes": None, "ctas": sum(r["ctas"] for r in rows),
         "waves": None, "bytes": round(sum(r["bytes"] for r in rows)),
         "bytes_no_l2": round(hbm_total), "floor_bytes": round(case.floor_bytes),
-        "floor_us": round(floor_us, 2), "gaps_us": gaps + end_sync,
+        "floor_us": round(floor_us, 2), "kernels_us": round(total[True], 2),
+        "idle_us": round(pred_l2 - total[True], 2),
         "predicted_us": round(pred_l2, 2), "predicted_us_no_l2": round(pred_no, 2),
         "x_floor": round(pred_l2 / floor_us, 2), "x_floor_no_l2": round(pred_no / floor_us, 2),
         **{k: v for k, v in case.extra.items() if not k.startswith("_")},

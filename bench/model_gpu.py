@@ -54,13 +54,14 @@ GPUS: dict[str, GPU] = {
 #: Timing assumptions, stated once; the JSON and docs/benchmarks.md repeat them.
 ASSUMPTIONS: dict[str, float | str] = {
     "launch_gap_us": 2.0,
-    "launch_gap_note": "GPU-side gap between two kernels queued back to back on one stream "
-    "(the host is ahead of the GPU)",
-    "host_sync_gap_us": 15.0,
-    "host_sync_gap_note": "a kernel launched after a host read-back starts this long after the "
-    "previous kernel ends: device-to-host copy, stream wake-up, Python and Triton launch cost",
-    "final_sync_us": 5.0,
-    "final_sync_note": "a read-back after the last kernel (errors, output size) adds this",
+    "launch_gap_note": "GPU-side gap between two kernels queued back to back on one stream",
+    "host_launch_us": 6.0,
+    "host_launch_note": "host time to enqueue one Triton kernel from Python (argument binding, "
+    "driver call) and its small allocations; the GPU cannot start a kernel before the host "
+    "has enqueued it (no CUDA graph)",
+    "readback_us": 5.0,
+    "readback_note": "a host read-back (a few bytes device to host, stream synchronisation) "
+    "after the GPU finished what was queued before it",
     "mem_latency_us": 0.8,
     "mem_latency_note": "latency of one round of dependent global loads under load; a CTA "
     "whose main loop is not software-pipelined pays it once per iteration, a pipelined one "
