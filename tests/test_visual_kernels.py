@@ -135,11 +135,13 @@ def test_nonfinite_features_raise(bad, device):
         _run(x, [0, 3], "adaptive", {})
 
 
+@pytest.mark.parametrize("mode", ["adaptive", "budget"])
 @pytest.mark.parametrize("cu", [[0, 2], [1, 3], [0, 2, 2, 3], [0, 3, 2, 3]])
-def test_malformed_cu_frames_found_on_device(cu, device):
+def test_malformed_cu_frames_found_on_device(cu, mode, device):
+    """Frames outside every video get no offset: the gather must not write out of bounds."""
     x = make_features(3, 7, 8, torch.float32, device)
     with pytest.raises(VisualInputError, match="cu_frames"):
-        _run(x, cu, "adaptive", {})
+        _run(x, cu, mode, MODE_KW[mode])
 
 
 def test_non_contiguous_frames(device):

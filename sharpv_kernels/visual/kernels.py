@@ -470,7 +470,9 @@ def gather_kernel(
     t = tl.program_id(0)
     pd = tl.program_id(1)
     t64 = t.to(tl.int64)
-    k = tl.load(cnt_ptr + t)
+    # counts and offsets are garbage only for frames outside every video (malformed
+    # cu_frames, reported by the select kernel): clamp, and mask the stores to the buffer
+    k = tl.minimum(tl.maximum(tl.load(cnt_ptr + t), 0), f)
     off = tl.load(off_ptr + t)
     toks = tl.arange(0, BLOCK_F)
     rank = tl.load(rank_ptr + t64 * f + toks, mask=toks < f, other=2147483647)
@@ -483,7 +485,7 @@ def gather_kernel(
         hit = keep[None, :] & (pos[None, :] == jj[:, None])
         src = tl.sum(tl.where(hit, toks[None, :], 0), axis=1)
         dst = (off + jj).to(tl.int64)
-        jm = (jj < k) & (dst < capacity)
+        jm = (jj < k) & (dst >= 0) & (dst < capacity)
         if pd == 0:
             tl.store(idx_ptr + dst, t64 * f + src, mask=jm)
         src_p = frame + src.to(tl.int64)[:, None] * stride_i
