@@ -12,7 +12,7 @@ How the work is cut is a :class:`SimilarityPlan` / :class:`CompactPlan` from
 
 Examples:
     >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
-    SimilarityPlan(block_t=4, block_d=512, warps=4, stages=3)
+    SimilarityPlan(block_t=2, block_d=512, warps=4, stages=3)
 """
 
 from __future__ import annotations
