@@ -35,13 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.pop("TRITON_INTERPRET", None)  # the model compiles; it never interprets
+import torch
 
-import torch  # noqa: E402
-
-from .model_compile import Launch, compile_launch, cubin_stats, record_launches  # noqa: E402
-from .model_gpu import ASSUMPTIONS, GPU, GPUS  # noqa: E402
-from .visual_cases import SHAPES as VISUAL_SHAPES  # noqa: E402
+from .model_compile import Launch, compile_launch, cubin_stats, record_launches
+from .model_gpu import ASSUMPTIONS, GPU, GPUS
+from .visual_cases import SHAPES as VISUAL_SHAPES
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -457,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         help="print the markdown tables of a result file (optionally: AFTER BEFORE)",
     )
     args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1" and not args.markdown:
+        print("python -m bench model compiles the kernels: unset TRITON_INTERPRET")
+        return 2
     if args.markdown:
         after = json.loads(Path(args.markdown[0]).read_text())
         before = json.loads(Path(args.markdown[1]).read_text()) if len(args.markdown) > 1 else None
