@@ -1,9 +1,10 @@
-"""``python -m bench [ops|e2e|report] ...``: the benchmark suite's one entry point.
+"""``python -m bench [ops|e2e|report|model] ...``: the benchmark suite's one entry point.
 
 * ``ops`` (default): microbenchmarks of every ``torch.ops.sharpv`` operator against its
   eager reference, ``torch.compile`` of it and (``kv_compact_``) gather-then-contiguous;
 * ``e2e``: LLaVA-OneVision (random weights) end to end: dense, SharpV and the baselines;
-* ``report``: markdown tables and PNG plots from result JSON files.
+* ``report``: markdown tables and PNG plots from result JSON files;
+* ``model``: the static GPU performance model (predicted, no GPU needed).
 
 Each sub-command takes ``--help``.
 """
@@ -22,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_e2e import main as run
     elif cmd == "report":
         from .report import main as run
+    elif cmd == "model":
+        from .model import main as run
     else:
-        print(f"usage: python -m bench [ops|e2e|report] ...; unknown command {cmd!r}")
+        print(f"usage: python -m bench [ops|e2e|report|model] ...; unknown command {cmd!r}")
         return 2
     return run(argv)
 

@@ -1,9 +1,13 @@
 """Compile every Triton kernel of the project for a GPU target without a GPU.
 
 Triton's interpreter (what CI runs) does not type-check kernels the way the compiler does
-(branch types, specialisation of integer arguments, unsupported ops). This script lowers
-each kernel through Triton's real pipeline down to PTX and cubin for the chosen target, so
-such errors show up on a machine without a GPU.
+(branch types, specialisation of integer arguments, unsupported ops). This script runs the
+real launchers on CPU tensors with the kernels replaced by recorders, so each kernel is
+compiled with exactly the arguments, constexprs and launch plan the launcher picks on that
+GPU, specialised the way Triton's JIT does it (16-byte alignment of pointers,
+divisibility by 16 of integer arguments): the register counts it prints are those of the
+kernels that run. The compile code is shared with ``python -m bench model``
+(``bench/model_compile.py``).
 
 Usage: python scripts/aot_compile_check.py [--arch 90]
 """
@@ -12,134 +16,101 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
-import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+os.environ.pop("TRITON_INTERPRET", None)  # this script compiles; it never interprets
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sharpv_kernels._utils import next_power_of_2
-from sharpv_kernels.visual import kernels as VK
-from sharpv_kernels.visual import launch as VL
+import torch  # noqa: E402
 
+from bench.model_compile import compile_launch, cubin_stats, record_launches  # noqa: E402
+from sharpv_kernels.memory import kernels as MK  # noqa: E402
+from sharpv_kernels.memory import launch as ML  # noqa: E402
+from sharpv_kernels.visual import kernels as VK  # noqa: E402
+from sharpv_kernels.visual import launch as VL  # noqa: E402
+from sharpv_kernels.vocab import METRICS, VISUAL_MODES  # noqa: E402
 
-def _visual_cases() -> list[tuple[str, object, dict, dict, int]]:
-    """The visual kernels with the launch parameters ``launch.py`` picks for f = 7, 196, 729."""
-    cases = []
-    for f in (7, 196, 729):
-        bf = next_power_of_2(f)
-        bd = VL._tile_d(bf)
-        tile_warps = VL._tile_warps(bf, bd)
-        for dt in ("bf16", "fp16", "fp32"):
-            cases.append((
-                f"frame_stats_kernel[{dt},BLOCK_F={bf},BLOCK_D={bd}]", VK.frame_stats_kernel,
-                {"x_ptr": f"*{dt}", "cu_ptr": "*i32", "part_ptr": "*fp32", "msq_ptr": "*fp32",
-                 "hdr_ptr": "*i32", "n_videos": "i32", "f": "i32", "d": "i32", "d_split": "i32",
-                 "stride_t": "i32", "stride_i": "i32"},
-                {"BLOCK_F": bf, "BLOCK_D": bd, "BLOCK_B": 2}, tile_warps,
-            ))  # fmt: skip
-            for mode in range(4):
-                cases.append((
-                    f"gather_kernel[{dt},mode={mode},BLOCK_F={bf},BLOCK_D={bd}]", VK.gather_kernel,
-                    {"x_ptr": f"*{dt}", "cu_ptr": "*i32", "r_ptr": "*fp32", "rank_ptr": "*i32",
-                     "cnt_ptr": "*i32", "out_ptr": f"*{dt}", "idx_ptr": "*i64",
-                     "cu_tok_ptr": "*i32", "n_videos": "i32", "n_frames": "i32", "f": "i32",
-                     "d": "i32", "d_per_prog": "i32", "stride_t": "i32", "stride_i": "i32",
-                     "min_keep": "i32", "budget": "fp32"},
-                    {"MODE": mode, "STEPS": 64, "BLOCK_F": bf, "BLOCK_D": bd, "BLOCK_B": 2,
-                     "BLOCK_N": 32}, tile_warps,
-                ))  # fmt: skip
-        for mode in range(4):
-            for metric in range(2):
-                for store_st, rank in ((False, True), (True, False)):
-                    cases.append((
-                        f"frame_select_kernel[mode={mode},metric={metric},st={store_st},"
-                        f"BLOCK_F={bf}]",
-                        VK.frame_select_kernel,
-                        {"part_ptr": "*fp32", "msq_ptr": "*fp32", "cu_ptr": "*i32",
-                         "hdr_ptr": "*i32", "s_ptr": "*fp32", "tt_ptr": "*fp32", "i_ptr": "*fp32",
-                         "r_ptr": "*fp32", "rank_ptr": "*i32", "cnt_ptr": "*i32",
-                         "n_videos": "i32", "n_frames": "i32", "f": "i32", "n_split": "i32",
-                         "w": "fp32", "threshold": "fp32", "k_fixed": "i32", "min_keep": "i32",
-                         "budget": "fp32"},
-                        {"MODE": mode, "METRIC": metric, "STORE_ST": store_st, "RANK": rank,
-                         "BLOCK_F": bf, "BLOCK_J": min(bf, VL._rank_block(bf)), "BLOCK_B": 2},
-                        VL._select_warps(bf),
-                    ))  # fmt: skip
-    return cases
+SMS = {90: 132, 80: 108}
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+MODE_KW = {"adaptive": {}, "manual": {}, "ratio": {"keep_ratio": 0.3}, "budget": {"budget": 0.3}}
 
 
-def _memory_cases() -> list[tuple[str, object, dict, dict, int]]:
-    """The Memory SharpV kernels with the launch parameters ``memory/launch.py`` picks."""
-    from sharpv_kernels.memory import kernels as MK
-    from sharpv_kernels.memory import launch as ML
-
-    cases = []
-    for dt in ("bf16", "fp16", "fp32"):
-        for d in (64, 896, 3584):
-            cases.append((
-                f"_sim_partial_kernel[{dt},d={d}]", MK._sim_partial_kernel,
-                {"h_ptr": f"*{dt}", "r_ptr": f"*{dt}", "start_ptr": "*i64", "len_ptr": "*i64",
-                 "part_ptr": "*fp32", "S": "i32", "D": "i32", "stride_hb": "i32",
-                 "stride_hs": "i32", "stride_rb": "i32", "stride_rs": "i32", "n_tiles": "i32"},
-                dict(zip(("BLOCK_T", "BLOCK_D"), ML._sim_blocks(d)[:2], strict=True)),
-                ML._sim_blocks(d)[2],
-            ))  # fmt: skip
-        for head_dim in (64, 128):
-            bt, bd, warps = ML._compact_blocks(head_dim)
-            for len_t in ("i32", "i64"):
-                cases.append((
-                    f"_kv_compact_kernel[{dt},D={head_dim},lengths={len_t}]",
-                    MK._kv_compact_kernel,
-                    {"base_ptr": f"*{dt}", "table_ptr": "*i64", "cap_ptr": "*i64",
-                     "lengths_ptr": f"*{len_t}", "start_ptr": "*i64", "span_ptr": "*i64",
-                     "sim_ptr": "*fp32", "threshold": "fp32", "B": "i32", "D": "i32",
-                     "stride_len_l": "i32", "stride_sim_l": "i32"},
-                    {"BLOCK_T": bt, "BLOCK_D": bd}, warps,
-                ))  # fmt: skip
-    cases.append((
-        "_sim_finish_kernel", MK._sim_finish_kernel,
-        {"part_ptr": "*fp32", "len_ptr": "*i64", "out_ptr": "*fp32", "n_tiles": "i32"},
-        {"BLOCK": 64}, 4,
-    ))  # fmt: skip
-    return cases
+def _visual_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
+    """Every mode and metric, 1 and 2 videos, at a small shape, LLaVA-OV-7B's in every dtype
+    and a large-f shape (729 tokens per frame)."""
+    cases = [((3, 7, 40), torch.float32)] + [((32, 196, 3584), dt) for dt in DTYPES]
+    cases.append(((16, 729, 1152), torch.bfloat16))
+    for (n, f, d), dtype in cases:
+        x = torch.empty((n, f, d), dtype=dtype)
+        plan = VL.plan_launch(x.shape, x.element_size(), sms)
+        for cu in ([0, n], [0, 1, n]):
+            cu_t = torch.tensor(cu, dtype=torch.int32)
+            for mode in VISUAL_MODES:
+                for metric in METRICS:
+                    yield (f"visual_prune[{mode},{metric},{dtype},{(n, f, d)},B={len(cu) - 1}]",
+                           lambda x=x, cu_t=cu_t, mode=mode, metric=metric, plan=plan:
+                           VL.visual_prune_triton(x, cu_t, mode=mode, metric=metric,
+                                                  plan=plan, **MODE_KW[mode]))  # fmt: skip
+            for metric in METRICS:
+                yield (f"visual_scores[{metric},{dtype},{(n, f, d)}]",
+                       lambda x=x, cu_t=cu_t, metric=metric, plan=plan:
+                       VL.visual_scores_triton(x, cu_t, w=1.0, metric=metric, plan=plan,
+                                               check=False))  # fmt: skip
 
 
-def _resource_usage(cubin: bytes) -> str:
-    """Registers and spill bytes of the compiled kernel, read with ``cuobjdump -res-usage``."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        with open(path, "wb") as fh:
-            fh.write(cubin)
-        out = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True)
-    text = out.stdout + out.stderr
-    regs = re.search(r"REG:(\d+)", text)
-    stack = re.search(r"STACK:(\d+)", text)
-    return f"regs={regs.group(1) if regs else '?'} stack={stack.group(1) if stack else '?'}B"
+def _memory_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
+    """Similarity for Qwen2 hidden sizes, compaction for head dims 64 and 128."""
+    for dtype in DTYPES:
+        for d in (64, 3584):
+            h = torch.empty((1, 300, d), dtype=dtype)
+            out = torch.empty((4, 1), dtype=torch.float32)
+            for idx in (torch.int32, torch.int64):
+                s, n = torch.tensor([3], dtype=idx), torch.tensor([200], dtype=idx)
+                plan = ML.plan_similarity(tuple(h.shape), h.element_size(), sms)
+                yield (f"layer_similarity[{dtype},d={d},{idx}]",
+                       lambda h=h, s=s, n=n, out=out, plan=plan:
+                       ML.layer_similarity_triton(h, h, s, n, out, 1, plan=plan))  # fmt: skip
+        for hd in (64, 128):
+            keys = [torch.empty((1, 2, 50, hd), dtype=dtype) for _ in range(3)]
+            values = [torch.empty_like(k) for k in keys]
+            sim = torch.zeros((3, 1), dtype=torch.float32)
+            for len_t in (torch.int32, torch.int64):
+                lengths = torch.full((3, 1), 50, dtype=len_t)
+                s, n = torch.tensor([3]), torch.tensor([20])
+                yield (f"kv_compact_[{dtype},D={hd},lengths={len_t}]",
+                       lambda k=keys, v=values, ln=lengths, s=s, n=n, sim=sim:
+                       ML.kv_compact_triton(k, v, ln, s, n, sim, 0.2))  # fmt: skip
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 80, 90")
     args = p.parse_args()
-    target = GPUTarget("cuda", args.arch, 32)
+    sms = SMS.get(args.arch, 108)
+    seen: set[str] = set()
     failures = 0
-    for name, fn, signature, constexprs, warps in _visual_cases() + _memory_cases():
-        sig = dict(signature)
-        sig.update({k: "constexpr" for k in constexprs})
-        try:
-            compiled = triton.compile(
-                ASTSource(fn, sig, constexprs), target=target, options={"num_warps": warps}
-            )
-            print(f"ok   {name}: warps={warps} {_resource_usage(compiled.asm['cubin'])}")
-        except Exception as exc:  # noqa: BLE001 - report every kernel
-            failures += 1
-            print(f"FAIL {name}: {type(exc).__name__}: {str(exc)[:2000]}")
-    print(f"{failures} failures")
+    for call_name, call in list(_visual_calls(sms)) + list(_memory_calls(sms)):
+        with record_launches(VK, MK) as log:
+            call()
+        for launch in log:
+            key = repr((launch.name, {k: v for k, v in launch.kwargs.items()},
+                        [str(a.dtype) if isinstance(a, torch.Tensor) else
+                         ("D" if isinstance(a, int) and a % 16 == 0 else
+                          "1" if a == 1 else type(a).__name__) for a in launch.args]))  # fmt: skip
+            if key in seen:
+                continue
+            seen.add(key)
+            name = f"{launch.name} from {call_name}"
+            try:
+                st = cubin_stats(compile_launch(launch, args.arch))
+                print(f"ok   {name}: warps={launch.num_warps} regs={st.registers} "
+                      f"stack={st.stack_bytes}B shared={st.shared_bytes}B", flush=True)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - report every kernel
+                failures += 1
+                print(f"FAIL {name}: {type(exc).__name__}: {str(exc)[:2000]}", flush=True)
+    print(f"{len(seen)} kernels compiled for sm_{args.arch}, {failures} failures")
     return 1 if failures else 0
 
 

@@ -1,4 +1,5 @@
-"""The Visual SharpV Triton kernels against the plain-PyTorch reference.
+"""The Visual SharpV Triton kernels against the plain-PyTorch reference and a float64
+evaluation of the SPEC's formulas (numerically hard inputs).
 
 On CI these run under ``TRITON_INTERPRET=1`` on CPU tensors (see conftest.py); with
 ``SHARPV_TEST_COMPILED=1`` on a GPU machine the same tests run the compiled kernels.
@@ -11,7 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sharpv_kernels.visual.checks import MAGNITUDE_MESSAGE, NONFINITE_MESSAGE
 from sharpv_kernels.visual.launch import (
+    LaunchPlan,
     VisualInputError,
     visual_prune_triton,
     visual_scores_triton,
@@ -27,6 +30,25 @@ from .visual_cases import (
     check_result,
     expected_budget,
     make_features,
+)
+
+#: every block small, so that 130 channels take several slices and programs, 7 tokens several
+#: row tiles and the frame/video loops several chunks: the launch shapes compiled runs use
+SMALL_PLAN = LaunchPlan(
+    norms_rows=2,
+    norms_cols=32,
+    norms_warps=4,
+    scores_rows=4,
+    scores_cols=16,
+    scores_warps=2,
+    gather_rows=2,
+    gather_cols=16,
+    gather_cols_per_prog=32,
+    gather_warps=4,
+    block_n=2,
+    block_b=2,
+    rank_cols=4,
+    stages=2,
 )
 
 
@@ -113,11 +135,13 @@ def test_nonfinite_features_raise(bad, device):
         _run(x, [0, 3], "adaptive", {})
 
 
+@pytest.mark.parametrize("mode", ["adaptive", "budget"])
 @pytest.mark.parametrize("cu", [[0, 2], [1, 3], [0, 2, 2, 3], [0, 3, 2, 3]])
-def test_malformed_cu_frames_found_on_device(cu, device):
+def test_malformed_cu_frames_found_on_device(cu, mode, device):
+    """Frames outside every video get no offset: the gather must not write out of bounds."""
     x = make_features(3, 7, 8, torch.float32, device)
     with pytest.raises(VisualInputError, match="cu_frames"):
-        _run(x, cu, "adaptive", {})
+        _run(x, cu, mode, MODE_KW[mode])
 
 
 def test_non_contiguous_frames(device):
@@ -128,39 +152,174 @@ def test_non_contiguous_frames(device):
 
 
 @pytest.mark.parametrize("mode", list(MODE_KW))
-def test_multi_program_launch(mode, device, monkeypatch):
-    """Several channel splits and channel blocks per frame, and frame/video loops of several
-    chunks: the launch shapes compiled runs use, forced onto the interpreter's small inputs."""
-    from sharpv_kernels.visual import launch
-
-    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "n_split", 3)
-    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "n_dprog", 2)
-    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "max_block_n", 2)
-    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "max_block_b", 2)
+def test_multi_program_launch(mode, device):
+    """Several channel slices and gather programs per frame, row tiles, chunked frame and
+    video loops: the launch shapes compiled runs use, forced onto small inputs by a plan."""
     n, f, d, cu = 9, 7, 130, [0, 1, 4, 6, 9]
     x = make_features(n, f, d, torch.bfloat16, device, seed=13, kind="slow")
-    out = _run(x, cu, mode, MODE_KW[mode])
+    out = _run(x, cu, mode, MODE_KW[mode], plan=SMALL_PLAN)
     check_result(x, cu, out, mode, MODE_KW[mode])
-    scores = visual_scores_triton(x, torch.tensor(cu, dtype=torch.int32, device=device), w=1.0,
-                                  metric="dissim")  # fmt: skip
-    want = visual_scores_reference(x.cpu(), torch.tensor(cu), w=1.0, metric="dissim")
+    cu_t = torch.tensor(cu, dtype=torch.int32, device=device)
+    scores = visual_scores_triton(x, cu_t, w=1.0, metric="dissim", plan=SMALL_PLAN)
+    want = scores64(x, cu, w=1.0, metric="dissim")
     for g, r in zip(scores, want, strict=True):
-        torch.testing.assert_close(g.cpu(), r, atol=5e-5, rtol=0)
+        torch.testing.assert_close(g.double().cpu(), r, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("budget", [0.1, 0.33, 0.6])
-def test_budget_split_over_frame_chunks(budget, device, monkeypatch):
+def test_budget_split_over_frame_chunks(budget, device):
     """The budget bisection and the largest-remainder ranks walk the video in chunks of two
     frames, with the frames of the video spread over several chunks."""
-    from sharpv_kernels.visual import launch
-
-    monkeypatch.setitem(launch.INTERPRET_LAUNCH, "max_block_n", 2)
     n, f, d, cu = 9, 7, 16, [0, 2, 9]
     x = make_features(n, f, d, torch.float32, device, seed=21)
     x[3:5] = x[2:3]  # two static frames: r_t = 0, ties in the fractions
     kw = {"budget": budget}
-    out = _run(x, cu, "budget", kw)
+    out = _run(x, cu, "budget", kw, plan=SMALL_PLAN)
     check_result(x, cu, out, "budget", kw)
     counts = out[2].cpu()
     for a, b in zip(cu[:-1], cu[1:], strict=True):
         assert int(counts[a:b].sum()) == expected_budget(budget, b - a, f)
+
+
+# ---------------------------------------------------------------------------------------------
+# numerically hard inputs, against float64 (SPEC Visual item 1: within 1e-5 for every input)
+
+
+def scores64(x, cu, *, w, metric):
+    """S, T, I, r of the SPEC's formulas evaluated in float64 on the CPU."""
+    x = x.double().cpu()
+    n, f, _ = x.shape
+
+    def unit(v):
+        nv = v.norm(dim=-1, keepdim=True)
+        return torch.where(nv > 1e-12, v / nv.clamp_min(1e-300), 0.0), nv[..., 0] > 1e-12
+
+    def score(a, b):
+        (ua, za), (ub, zb) = unit(a), unit(b)
+        if metric == "dissim":
+            return (ua - ub).norm(dim=-1)
+        return torch.where(za & zb, 1.0 - (ua * ub).sum(-1), 1.0)
+
+    S = score(x, x.mean(dim=1, keepdim=True).expand_as(x))
+    T = S.clone()
+    starts = set(cu[:-1])
+    for t in range(n):
+        if t not in starts:
+            T[t] = score(x[t], x[t - 1])
+    r = (T.norm(dim=1) / (2 * f**0.5)).clamp(max=1.0)
+    return S, T, T + w * S, r
+
+
+def _check64(x, cu, *, w=1.0, metric="dissim", plan=None, atol=1e-5):
+    cu_t = torch.tensor(cu, dtype=torch.int32, device=x.device)
+    got = visual_scores_triton(x, cu_t, w=w, metric=metric, plan=plan)
+    want = scores64(x, cu, w=w, metric=metric)
+    for name, g, r in zip("STIr", got, want, strict=True):
+        err = float((g.double().cpu() - r).abs().max())
+        assert err <= atol, f"{name}: max error {err:.3g} > {atol}"
+    return got
+
+
+@pytest.mark.parametrize("metric", ["dissim", "cosine"])
+def test_exact_rescalings_give_zero(metric, device):
+    """Frames a, 64 a, a / 8: T = 0 and r = 0 exactly after the first frame."""
+    a = make_features(1, 7, 48, torch.float32, device, seed=30)
+    x = torch.cat([a, 64 * a, a / 8])
+    S, T, _, r = _check64(x, [0, 3], metric=metric)
+    assert T[1:].eq(0).all() and r[1:].eq(0).all()
+    assert torch.equal(S[0], S[1]) and torch.equal(S[1], S[2])
+
+
+@pytest.mark.parametrize("spread", [3, 6])
+@pytest.mark.parametrize("metric", ["dissim", "cosine"])
+def test_token_norms_spread_over_decades(spread, metric, device):
+    """Token norms from 10^-spread to 10^spread, frames drifting slowly: the cancellation of
+    ``(|a-b|^2 - (|a|-|b|)^2) / (|a||b|)`` made these errors reach 3e-2."""
+    g = torch.Generator().manual_seed(31)
+    n, f, d = 4, 16, 64
+    base = torch.randn(1, f, d, generator=g)
+    drift = base + 1e-3 * torch.randn(n, f, d, generator=g).cumsum(0)
+    scale = torch.logspace(-spread, spread, f)[None, :, None]
+    frame_scale = torch.tensor([1.0, 7.0, 0.01, 300.0])[:, None, None]  # norms change too
+    x = (drift * scale * frame_scale).to(device)
+    _check64(x, [0, n], metric=metric)
+    _check64(x, [0, n], metric=metric, plan=SMALL_PLAN)
+
+
+def test_near_parallel_drift_with_norm_change(device):
+    g = torch.Generator().manual_seed(32)
+    v = torch.randn(1, 9, 40, generator=g)
+    eps = torch.logspace(-7, -1, 6)[:, None, None]
+    x = (v + eps * torch.randn(6, 9, 40, generator=g)) * torch.logspace(0, 5, 6)[:, None, None]
+    _check64(x.to(device), [0, 6])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_high_norm_outlier_tokens(dtype, device):
+    x = make_features(3, 9, 32, torch.float32, device, seed=33)
+    x[:, 4] *= 1e4  # attention-sink-like outliers dominate the frame mean
+    x[1, 0] *= 1e-4
+    _check64(x.to(dtype), [0, 3])
+
+
+def test_identical_frames_and_zero_tokens_exactly_zero(device):
+    x = make_features(4, 7, 24, torch.float16, device, seed=34)
+    x[1] = x[0]
+    x[:, 3] = 0.0  # a zero token everywhere: Dissim 0 against itself, cosine 1
+    S, T, _, r = _check64(x, [0, 4])
+    assert T[1].eq(0).all()
+    _, Tc, _, _ = _check64(x, [0, 4], metric="cosine")
+    assert Tc[1, 3] == 1.0 and Tc[1, :3].eq(0).all()
+
+
+@pytest.mark.parametrize("kind", ["int64", "strided", "strided-int64"])
+def test_cu_frames_int64_and_strided(kind, device):
+    """A strided view is read with its strides (it was read as if contiguous)."""
+    cu = [0, 2, 3, 6]
+    dtype = torch.int64 if "int64" in kind else torch.int32
+    if "strided" in kind:
+        full = torch.tensor([0, 99, 2, 99, 3, 99, 6, 99], dtype=dtype, device=device)
+        cu_t = full[::2]
+    else:
+        cu_t = torch.tensor(cu, dtype=dtype, device=device)
+    x = make_features(6, 7, 16, torch.float32, device, seed=35)
+    out = visual_prune_triton(x, cu_t, mode="ratio", keep_ratio=0.5)
+    check_result(x, cu, out, "ratio", {"keep_ratio": 0.5})
+
+
+@pytest.mark.parametrize("where", ["one-entry", "norm-only", "with-nan"])
+def test_magnitude_overflow_is_reported(where, device):
+    """Finite features whose float32 squared norm overflows: MAGNITUDE_MESSAGE; NaN wins."""
+    x = make_features(3, 7, 64, torch.float32, device, seed=36)
+    if where == "one-entry":
+        x[1, 2, 5] = 3e19
+    else:  # every entry fine, only the sum over the channels overflows
+        x[1, 2] = 3e18
+    if where == "with-nan":
+        x[2, 0, 0] = float("nan")
+    plan = SMALL_PLAN if where == "norm-only" else None
+    msg = NONFINITE_MESSAGE if where == "with-nan" else MAGNITUDE_MESSAGE
+    with pytest.raises(VisualInputError, match=msg.split("(")[0][:40]):
+        _run(x, [0, 3], "adaptive", {}, plan=plan)
+    with pytest.raises(VisualInputError, match=msg.split("(")[0][:40]):
+        visual_scores_triton(x, torch.tensor([0, 3], device=device), w=1.0, metric="dissim")
+
+
+def test_huge_w_is_an_error_naming_w(device):
+    x = make_features(2, 7, 8, torch.float32, device, seed=37)
+    with pytest.raises(VisualInputError, match="w = "):
+        _run(x, [0, 2], "adaptive", {}, w=3e38)
+
+
+def test_ratio_mode_uses_the_spec_slack(device):
+    """0.1 * 30 keeps 3 tokens per frame (SPEC item 7: ceil(keep_ratio * f - 1e-9))."""
+    x = make_features(2, 30, 8, torch.float32, device, seed=38)
+    counts = _run(x, [0, 2], "ratio", {"keep_ratio": 0.1})[2]
+    assert counts.tolist() == [3, 3]
+
+
+def test_launch_plan_rejects_bad_blocks():
+    with pytest.raises(ValueError, match="power of two"):
+        LaunchPlan(norms_rows=3, norms_cols=32, norms_warps=4, scores_rows=4, scores_cols=16,
+                   scores_warps=2, gather_rows=2, gather_cols=16, gather_cols_per_prog=32,
+                   gather_warps=4)  # fmt: skip

@@ -12,8 +12,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-_EPS_NORM: tl.constexpr = tl.constexpr(1e-12)  # SPEC: norm <= 1e-12 means unit(v) = 0
-
 
 @triton.jit
 def _sim_partial_kernel(
@@ -29,13 +27,19 @@ def _sim_partial_kernel(
     stride_rb,
     stride_rs,
     n_tiles,
+    EPS: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """Program (b, tile): sum over its <= BLOCK_T span rows of cos(h[b, i], r[b, i]).
 
     Writes ``part[b, tile]`` (float32), 0 for tiles past the span. Rows outside ``[0, S)`` are
     never read (the span is clamped), so bad spans cannot read out of bounds.
+
+    Finite for every finite input: each row is scaled by its running max-abs before squaring
+    (sums rescaled when the max grows, as in an online softmax), so ``|h|^2`` never overflows
+    even for entries near the float32 maximum.
     """
     b = tl.program_id(0)
     tile = tl.program_id(1)
@@ -49,21 +53,35 @@ def _sim_partial_kernel(
         row_ok = (offs_t < n) & (rows >= 0) & (rows < S)
         h_row = h_ptr + b.to(tl.int64) * stride_hb + rows * stride_hs
         r_row = r_ptr + b.to(tl.int64) * stride_rb + rows * stride_rs
-        dot = tl.zeros((BLOCK_T,), dtype=tl.float32)
-        hh = tl.zeros((BLOCK_T,), dtype=tl.float32)
+        mh = tl.zeros((BLOCK_T,), dtype=tl.float32)  # running max |h| of each row
+        mr = tl.zeros((BLOCK_T,), dtype=tl.float32)
+        dot = tl.zeros((BLOCK_T,), dtype=tl.float32)  # sum (h/mh)(r/mr)
+        hh = tl.zeros((BLOCK_T,), dtype=tl.float32)  # sum (h/mh)^2
         rr = tl.zeros((BLOCK_T,), dtype=tl.float32)
-        for d0 in range(0, D, BLOCK_D):
+        for d0 in tl.range(0, D, BLOCK_D, num_stages=STAGES):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             m = row_ok[:, None] & (offs_d < D)[None, :]
             h = tl.load(h_row[:, None] + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
             r = tl.load(r_row[:, None] + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
-            dot += tl.sum(h * r, axis=1)
-            hh += tl.sum(h * h, axis=1)
-            rr += tl.sum(r * r, axis=1)
-        nh = tl.sqrt(hh)
-        nr = tl.sqrt(rr)
-        ok = row_ok & (nh > _EPS_NORM) & (nr > _EPS_NORM)
-        cos = tl.where(ok, dot / tl.where(ok, nh * nr, 1.0), 0.0)
+            nh = tl.maximum(mh, tl.max(tl.abs(h), axis=1))
+            nr = tl.maximum(mr, tl.max(tl.abs(r), axis=1))
+            ih = tl.where(nh > 1e-30, 1.0 / tl.maximum(nh, 1e-30), 0.0)  # tiny rows are zero
+            ir = tl.where(nr > 1e-30, 1.0 / tl.maximum(nr, 1e-30), 0.0)
+            ch = mh * ih  # <= 1: the old sums in units of the new max
+            cr = mr * ir
+            hs = h * ih[:, None]
+            rs = r * ir[:, None]
+            dot = dot * (ch * cr) + tl.sum(hs * rs, axis=1)
+            hh = hh * (ch * ch) + tl.sum(hs * hs, axis=1)
+            rr = rr * (cr * cr) + tl.sum(rs * rs, axis=1)
+            mh = nh
+            mr = nr
+        # |h| = mh * sqrt(hh) <= 1e-12 means unit(h) = 0 (SPEC), tested without overflow
+        ok_h = tl.sqrt(hh) > EPS / tl.maximum(mh, 1e-30)
+        ok_r = tl.sqrt(rr) > EPS / tl.maximum(mr, 1e-30)
+        ok = row_ok & ok_h & ok_r
+        den = tl.where(ok, tl.sqrt(hh) * tl.sqrt(rr), 1.0)
+        cos = tl.where(ok, tl.minimum(tl.maximum(dot / den, -1.0), 1.0), 0.0)
         total = tl.sum(cos, axis=0)
     tl.store(part_ptr + b * n_tiles + tile, total)
 
@@ -73,6 +91,7 @@ def _sim_finish_kernel(
     part_ptr,
     len_ptr,
     out_ptr,
+    stride_out,
     n_tiles,
     BLOCK: tl.constexpr,
 ):
@@ -85,7 +104,7 @@ def _sim_finish_kernel(
         acc += tl.load(part_ptr + b * n_tiles + offs, mask=offs < n_tiles, other=0.0)
     total = tl.sum(acc, axis=0)
     res = tl.where(n > 0, total / tl.maximum(n, 1.0), 1.0)
-    tl.store(out_ptr + b, res)
+    tl.store(out_ptr + b * stride_out, res)
 
 
 @triton.jit
@@ -101,9 +120,12 @@ def _kv_compact_kernel(
     B,
     D,
     stride_len_l,
+    stride_len_b,
     stride_sim_l,
+    stride_sim_b,
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    ALIGN: tl.constexpr,
 ):
     """Program (layer * B + b, head): shift one head's suffix of one (layer, sample) left.
 
@@ -113,28 +135,30 @@ def _kv_compact_kernel(
     ``[s, len - n)`` in both keys and values; nothing else is read or written. Tiles go in
     increasing order inside the program and a barrier separates each tile's loads from its
     stores, so overlapping source and destination rows are safe. Invalid spans are skipped.
+    ``ALIGN`` (elements) divides every offset and stride of the table, as the launcher
+    checked on the host: it lets rows move as 16-byte vectors.
     """
     pid = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)
     layer = pid // B
     b = pid % B
-    sim = tl.load(sim_ptr + layer * stride_sim_l + b)
+    sim = tl.load(sim_ptr + layer * stride_sim_l + b * stride_sim_b)
     s = tl.load(start_ptr + b).to(tl.int64)
     n = tl.load(span_ptr + b).to(tl.int64)
-    length = tl.load(lengths_ptr + layer * stride_len_l + b).to(tl.int64)
+    length = tl.load(lengths_ptr + layer * stride_len_l + b * stride_len_b).to(tl.int64)
     cap = tl.load(cap_ptr + layer).to(tl.int64)
     valid = (s >= 0) & (n > 0) & (s + n <= length) & (length <= cap)
     n_move = tl.where((sim < threshold) & valid, length - s - n, 0)
 
     row = table_ptr + layer * 8
-    k_off = tl.load(row + 0)
-    v_off = tl.load(row + 1)
-    k_sb = tl.load(row + 2)
-    k_sh = tl.load(row + 3)
-    k_st = tl.load(row + 4)
-    v_sb = tl.load(row + 5)
-    v_sh = tl.load(row + 6)
-    v_st = tl.load(row + 7)
+    k_off = tl.multiple_of(tl.load(row + 0), ALIGN)
+    v_off = tl.multiple_of(tl.load(row + 1), ALIGN)
+    k_sb = tl.multiple_of(tl.load(row + 2), ALIGN)
+    k_sh = tl.multiple_of(tl.load(row + 3), ALIGN)
+    k_st = tl.multiple_of(tl.load(row + 4), ALIGN)
+    v_sb = tl.multiple_of(tl.load(row + 5), ALIGN)
+    v_sh = tl.multiple_of(tl.load(row + 6), ALIGN)
+    v_st = tl.multiple_of(tl.load(row + 7), ALIGN)
     bb = b.to(tl.int64)
     k_base = base_ptr + k_off + bb * k_sb + head * k_sh
     v_base = base_ptr + v_off + bb * v_sb + head * v_sh

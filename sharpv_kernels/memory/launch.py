@@ -1,43 +1,91 @@
 """Launchers of the Memory SharpV Triton kernels.
 
-They take already-validated arguments (see ``checks.py``) and work on CUDA tensors, or on CPU
-tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``), which is how CI tests the
-kernels themselves. Neither launcher synchronises with the host.
+They take already-validated arguments (see ``checks.py``: every check passes before a
+launcher is called, so nothing is written for an invalid call) and work on CUDA tensors, or
+on CPU tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``), which is how CI
+tests the kernels themselves. Neither launcher synchronises with the host. Index tensors
+(spans, lengths, similarities) may have any strides: tiny ones are copied contiguous, the
+others have their strides passed to the kernels.
+
+How the work is cut is a :class:`SimilarityPlan` / :class:`CompactPlan` from
+:func:`plan_similarity` / :func:`plan_compact`; both launchers take an optional ``plan=``.
+
+Examples:
+    >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
+    SimilarityPlan(block_t=2, block_d=512, warps=4, stages=3)
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import triton
 
-from .._utils import is_interpreting, next_power_of_2
+from .._utils import next_power_of_2
+from ..vocab import ZERO_NORM_EPS
 from . import kernels as K
 
-__all__ = ["layer_similarity_triton", "kv_compact_triton", "compact_table"]
+__all__ = [
+    "SimilarityPlan",
+    "CompactPlan",
+    "plan_similarity",
+    "plan_compact",
+    "layer_similarity_triton",
+    "kv_compact_triton",
+    "compact_table",
+]
 
 
-def _sim_blocks(d: int) -> tuple[int, int, int]:
-    """``(BLOCK_T, BLOCK_D, num_warps)`` of the similarity kernel for hidden size ``d``.
+@dataclass(frozen=True)
+class SimilarityPlan:
+    """Rows and channels per tile of ``_sim_partial_kernel``, its warps and pipeline depth."""
 
-    (32, 64) tiles on 8 warps need about 100 registers and no spills (sm_90,
-    ``scripts/aot_compile_check.py``); (32, 128) on 4 warps spill.
+    block_t: int
+    block_d: int
+    warps: int
+    stages: int = 3
+
+
+@dataclass(frozen=True)
+class CompactPlan:
+    """Rows and channels per tile of ``_kv_compact_kernel`` and its warps."""
+
+    block_t: int
+    block_d: int
+    warps: int
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1  # Triton's interpreter: fewest, widest programs
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def plan_similarity(shape: tuple[int, int, int], element_size: int, sms: int) -> SimilarityPlan:
+    """Plan for hidden states of ``shape = (B, S, d)`` on ``sms`` SMs.
+
+    Tiles of about 2K elements (rows of up to 1 KB), as few rows per program as it takes to
+    launch at least four programs per SM over the sequence (the span is only known on the
+    device, so the grid covers ``S``; programs past the span exit at once).
     """
-    if is_interpreting():
-        return 16, min(64, next_power_of_2(d)), 4
-    return 32, min(64, next_power_of_2(d)), 8
+    bsz, seq, d = shape
+    block_d = max(16, min(next_power_of_2(d), 1024 // element_size))
+    if sms <= 1:
+        return SimilarityPlan(block_t=min(16, next_power_of_2(seq)), block_d=block_d, warps=4)
+    block_t = max(1, min(2048 // block_d, 16))
+    while block_t > 1 and bsz * math.ceil(seq / block_t) < 4 * sms:
+        block_t //= 2
+    return SimilarityPlan(block_t=block_t, block_d=block_d, warps=4)
 
 
-def _compact_blocks(d: int) -> tuple[int, int, int]:
-    """``(BLOCK_T, BLOCK_D, num_warps)`` of the compaction kernel for head dim ``d``.
-
-    Tiles of 4096 elements on 8 warps stay near 110 registers without spills for head dims
-    64 and 128 (sm_90, ``scripts/aot_compile_check.py``); 8192-element tiles on 4 warps spill.
-    """
-    block_d = next_power_of_2(d)
-    if is_interpreting():
-        return 16, block_d, 4
+def plan_compact(shape: tuple[int, int, int, int], element_size: int) -> CompactPlan:
+    """Plan for caches of ``shape = (B, H, T, D)``: 4096-element tiles, whole head rows."""
+    block_d = next_power_of_2(shape[3])
     block_t = max(1, min(64, 4096 // block_d))
-    return block_t, block_d, 8 if block_t * block_d >= 4096 else 4
+    warps = 8 if block_t * block_d >= 4096 else 4
+    return CompactPlan(block_t=block_t, block_d=block_d, warps=warps)
 
 
 def layer_similarity_triton(
@@ -47,38 +95,56 @@ def layer_similarity_triton(
     span_len: torch.Tensor,
     out: torch.Tensor,
     layer: int,
+    *,
+    plan: SimilarityPlan | None = None,
 ) -> None:
     """Write ``out[layer, b]`` = mean over the span rows of cos(hidden[b, i], reference[b, i]).
 
     Args:
-        hidden: ``(B, S, d)`` float32/float16/bfloat16, last dim contiguous.
-        reference: ``(B, S, d)`` float32/float16/bfloat16, last dim contiguous.
-        span_start, span_len: ``(B,)`` int32/int64, the span is ``[start, start + len)``.
-        out: ``(L, B)`` float32 with unit stride along B; only row ``layer`` is written.
+        hidden: ``(B, S, d)`` float32/float16/bfloat16, any strides.
+        reference: ``(B, S, d)`` float32/float16/bfloat16, any strides.
+        span_start, span_len: ``(B,)`` int32/int64, any strides; the span is
+            ``[start, start + len)``.
+        out: ``(L, B)`` float32, any strides; only row ``layer`` is written.
         layer: row of ``out`` to write.
+        plan: launch plan; by default :func:`plan_similarity` for the device.
+
+    Examples:
+        >>> layer_similarity_triton(h, v, start, n, sims, 3)  # doctest: +SKIP
     """
+    if hidden.stride(2) != 1:
+        hidden = hidden.contiguous()
+    if reference.stride(2) != 1:
+        reference = reference.contiguous()
     bsz, seq, d = hidden.shape
-    block_t, block_d, warps = _sim_blocks(d)
-    n_tiles = max(1, triton.cdiv(seq, block_t))
+    if plan is None:
+        plan = plan_similarity((bsz, seq, d), hidden.element_size(), _num_sms(hidden.device))
+    start, length = span_start.contiguous(), span_len.contiguous()
+    n_tiles = max(1, triton.cdiv(seq, plan.block_t))
     part = torch.empty((bsz, n_tiles), dtype=torch.float32, device=hidden.device)
     K._sim_partial_kernel[(bsz, n_tiles)](
-        hidden, reference, span_start, span_len, part, seq, d,
+        hidden, reference, start, length, part, seq, d,
         hidden.stride(0), hidden.stride(1), reference.stride(0), reference.stride(1), n_tiles,
-        BLOCK_T=block_t, BLOCK_D=block_d, num_warps=warps,
+        EPS=ZERO_NORM_EPS, BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, STAGES=plan.stages,
+        num_warps=plan.warps,
     )  # fmt: skip
     block = min(1024, next_power_of_2(n_tiles))
-    K._sim_finish_kernel[(bsz,)](part, span_len, out[layer], n_tiles, BLOCK=block, num_warps=4)
+    row = out[layer]
+    K._sim_finish_kernel[(bsz,)](part, length, row, row.stride(0), n_tiles, BLOCK=block,
+                                 num_warps=4)  # fmt: skip
 
 
 def compact_table(
     keys: list[torch.Tensor], values: list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Address every layer's keys and values from one base tensor.
 
-    Returns ``(base, table, caps)``: ``base`` is ``keys[0]``; ``table`` ``(L, 8)`` int64 holds
-    ``[k_off, v_off, k_sb, k_sh, k_st, v_sb, v_sh, v_st]`` in elements relative to ``base``;
-    ``caps`` ``(L,)`` int64 the capacity ``T_l`` of each layer. Both live on the device of
-    ``base`` (one small host-to-device copy, no synchronisation).
+    Returns ``(base, table, caps, align)``: ``base`` is ``keys[0]``; ``table`` ``(L, 8)``
+    int64 holds ``[k_off, v_off, k_sb, k_sh, k_st, v_sb, v_sh, v_st]`` in elements relative
+    to ``base``; ``caps`` ``(L,)`` int64 the capacity ``T_l`` of each layer; ``align`` the
+    largest power of two (at most 16 bytes' worth of elements) dividing every entry of the
+    table. The tensors live on the device of ``base`` (one small host-to-device copy, no
+    synchronisation).
     """
     base = keys[0]
     elt = base.element_size()
@@ -91,9 +157,12 @@ def compact_table(
         rows.append([dk // elt, dv // elt, k.stride(0), k.stride(1), k.stride(2),
                      v.stride(0), v.stride(1), v.stride(2)])  # fmt: skip
         caps.append(k.shape[2])
+    align = max(1, 16 // elt)
+    while align > 1 and (p0 % (align * elt) or any(x % align for r in rows for x in r)):
+        align //= 2
     table = torch.tensor(rows, dtype=torch.int64).to(base.device, non_blocking=True)
     cap = torch.tensor(caps, dtype=torch.int64).to(base.device, non_blocking=True)
-    return base, table, cap
+    return base, table, cap, align
 
 
 def kv_compact_triton(
@@ -104,30 +173,42 @@ def kv_compact_triton(
     span_len: torch.Tensor,
     similarity: torch.Tensor,
     threshold: float,
+    *,
+    plan: CompactPlan | None = None,
 ) -> None:
     """Compact every (layer, sample) with ``similarity < threshold`` in place, one launch.
 
+    Only the entries after the visual span move (left by the span's length); rows move as
+    16-byte vectors whenever the caches' offsets and strides allow it.
+
     Args:
         keys, values: ``L`` tensors ``(B, H, T_l, D)``, one dtype, ``stride(-1) == 1``.
-        lengths: ``(L, B)`` int32/int64 entries held per (layer, sample); decreased in place.
-        span_start, span_len: ``(B,)`` int32/int64 visual span of each sample.
-        similarity: ``(L, B)`` float32 with unit stride along B.
+        lengths: ``(L, B)`` int32/int64 entries held per (layer, sample), any strides;
+            decreased in place.
+        span_start, span_len: ``(B,)`` int32/int64 visual span of each sample, any strides.
+        similarity: ``(L, B)`` float32, any strides.
         threshold: a (layer, sample) is compacted when ``similarity < threshold``.
+        plan: launch plan; by default :func:`plan_compact`.
+
+    Examples:
+        >>> kv_compact_triton(keys, values, lengths, start, n, sims, 0.2)  # doctest: +SKIP
     """
     n_layers = len(keys)
     bsz, n_heads, _, d = keys[0].shape
     if n_layers == 0 or bsz == 0 or n_heads == 0:
         return
-    base, table, cap = compact_table(keys, values)
-    block_t, block_d, warps = _compact_blocks(d)
+    base, table, cap, align = compact_table(keys, values)
+    if plan is None:
+        plan = plan_compact(tuple(keys[0].shape), base.element_size())
+    start, span = span_start.contiguous(), span_len.contiguous()
     # The lengths are decreased after the launch (stream order) so that every head's program
     # reads the original length.
-    s, n = span_start[None, :].to(lengths.dtype), span_len[None, :].to(lengths.dtype)
+    s, n = start[None, :].to(lengths.dtype), span[None, :].to(lengths.dtype)
     valid = (s >= 0) & (n > 0) & (s + n <= lengths) & (lengths <= cap[:, None])
     drop = (similarity < threshold) & valid
     K._kv_compact_kernel[(n_layers * bsz, n_heads)](
-        base, table, cap, lengths, span_start, span_len, similarity, float(threshold),
-        bsz, d, lengths.stride(0), similarity.stride(0),
-        BLOCK_T=block_t, BLOCK_D=block_d, num_warps=warps,
+        base, table, cap, lengths, start, span, similarity, float(threshold),
+        bsz, d, lengths.stride(0), lengths.stride(1), similarity.stride(0), similarity.stride(1),
+        BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, ALIGN=align, num_warps=plan.warps,
     )  # fmt: skip
     lengths.sub_(torch.where(drop, n, 0))

@@ -1,100 +1,188 @@
 """Launchers of the Visual SharpV Triton kernels.
 
-They take already-validated arguments (see ``api.py``) and work on CUDA tensors, or on CPU
-tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``), which is how CI tests the
-kernels themselves. A call makes three kernel launches and one host synchronisation: the
-two-word header (output size, error flags) read back between the select and gather kernels.
+They take already-validated arguments (see ``api.py``/``checks.py``) and work on CUDA tensors,
+or on CPU tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``), which is how CI
+tests the kernels themselves. ``visual_prune_triton`` queues its five kernels back to back and
+reads the two-word header (output size, error bits) once, after the last one: the GPU never
+waits for the host inside the op.
+
+How the work is cut (blocks, warps, channel splits) is a :class:`LaunchPlan`, built from the
+shape and the GPU's SM count by :func:`plan_launch`; every launcher takes an optional
+``plan=`` so that tests can force several channel slices, row blocks and chunked loops on
+small inputs, and ``bench/model.py`` can plan for a GPU it does not have.
+
+Examples:
+    >>> plan = plan_launch((32, 196, 3584), element_size=2, sms=132)
+    >>> plan.norms_cols, plan.scores_rows, plan.scores_cols
+    (256, 16, 128)
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .._utils import is_interpreting, next_power_of_2
-from ..vocab import BUDGET_BISECTION_STEPS
+from .._utils import next_power_of_2
+from ..vocab import (
+    BUDGET_BISECTION_STEPS,
+    METRICS,
+    VISUAL_MODES,
+    ZERO_NORM_EPS,
+    budget_token_count,
+    ratio_keep_count,
+)
 from . import kernels as K
-from .checks import NONFINITE_MESSAGE
+from .checks import MAGNITUDE_MESSAGE, NONFINITE_MESSAGE
 
-__all__ = ["MODES", "METRICS", "visual_prune_triton", "visual_scores_triton", "VisualInputError"]
+__all__ = [
+    "MAX_TOKENS_PER_FRAME",
+    "LaunchPlan",
+    "plan_launch",
+    "visual_prune_triton",
+    "visual_scores_triton",
+    "VisualInputError",
+]
 
-MODES = {"adaptive": 0, "manual": 1, "ratio": 2, "budget": 3}
-METRICS = {"dissim": 0, "cosine": 1}
+#: kernel codes of the modes and metrics, in vocabulary order (kernels.MODE_*, METRIC_*)
+MODE_CODES = {name: i for i, name in enumerate(VISUAL_MODES)}
+METRIC_CODES = {name: i for i, name in enumerate(METRICS)}
+assert MODE_CODES["budget"] == K.MODE_BUDGET.value and METRIC_CODES["cosine"] == 1
 
-#: largest tokens-per-frame the kernels take (one frame's tokens sit in one program)
+#: largest tokens-per-frame the kernels take (one frame's tokens sit in one select program)
 MAX_TOKENS_PER_FRAME = 16384
-
-_BUDGET_STEPS = BUDGET_BISECTION_STEPS
-
-#: Launch shape under Triton's interpreter: (channel splits of the stats kernel, channel
-#: blocks of the gather kernel, largest frame chunk, largest video chunk). One program per
-#: frame keeps CI fast; tests raise the splits and shrink the chunks to run, on small inputs,
-#: the multi-program and multi-chunk paths that compiled launches take.
-INTERPRET_LAUNCH = {"n_split": 1, "n_dprog": 1, "max_block_n": 128, "max_block_b": 1024}
+#: frames and videos index the second and third grid dimensions of the two passes
+MAX_GRID_YZ = 65535
 
 
 class VisualInputError(ValueError):
-    """Raised after the kernels ran when the data itself is invalid (NaN/Inf, bad cu_frames)."""
+    """Raised after the kernels ran when the data itself is invalid (NaN/Inf, magnitude,
+    bad ``cu_frames``, a ``w`` that overflows the scores)."""
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How the Visual SharpV kernels cut the work. Every block size is a power of two.
+
+    Attributes:
+        norms_rows, norms_cols: token rows per step and channels per program of pass 1
+            (``frame_norms_kernel``; one program per channel slice and frame).
+        norms_warps: warps of pass 1.
+        scores_rows, scores_cols: tokens and channels per program of pass 2
+            (``frame_scores_kernel``; one program per token tile, channel slice and video).
+        scores_warps: warps of pass 2.
+        gather_rows, gather_cols: kept rows and channels per copy tile of ``gather_kernel``.
+        gather_cols_per_prog: channels each gather program copies (a multiple of
+            ``gather_cols``); ``ceil(d / gather_cols_per_prog)`` programs per frame.
+        gather_warps: warps of the gather kernel.
+        block_n: frames per chunk in the per-video loops (budget split, offsets).
+        block_b: videos per chunk in the loops over ``cu_frames``.
+        rank_cols: width of the select kernel's rank-comparison tile.
+        stages: software-pipelining depth of the streaming loops (loads issued this many
+            iterations ahead, through shared memory, on sm_80 and later).
+    """
+
+    norms_rows: int
+    norms_cols: int
+    norms_warps: int
+    scores_rows: int
+    scores_cols: int
+    scores_warps: int
+    gather_rows: int
+    gather_cols: int
+    gather_cols_per_prog: int
+    gather_warps: int
+    block_n: int = 128
+    block_b: int = 1024
+    rank_cols: int = 16
+    stages: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("norms_rows", "norms_cols", "scores_rows", "scores_cols", "gather_rows",
+                     "gather_cols", "block_n", "block_b", "rank_cols"):  # fmt: skip
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"LaunchPlan.{name} must be a power of two, got {v}")
+        if self.scores_cols * self.norms_cols < 1:  # pragma: no cover - powers of two
+            raise ValueError("LaunchPlan block sizes must be positive")
+        if self.gather_cols_per_prog % self.gather_cols:
+            raise ValueError("LaunchPlan.gather_cols_per_prog must be a multiple of gather_cols")
+
+
+def _pick_cols(n_programs_per_col_block, d: int, widest: int, narrowest: int, want: int) -> int:
+    """Widest power-of-two channel block in [narrowest, widest] giving ``want`` programs."""
+    cols = max(narrowest, min(widest, next_power_of_2(d)))
+    while cols > narrowest and n_programs_per_col_block(math.ceil(d / cols)) < want:
+        cols //= 2
+    return cols
+
+
+def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> LaunchPlan:
+    """The launch plan for features of ``shape = (total_frames, f, d)`` on ``sms`` SMs.
+
+    Rows of 256-512 bytes per load, tiles of about 2-4K elements (no spills on sm_80/sm_90,
+    see ``python -m bench model``) and at least two programs per SM in each streaming
+    kernel. On CPU (Triton's interpreter) pass ``sms=1``: the widest blocks, fewest programs.
+
+    Examples:
+        >>> plan_launch((32, 196, 896), element_size=2, sms=132).norms_cols
+        64
+    """
+    n_frames, f, d = shape
+    want = 2 * sms if sms > 1 else 1
+    row_elems = max(16, 512 // element_size)  # channels in a 512-byte row piece
+    fb = next_power_of_2(f)
+    # pass 1: (channel slice, frame) programs; each walks all f rows of its slice
+    n1 = _pick_cols(lambda s: s * n_frames, d, row_elems, max(8, row_elems // 8), want)
+    t1 = max(1, min(fb, 4096 // n1))
+    # pass 2: (token tile, channel slice, video) programs walking their video's frames
+    c2, r2 = max(8, min(row_elems // 2, next_power_of_2(d))), min(fb, 16)
+    while math.ceil(f / r2) * math.ceil(d / c2) < want and (c2 > 32 or r2 > 4):
+        if c2 > 32:
+            c2 //= 2
+        else:
+            r2 //= 2
+    # gather: (frame, channel block) programs, each copying its kept rows in dense tiles
+    g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
+    return LaunchPlan(
+        norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
+        scores_rows=r2, scores_cols=c2, scores_warps=4 if r2 * c2 >= 1024 else 2,
+        gather_rows=32, gather_cols=g_cols, gather_cols_per_prog=g_cols, gather_warps=4,
+        block_n=min(128, next_power_of_2(n_frames)), block_b=1024,
+        rank_cols=16 if fb >= 256 else min(fb, max(16, 4096 // fb)),
+    )  # fmt: skip
 
 
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
-        return 4
+        return 1  # Triton's interpreter: fewest, widest programs
     return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-#: elements per (BLOCK_F, BLOCK_D) tile. With 16 warps this keeps the stats kernel near 100
-#: registers per thread and the gather kernel near 60, without spills (sm_90, from
-#: ``scripts/aot_compile_check.py``); 8K-element tiles need 255 registers and spill.
-_TILE_ELEMS = 4096
-
-
-def _tile_d(block_f: int) -> int:
-    """Columns per tile so that a (BLOCK_F, BLOCK_D) tile holds about ``_TILE_ELEMS``."""
-    return max(4, min(64, _TILE_ELEMS // block_f))
-
-
-def _tile_warps(block_f: int, block_d: int) -> int:
-    """Warps for a (BLOCK_F, BLOCK_D) tile: about 256 elements per warp, 4 to 16 warps."""
-    return max(4, min(16, block_f * block_d // 256))
-
-
-def _rank_block(block_f: int) -> int:
-    """Width of the (BLOCK_F, BLOCK_J) comparison tile of the rank loop."""
-    return 16 if block_f >= 256 else min(64, max(16, _TILE_ELEMS // block_f))
-
-
-def _plan_split(n_frames: int, d: int, block_d: int, device: torch.device) -> tuple[int, int]:
-    """Split the channels so that about two programs per SM stream the features."""
-    if is_interpreting():
-        n_split = max(1, min(INTERPRET_LAUNCH["n_split"], math.ceil(d / block_d)))
-    else:
-        want = max(1, (2 * _num_sms(device) + n_frames - 1) // n_frames)
-        n_split = max(1, min(want, math.ceil(d / block_d)))
-    d_split = math.ceil(math.ceil(d / n_split) / block_d) * block_d
-    return math.ceil(d / d_split), d_split
-
-
-def _block_b(n_videos: int) -> int:
-    """Videos per chunk in the loops over ``cu_frames``."""
-    cap = INTERPRET_LAUNCH["max_block_b"] if is_interpreting() else 1024
-    return min(cap, next_power_of_2(n_videos + 1))
-
-
-def _block_n(n_frames: int) -> int:
-    """Frames per chunk in the loops over counts and budget quotas."""
-    cap = INTERPRET_LAUNCH["max_block_n"] if is_interpreting() else 128
-    return min(cap, next_power_of_2(n_frames))
 
 
 def _select_warps(block_f: int) -> int:
     return 4 if block_f <= 64 else 8 if block_f <= 512 else 16
 
 
+def _prepare(features: torch.Tensor, cu_frames: torch.Tensor, plan: LaunchPlan | None):
+    """Channel-contiguous features, a contiguous int32 ``cu_frames`` and the plan.
+
+    ``cu_frames`` values are checked by the caller (host tensors) or on the device (the
+    select kernel); any strides are read here by copying the tiny tensor, never assumed.
+    """
+    if features.stride(2) != 1:
+        features = features.contiguous()
+    cu = cu_frames.to(device=features.device, dtype=torch.int32).contiguous()
+    if plan is None:
+        plan = plan_launch(tuple(features.shape), features.element_size(),
+                           _num_sms(features.device))  # fmt: skip
+    return features, cu, plan
+
+
 def _scores(
     features: torch.Tensor,
-    cu_frames: torch.Tensor,
+    cu: torch.Tensor,
+    plan: LaunchPlan,
     *,
     w: float,
     metric: str,
@@ -102,80 +190,117 @@ def _scores(
     threshold: float,
     k_fixed: int,
     min_keep: int,
-    budget: float,
     store_st: bool,
     rank: bool,
 ) -> dict[str, torch.Tensor]:
-    """Launch the stats and select kernels; returns their outputs (no synchronisation)."""
+    """Launch pass 1, pass 2 and the select kernel; returns their outputs (no sync)."""
     n_frames, f, d = features.shape
     dev = features.device
-    if features.stride(2) != 1:
-        features = features.contiguous()
-    block_f = next_power_of_2(f)
-    block_d = _tile_d(block_f)
-    n_split, d_split = _plan_split(n_frames, d, block_d, dev)
-    n_videos = cu_frames.numel() - 1
-    block_b = _block_b(n_videos)
-
-    part = torch.empty((n_frames, n_split, 3, f), dtype=torch.float32, device=dev)
-    msq = torch.empty((n_frames, n_split), dtype=torch.float32, device=dev)
+    n_videos = cu.numel() - 1
+    if max(n_frames, n_videos) > MAX_GRID_YZ:
+        raise ValueError(
+            f"features.shape[0] and the number of videos must be <= {MAX_GRID_YZ} on the "
+            f"Triton path (a CUDA grid limit), got {n_frames} frames, {n_videos} videos"
+        )
+    n1 = math.ceil(d / plan.norms_cols)
+    n2 = math.ceil(d / plan.scores_cols)
+    block_s = next_power_of_2(n1)
+    if block_s > plan.scores_cols:
+        raise ValueError(
+            f"LaunchPlan: pass 2 reads the {n1} pass-1 slices of a token in one "
+            f"{plan.scores_cols}-column tile; raise norms_cols or scores_cols"
+        )
+    f32 = torch.float32
+    nrm = torch.empty((n_frames, f, block_s), dtype=f32, device=dev)
+    col = torch.empty((n_frames, d), dtype=f32, device=dev)
+    msq = torch.empty((n_frames, block_s), dtype=f32, device=dev)
+    flg = torch.empty((n_frames, n1), dtype=torch.int32, device=dev)
+    part = torch.empty((n_frames, n2, 2, f), dtype=f32, device=dev)
     hdr = torch.empty(2, dtype=torch.int32, device=dev)
-    K.frame_stats_kernel[(n_frames, n_split)](
-        features, cu_frames, part, msq, hdr,
-        n_videos, f, d, d_split, features.stride(0), features.stride(1),
-        BLOCK_F=block_f, BLOCK_D=block_d, BLOCK_B=block_b,
-        num_warps=_tile_warps(block_f, block_d),
+    st, si = features.stride(0), features.stride(1)
+    K.frame_norms_kernel[(n1, n_frames)](
+        features, nrm, col, msq, flg, hdr, f, d, st, si,
+        BLOCK_T=plan.norms_rows, BLOCK_D=plan.norms_cols, BLOCK_S=block_s, STAGES=plan.stages,
+        num_warps=plan.norms_warps,
     )  # fmt: skip
-
+    K.frame_scores_kernel[(math.ceil(f / plan.scores_rows), n2, n_videos)](
+        features, cu, nrm, col, msq, part, n_frames, f, d, st, si,
+        EPS=ZERO_NORM_EPS, BLOCK_T=plan.scores_rows, BLOCK_D=plan.scores_cols, BLOCK_S=block_s,
+        STAGES=plan.stages, num_warps=plan.scores_warps,
+    )  # fmt: skip
     out = {
-        "I": torch.empty((n_frames, f), dtype=torch.float32, device=dev),
-        "r": torch.empty(n_frames, dtype=torch.float32, device=dev),
+        "I": torch.empty((n_frames, f), dtype=f32, device=dev),
+        "r": torch.empty(n_frames, dtype=f32, device=dev),
         "hdr": hdr,
-        "features": features,
     }
     if store_st:
-        out["S"] = torch.empty((n_frames, f), dtype=torch.float32, device=dev)
-        out["T"] = torch.empty((n_frames, f), dtype=torch.float32, device=dev)
+        out["S"] = torch.empty((n_frames, f), dtype=f32, device=dev)
+        out["T"] = torch.empty((n_frames, f), dtype=f32, device=dev)
     if rank:
         out["rank"] = torch.empty((n_frames, f), dtype=torch.int32, device=dev)
         out["counts"] = torch.empty(n_frames, dtype=torch.int32, device=dev)
     dummy = out["I"]
+    block_f = next_power_of_2(f)
     K.frame_select_kernel[(n_frames,)](
-        part, msq, cu_frames, hdr,
+        nrm, msq, flg, part, cu, hdr,
         out.get("S", dummy), out.get("T", dummy), out["I"], out["r"],
         out.get("rank", dummy), out.get("counts", dummy),
-        n_videos, n_frames, f, n_split, float(w), float(threshold), int(k_fixed),
-        int(min_keep), float(budget),
-        MODE=MODES[mode], METRIC=METRICS[metric], STORE_ST=store_st, RANK=rank,
-        BLOCK_F=block_f, BLOCK_J=min(block_f, _rank_block(block_f)),
-        BLOCK_B=block_b, num_warps=_select_warps(block_f),
+        n_videos, n_frames, f, n1, n2, float(w), float(threshold), int(k_fixed), int(min_keep),
+        EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
+        STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
+        BLOCK_B=min(plan.block_b, next_power_of_2(n_videos + 1)), BLOCK_S=block_s,
+        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f),
     )  # fmt: skip
     return out
 
 
-def _raise_flags(flags: int) -> None:
-    if flags & 2:
+def _raise_flags(flags: int, w: float) -> None:
+    """Turn the header's error bits into the error the API reports."""
+    if flags & K.FLAG_BAD_CU.value:
         raise VisualInputError(
             "cu_frames must start at 0, end at features.shape[0] and increase strictly "
             "(every video needs at least one frame)"
         )
-    if flags & 1:
+    if flags & K.FLAG_NONFINITE.value:
         raise VisualInputError(NONFINITE_MESSAGE)
+    if flags & K.FLAG_MAGNITUDE.value:
+        raise VisualInputError(MAGNITUDE_MESSAGE)
+    if flags & K.FLAG_W_OVERFLOW.value:
+        raise VisualInputError(f"w = {w} makes the importance scores overflow float32")
 
 
 def visual_scores_triton(
-    features: torch.Tensor, cu_frames: torch.Tensor, *, w: float, metric: str, check: bool = True
+    features: torch.Tensor,
+    cu_frames: torch.Tensor,
+    *,
+    w: float,
+    metric: str,
+    check: bool = True,
+    plan: LaunchPlan | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """S, T, I ``(total_frames, f)`` and r ``(total_frames,)``, float32.
 
-    Two launches. With ``check`` the error flags are read back (one synchronisation).
+    Args:
+        features: ``(total_frames, f, d)`` float32/float16/bfloat16, any strides.
+        cu_frames: ``(B + 1,)`` int32/int64 frame offsets on the features' device.
+        w: weight of S in ``I = T + w S``.
+        metric: one of ``vocab.METRICS``.
+        check: read the error bits back (one synchronisation) and raise on bad data.
+        plan: launch plan; by default :func:`plan_launch` for the device.
+    Raises:
+        VisualInputError: NaN/Inf, squared-norm overflow, malformed ``cu_frames``, ``w``
+            overflowing the scores.
+
+    Examples:
+        >>> S, T, I, r = visual_scores_triton(x, cu, w=1.0, metric="dissim")  # doctest: +SKIP
     """
+    features, cu, plan = _prepare(features, cu_frames, plan)
     out = _scores(
-        features, cu_frames, w=w, metric=metric, mode="adaptive", threshold=0.0,
-        k_fixed=0, min_keep=0, budget=0.0, store_st=True, rank=False,
+        features, cu, plan, w=w, metric=metric, mode="adaptive", threshold=0.0,
+        k_fixed=0, min_keep=0, store_st=True, rank=False,
     )  # fmt: skip
     if check:
-        _raise_flags(int(out["hdr"][1].item()))
+        _raise_flags(int(out["hdr"][1].item()), w)
     return out["S"], out["T"], out["I"], out["r"]
 
 
@@ -190,53 +315,68 @@ def visual_prune_triton(
     budget: float | None = None,
     min_keep: int = 1,
     metric: str = "dissim",
+    plan: LaunchPlan | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Visual SharpV on the Triton kernels.
+    """Visual SharpV on the Triton kernels: five launches, one read-back at the end.
+
+    The output buffer is sized before the kernels run: exactly in ``ratio`` mode and in
+    ``budget`` mode with one video (the count depends only on the shape), otherwise
+    ``total_frames * f`` rows, shrunk in place to the ``N_keep`` kept (the allocation keeps
+    its size until the tensor is freed).
 
     Args:
-        features: ``(total_frames, f, d)`` float32/float16/bfloat16, last dim contiguous.
-        cu_frames: ``(B + 1,)`` int32 frame offsets on the features' device.
+        features: ``(total_frames, f, d)`` float32/float16/bfloat16, any strides.
+        cu_frames: ``(B + 1,)`` int32/int64 frame offsets on the features' device, any
+            strides (values validated by the caller on CPU, by the select kernel on CUDA).
+        mode, w, threshold, keep_ratio, budget, min_keep, metric: as ``visual_prune``.
+        plan: launch plan; by default :func:`plan_launch` for the device.
     Returns:
         ``(tokens, indices, counts, ratios, cu_tokens, scores)`` as in ``VisualPruneResult``;
         ``scores`` is the float32 importance ``(total_frames, f)``.
     Raises:
-        VisualInputError: NaN/Inf in the features or malformed ``cu_frames`` (found on the
-            device, reported after the one synchronisation).
+        VisualInputError: NaN/Inf or overflowing magnitudes in the features, malformed
+            ``cu_frames``, ``w`` overflowing the scores (found on the device).
+
+    Examples:
+        >>> tokens, idx, counts, r, cu_tok, I = visual_prune_triton(x, cu)  # doctest: +SKIP
     """
+    features, cu, plan = _prepare(features, cu_frames, plan)
     n_frames, f, d = features.shape
     dev = features.device
-    k_fixed = math.ceil(keep_ratio * f) if mode == "ratio" else 0
-    k_fixed = min(max(k_fixed, min_keep), f)
+    n_videos = cu.numel() - 1
+    k_fixed = ratio_keep_count(keep_ratio, f, min_keep) if mode == "ratio" else 0
     out = _scores(
-        features, cu_frames, w=w, metric=metric, mode=mode, threshold=threshold,
-        k_fixed=k_fixed, min_keep=min_keep, budget=budget if mode == "budget" else 0.0,
-        store_st=False, rank=True,
+        features, cu, plan, w=w, metric=metric, mode=mode, threshold=threshold,
+        k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True,
     )  # fmt: skip
-    n_keep, flags = out["hdr"].tolist()  # the one host synchronisation
-    _raise_flags(flags)
-
-    features = out["features"]
-    n_videos = cu_frames.numel() - 1
-    block_f = next_power_of_2(f)
-    block_d = _tile_d(block_f)
-    if is_interpreting():
-        n_dprog = max(1, min(INTERPRET_LAUNCH["n_dprog"], math.ceil(d / block_d)))
+    if mode == "ratio":
+        capacity = n_frames * k_fixed
+    elif mode == "budget" and n_videos == 1:
+        capacity = budget_token_count(budget, n_frames, f, min_keep)
     else:
-        want = max(1, (4 * _num_sms(dev) + n_frames - 1) // n_frames)
-        n_dprog = max(1, min(want, math.ceil(d / block_d)))
-    d_per_prog = math.ceil(math.ceil(d / n_dprog) / block_d) * block_d
-    n_dprog = math.ceil(d / d_per_prog)
-
-    tokens = torch.empty((n_keep, d), dtype=features.dtype, device=dev)
-    indices = torch.empty(n_keep, dtype=torch.int64, device=dev)
+        capacity = n_frames * f
+    counts, offsets = out["counts"], torch.empty(n_frames, dtype=torch.int32, device=dev)
     cu_tokens = torch.empty(n_videos + 1, dtype=torch.int32, device=dev)
-    counts = out["counts"]
-    K.gather_kernel[(n_frames, n_dprog)](
-        features, cu_frames, out["r"], out["rank"], counts, tokens, indices, cu_tokens,
-        n_videos, n_frames, f, d, d_per_prog, features.stride(0), features.stride(1),
+    K.video_counts_kernel[(n_videos,)](
+        cu, out["r"], counts, offsets, cu_tokens, out["hdr"], n_videos, n_frames, f,
         int(min_keep), float(budget if mode == "budget" else 0.0),
-        MODE=MODES[mode], STEPS=_BUDGET_STEPS, BLOCK_F=block_f, BLOCK_D=block_d,
-        BLOCK_B=_block_b(n_videos), BLOCK_N=_block_n(n_frames),
-        num_warps=_tile_warps(block_f, block_d),
+        MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
+        BLOCK_B=min(plan.block_b, next_power_of_2(n_videos + 1)),
+        num_warps=1 if plan.block_n <= 32 else 4,
     )  # fmt: skip
+    tokens = torch.empty((capacity, d), dtype=features.dtype, device=dev)
+    indices = torch.empty(capacity, dtype=torch.int64, device=dev)
+    per_prog = plan.gather_cols_per_prog
+    K.gather_kernel[(n_frames, math.ceil(d / per_prog))](
+        features, out["rank"], counts, offsets, tokens, indices, capacity, f, d,
+        features.stride(0), features.stride(1),
+        BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
+        D_PER_PROG=per_prog, num_warps=plan.gather_warps,
+    )  # fmt: skip
+    n_keep, flags = out["hdr"].tolist()  # the one host synchronisation, after every kernel
+    _raise_flags(flags, w)
+    if n_keep > capacity:  # pragma: no cover - the counts are clamped to the capacity's bound
+        raise RuntimeError(f"visual_prune kept {n_keep} tokens, more than its {capacity} slots")
+    if n_keep != capacity:  # shrink in place (no copy; not a view, as custom ops require)
+        tokens, indices = tokens.resize_(n_keep, d), indices.resize_(n_keep)
     return tokens, indices, counts, out["r"], cu_tokens, out["I"]
