@@ -32,8 +32,8 @@ import torch
 
 import sharpv_kernels  # noqa: F401  (registers torch.ops.sharpv)
 from sharpv_kernels import visual_prune, visual_scores
-from sharpv_kernels.visual.cpu import visual_prune_torch, visual_scores_cpu
 from sharpv_kernels.visual.naive import visual_prune_reference, visual_scores_reference
+from sharpv_kernels.visual.torch_path import visual_prune_torch, visual_scores_torch
 
 from .bench_visual import bytes_floor as visual_prune_bytes
 from .common import copy_bandwidth, environment, time_fn, write_result
@@ -98,7 +98,7 @@ def visual_cases(
     comp_s: dict[str, Any] = {}
 
     def scores_compiled():
-        fn = comp_s.setdefault("fn", _compiled(visual_scores_cpu))
+        fn = comp_s.setdefault("fn", _compiled(visual_scores_torch))
         return fn(x, cu, 1.0, "dissim")
 
     cases.append({
@@ -108,7 +108,7 @@ def visual_cases(
         "bytes_floor": n * f * d * x.element_size() + 3 * n * f * 4 + n * 4,
         "providers": {
             "naive": lambda: visual_scores_reference(x, cu),
-            "eager": lambda: visual_scores_cpu(x, cu, 1.0, "dissim"),
+            "eager": lambda: visual_scores_torch(x, cu, 1.0, "dissim"),
             "compiled": scores_compiled,
             "sharpv": lambda: visual_scores(x, cu),
         },

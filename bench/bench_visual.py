@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from sharpv_kernels import visual_prune
-from sharpv_kernels.visual.cpu import visual_prune_torch
 from sharpv_kernels.visual.naive import visual_prune_reference
+from sharpv_kernels.visual.torch_path import visual_prune_torch
 
 from .common import copy_bandwidth, environment, time_fn, write_result
 from .visual_cases import SHAPES, video_features
