@@ -41,25 +41,26 @@ def frame_video_ids(cu_frames: torch.Tensor, total_frames: int) -> torch.Tensor:
     )
 
 
-#: bytes of float32 tokens per block of the CPU score pass (stays in the L2/L3 caches)
-BLOCK_BYTES = 1 << 20
+#: bytes of float32 tokens per block of the CPU score pass: the block, its unit vectors
+#: and one difference buffer stay in the L2/L3 caches
+BLOCK_BYTES = 1 << 19
 
 
 def frames_per_block(features: torch.Tensor) -> int:
-    """Whole frames per block of the score pass: about ``BLOCK_BYTES`` of float32 on CPU,
-    every frame at once on other devices (one plain, unblocked pass of aten ops)."""
+    """Whole frames per block of the score pass: about ``BLOCK_BYTES`` of float32 on CPU
+    (at least one frame), every frame at once on other devices (one plain, unblocked pass
+    of aten ops)."""
     n, f, d = features.shape
-    if features.device.type != "cpu":
-        return n
-    return max(1, min(n, BLOCK_BYTES // (4 * f * d)))
+    if features.device.type == "cpu":
+        return max(1, min(n, BLOCK_BYTES // (4 * f * d)))
+    return n
 
 
-def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(u, norm)``: ``x / ||x||`` along the last dim (0 where ``||x|| <= ZERO_NORM_EPS``)
-    and the norms, keeping the last dim. ``x`` float32 or float64."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    u = torch.where(norm > ZERO_NORM_EPS, x / norm.clamp_min(ZERO_NORM_EPS), 0.0)
-    return u, norm
+def _inverse_norms(x: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    """``1 / ||x||`` along the last dim (kept), 0 where ``||x|| <= ZERO_NORM_EPS`` (SPEC 1:
+    the zero vector's unit vector is 0); the norms are written to ``out``."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, out=out)
+    return torch.where(norm > ZERO_NORM_EPS, norm.reciprocal(), 0.0)
 
 
 def pair_scores(
@@ -80,6 +81,12 @@ def visual_scores_torch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scores of Visual SharpV in plain tensor ops; arguments already validated.
 
+    Per token ``u = x * (1 / ||x||)`` (0 for a zero token), in float32 (float64 for float64
+    input); the frame mean is taken over the raw tokens and normalised the same way;
+    ``S = score(u, u_mean)``, ``T = score(u_t, u_{t-1})`` from the differences of unit
+    vectors. The features are read once, one block of frames at a time, into reused
+    buffers (no whole-tensor temporaries).
+
     Args:
         features: ``(total_frames, f, d)`` float32/float16/bfloat16/float64, any strides.
         cu_frames: ``(B + 1,)`` int32 frame offsets on the features' device, valid.
@@ -95,33 +102,35 @@ def visual_scores_torch(
         >>> S.shape, r.shape
         (torch.Size([4, 6]), torch.Size([4]))
     """
-    n_frames, f, _ = features.shape
+    n_frames, f, d = features.shape
     dev = features.device
     cdt = torch.float64 if features.dtype == torch.float64 else torch.float32
-    S = torch.empty(n_frames, f, dtype=cdt, device=dev)
-    T = torch.empty(n_frames, f, dtype=cdt, device=dev)
+    dm = torch.empty(n_frames, f, dtype=cdt, device=dev)  # ||u - u_mean||
+    dt = torch.empty(n_frames, f, dtype=cdt, device=dev)  # ||u_t - u_{t-1}||
     norms = torch.empty(n_frames, f, dtype=cdt, device=dev)
+    mean_norms = torch.empty(n_frames, 1, dtype=cdt, device=dev)
     step = frames_per_block(features)
-    u_last = nz_last = None  # the last frame of the previous block
-    for a in range(0, n_frames, step):
+    # reused block buffers: the converted block, unit vectors (two, alternating, so the
+    # previous block's last frame stays available) and one difference buffer
+    xbuf = torch.empty(step, f, d, dtype=cdt, device=dev) if features.dtype != cdt else None
+    ubufs = [torch.empty(step, f, d, dtype=cdt, device=dev) for _ in range(min(2, n_frames))]
+    diff = torch.empty(step, f, d, dtype=cdt, device=dev)
+    prev_u = None  # unit vectors of the previous frame
+    for k, a in enumerate(range(0, n_frames, step)):
         b = min(a + step, n_frames)
-        x = features[a:b].to(cdt)  # converts this block only
-        u, nx = unit_rows(x)
-        nz = nx[..., 0] > ZERO_NORM_EPS
-        norms[a:b] = nx[..., 0]
-        um, nm = unit_rows(x.mean(dim=1, keepdim=True))
-        S[a:b] = pair_scores(
-            torch.linalg.vector_norm(u - um, dim=-1), nz, nm[..., 0] > ZERO_NORM_EPS, metric
-        )
-        if b - a > 1:
-            T[a + 1 : b] = pair_scores(
-                torch.linalg.vector_norm(u[1:] - u[:-1], dim=-1), nz[1:], nz[:-1], metric
-            )
-        if u_last is not None:
-            T[a] = pair_scores(
-                torch.linalg.vector_norm(u[0] - u_last, dim=-1), nz[0], nz_last, metric
-            )
-        u_last, nz_last = u[-1], nz[-1]
+        m = b - a
+        x = features[a:b] if xbuf is None else xbuf[:m].copy_(features[a:b])
+        u = torch.mul(x, _inverse_norms(x, out=norms[a:b, :, None]), out=ubufs[k % 2][:m])
+        mean = x.mean(dim=1, keepdim=True)
+        um = mean * _inverse_norms(mean, out=mean_norms[a:b, :, None])
+        torch.linalg.vector_norm(torch.sub(u, um, out=diff[:m]), dim=-1, out=dm[a:b])
+        torch.sub(u[1:], u[:-1], out=diff[1:m])
+        torch.sub(u[0], u[0] if prev_u is None else prev_u, out=diff[0])
+        torch.linalg.vector_norm(diff[:m], dim=-1, out=dt[a:b])
+        prev_u = u[-1]
+    nz = norms > ZERO_NORM_EPS
+    S = pair_scores(dm, nz, mean_norms > ZERO_NORM_EPS, metric)
+    T = pair_scores(dt, nz, torch.cat([nz[:1], nz[:-1]]), metric)
     # SPEC 4: the first frame of every video has T = S (links never cross videos)
     first = cu_frames[:-1].long()
     T[first] = S[first]
@@ -271,8 +280,11 @@ def visual_prune_torch(
         budget=budget, min_keep=min_keep,
     )  # fmt: skip
     indices = select_torch(scores, k)
-    f = features.shape[1]
-    tokens = features[indices // f, indices % f]  # the kept rows only, for any strides
+    n, f, d = features.shape
+    if f == 1 or features.stride(0) == f * features.stride(1):  # one (n f, d) view
+        tokens = features.view(n * f, d).index_select(0, indices)
+    else:
+        tokens = features[indices // f, indices % f]  # the kept rows only, any strides
     csum = torch.cat([k.new_zeros(1), torch.cumsum(k, 0)])
     cu_tokens = csum[cu_frames.long()].to(torch.int32)
     return tokens, indices, k.to(torch.int32), ratios, cu_tokens, scores
