@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharpv_kernels import kv_compact_, layer_similarity, visual_prune, visual_scores
+from sharpv_kernels import (
+    kv_compact_,
+    layer_similarity,
+    ratio_keep_count,
+    visual_prune,
+    visual_scores,
+)
 from sharpv_kernels.memory import kv_compact_reference, layer_similarity_reference
 from sharpv_kernels.visual.checks import MAGNITUDE_MESSAGE, NONFINITE_MESSAGE
 
@@ -24,6 +30,7 @@ KERNELS_PENDING = {
 def _kernels_pending(request):
     if request.node.name.startswith(("test_finite_features", "test_layer_similarity_extreme")):
         xfail_pending_kernels(request, KERNELS_PENDING)
+
 
 # ------------------------------------------------------------------ Visual SharpV: cu_frames
 
@@ -117,6 +124,15 @@ def test_expanded_features(backend):  # noqa: F811
     assert torch.equal(T[1:], torch.zeros_like(T[1:])) and r[1:].tolist() == [0.0] * 3
     res = visual_prune(x, min_keep=2)
     assert torch.equal(res.tokens, x.reshape(20, 8)[res.indices])
+
+
+@pytest.mark.parametrize(("keep_ratio", "f"), [(0.1, 30), (0.3, 10), (0.35, 7)], ids=str)
+def test_ratio_count_is_the_vocab_formula(backend, keep_ratio, f):  # noqa: F811
+    """SPEC item 7: ``k_t = clamp(ceil(keep_ratio f - 1e-9), min_keep, f)`` (0.1 x 30 keeps 3)."""
+    x = make_features(2, f, 4, torch.float32, "cpu")
+    res = visual_prune(x, mode="ratio", keep_ratio=keep_ratio)
+    assert res.counts.tolist() == [ratio_keep_count(keep_ratio, f)] * 2
+    assert ratio_keep_count(0.1, 30) == 3
 
 
 # ------------------------------------------------------------ Visual SharpV: error messages
