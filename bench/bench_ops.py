@@ -120,7 +120,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
     """``layer_similarity`` and ``kv_compact_`` cases with one Qwen2 LM's dimensions."""
     from sharpv_kernels import kv_compact_, layer_similarity
     from sharpv_kernels.memory import kv_compact_reference, layer_similarity_reference
-    from sharpv_kernels.memory.cpu import kv_compact_cpu, layer_similarity_cpu
+    from sharpv_kernels.memory.torch_path import kv_compact_torch, layer_similarity_torch
 
     hidden, kv_heads, head_dim, n_layers = LM_DIMS[model]
     seq = TEXT_BEFORE + n_visual + TEXT_AFTER
@@ -133,7 +133,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
     comp: dict[str, Any] = {}
 
     def sim_compiled():
-        fn = comp.setdefault("sim", _compiled(layer_similarity_cpu))
+        fn = comp.setdefault("sim", _compiled(layer_similarity_torch))
         fn(h, ref, s, n, out, 1)
 
     name = f"qwen2-{model}/{n_visual}vis"
@@ -143,7 +143,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
         "bytes_floor": 2 * n_visual * hidden * h.element_size() + 4,
         "providers": {
             "naive": lambda: layer_similarity_reference(h, ref, s, n),
-            "eager": lambda: layer_similarity_cpu(h, ref, s, n, out, 1),
+            "eager": lambda: layer_similarity_torch(h, ref, s, n, out, 1),
             "compiled": sim_compiled,
             "sharpv": lambda: layer_similarity(h, ref, s, n, out, 1),
         },
@@ -175,7 +175,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
                  keep_idx)) for i in dropped]  # fmt: skip
 
     def compact_compiled():
-        fn = comp.setdefault("kv", _compiled(kv_compact_cpu))
+        fn = comp.setdefault("kv", _compiled(kv_compact_torch))
         lengths.copy_(lengths0)
         fn(keys, values, lengths, s, n, sim, 0.2)
 
@@ -190,7 +190,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
         "bytes_gather": n_drop * (seq - n_visual) * row * 2,
         "providers": {
             "naive": lambda: kv_compact_reference(keys, values, lengths0, s, n, sim, 0.2),
-            "eager": run(kv_compact_cpu),
+            "eager": run(kv_compact_torch),
             "compiled": compact_compiled,
             "gather": gather,
             "sharpv": run(kv_compact_),
