@@ -20,15 +20,20 @@ from .backends import backend, xfail_pending_kernels  # noqa: F401  (fixture)
 from .visual_cases import make_features
 
 #: Triton cases that fail with the kernels on main today: the kernels report overflowing
-#: norms as NaN/Inf, and the similarity kernel squares 1e20 entries (helper ``kern``).
+#: norms as NaN/Inf, the similarity kernel squares 1e20 entries, and the launcher's ratio
+#: count is ``ceil(keep_ratio * f)`` without the 1e-9 slack (0.14 x 50 keeps 8, not 7)
+#: (helper ``kern``).
 KERNELS_PENDING = {
     "triton-torch.float32", "triton-torch.bfloat16", "triton-1e+20", "triton-1e+30",
+    "triton-0.14-50",
 }  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
 def _kernels_pending(request):
-    if request.node.name.startswith(("test_finite_features", "test_layer_similarity_extreme")):
+    if request.node.name.startswith(
+        ("test_finite_features", "test_layer_similarity_extreme", "test_ratio_count")
+    ):
         xfail_pending_kernels(request, KERNELS_PENDING)
 
 
@@ -126,7 +131,7 @@ def test_expanded_features(backend):  # noqa: F811
     assert torch.equal(res.tokens, x.reshape(20, 8)[res.indices])
 
 
-@pytest.mark.parametrize(("keep_ratio", "f"), [(0.1, 30), (0.3, 10), (0.35, 7)], ids=str)
+@pytest.mark.parametrize(("keep_ratio", "f"), [(0.1, 30), (0.3, 10), (0.35, 7), (0.14, 50)], ids=str)
 def test_ratio_count_is_the_vocab_formula(backend, keep_ratio, f):  # noqa: F811
     """SPEC item 7: ``k_t = clamp(ceil(keep_ratio f - 1e-9), min_keep, f)`` (0.1 x 30 keeps 3)."""
     x = make_features(2, f, 4, torch.float32, "cpu")
