@@ -131,7 +131,9 @@ def test_expanded_features(backend):  # noqa: F811
     assert torch.equal(res.tokens, x.reshape(20, 8)[res.indices])
 
 
-@pytest.mark.parametrize(("keep_ratio", "f"), [(0.1, 30), (0.3, 10), (0.35, 7), (0.14, 50)], ids=str)
+@pytest.mark.parametrize(
+    ("keep_ratio", "f"), [(0.1, 30), (0.3, 10), (0.35, 7), (0.14, 50)], ids=str
+)
 def test_ratio_count_is_the_vocab_formula(backend, keep_ratio, f):  # noqa: F811
     """SPEC item 7: ``k_t = clamp(ceil(keep_ratio f - 1e-9), min_keep, f)`` (0.1 x 30 keeps 3)."""
     x = make_features(2, f, 4, torch.float32, "cpu")
