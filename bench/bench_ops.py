@@ -32,8 +32,8 @@ import torch
 
 import sharpv_kernels  # noqa: F401  (registers torch.ops.sharpv)
 from sharpv_kernels import visual_prune, visual_scores
-from sharpv_kernels.visual.cpu import visual_prune_torch, visual_scores_cpu
 from sharpv_kernels.visual.naive import visual_prune_reference, visual_scores_reference
+from sharpv_kernels.visual.torch_path import visual_prune_torch, visual_scores_torch
 
 from .bench_visual import bytes_floor as visual_prune_bytes
 from .common import copy_bandwidth, environment, time_fn, write_result
@@ -98,7 +98,7 @@ def visual_cases(
     comp_s: dict[str, Any] = {}
 
     def scores_compiled():
-        fn = comp_s.setdefault("fn", _compiled(visual_scores_cpu))
+        fn = comp_s.setdefault("fn", _compiled(visual_scores_torch))
         return fn(x, cu, 1.0, "dissim")
 
     cases.append({
@@ -108,7 +108,7 @@ def visual_cases(
         "bytes_floor": n * f * d * x.element_size() + 3 * n * f * 4 + n * 4,
         "providers": {
             "naive": lambda: visual_scores_reference(x, cu),
-            "eager": lambda: visual_scores_cpu(x, cu, 1.0, "dissim"),
+            "eager": lambda: visual_scores_torch(x, cu, 1.0, "dissim"),
             "compiled": scores_compiled,
             "sharpv": lambda: visual_scores(x, cu),
         },
@@ -120,7 +120,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
     """``layer_similarity`` and ``kv_compact_`` cases with one Qwen2 LM's dimensions."""
     from sharpv_kernels import kv_compact_, layer_similarity
     from sharpv_kernels.memory import kv_compact_reference, layer_similarity_reference
-    from sharpv_kernels.memory.cpu import kv_compact_cpu, layer_similarity_cpu
+    from sharpv_kernels.memory.torch_path import kv_compact_torch, layer_similarity_torch
 
     hidden, kv_heads, head_dim, n_layers = LM_DIMS[model]
     seq = TEXT_BEFORE + n_visual + TEXT_AFTER
@@ -133,7 +133,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
     comp: dict[str, Any] = {}
 
     def sim_compiled():
-        fn = comp.setdefault("sim", _compiled(layer_similarity_cpu))
+        fn = comp.setdefault("sim", _compiled(layer_similarity_torch))
         fn(h, ref, s, n, out, 1)
 
     name = f"qwen2-{model}/{n_visual}vis"
@@ -143,7 +143,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
         "bytes_floor": 2 * n_visual * hidden * h.element_size() + 4,
         "providers": {
             "naive": lambda: layer_similarity_reference(h, ref, s, n),
-            "eager": lambda: layer_similarity_cpu(h, ref, s, n, out, 1),
+            "eager": lambda: layer_similarity_torch(h, ref, s, n, out, 1),
             "compiled": sim_compiled,
             "sharpv": lambda: layer_similarity(h, ref, s, n, out, 1),
         },
@@ -175,7 +175,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
                  keep_idx)) for i in dropped]  # fmt: skip
 
     def compact_compiled():
-        fn = comp.setdefault("kv", _compiled(kv_compact_cpu))
+        fn = comp.setdefault("kv", _compiled(kv_compact_torch))
         lengths.copy_(lengths0)
         fn(keys, values, lengths, s, n, sim, 0.2)
 
@@ -190,7 +190,7 @@ def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> 
         "bytes_gather": n_drop * (seq - n_visual) * row * 2,
         "providers": {
             "naive": lambda: kv_compact_reference(keys, values, lengths0, s, n, sim, 0.2),
-            "eager": run(kv_compact_cpu),
+            "eager": run(kv_compact_torch),
             "compiled": compact_compiled,
             "gather": gather,
             "sharpv": run(kv_compact_),

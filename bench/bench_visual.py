@@ -1,39 +1,52 @@
-"""Microbenchmark of ``visual_prune``: sharpv vs the eager reference vs torch.compile of it.
+"""Microbenchmark of ``visual_prune`` against the floor: one read of the features.
 
 Providers:
+  * ``floor``: ``torch.linalg.vector_norm`` over the same features in float32, one read of
+    every feature (what any implementation must at least do); every ratio is against it;
   * ``naive``: the literal per-frame reference (``visual_prune_reference``), CPU only;
-  * ``eager``: the vectorized plain-PyTorch implementation, eager, on the device;
+  * ``eager``: the plain PyTorch path (``visual/torch_path.py``) called directly: on CPU the
+    cache-blocked pass the op runs; on a GPU one unblocked pass of about 25 aten ops (the
+    GPU baseline, as ``SHARPV_BACKEND=torch`` runs it);
   * ``compiled``: ``torch.compile`` of that eager implementation;
-  * ``sharpv``: ``sharpv_kernels.visual_prune`` (Triton kernels on CUDA; on CPU it is the
-    vectorized path behind the op, so it shows the op's dispatch overhead on top).
+  * ``sharpv``: ``sharpv_kernels.visual_prune`` (Triton kernels on CUDA; on CPU the PyTorch
+    path behind the op, so it adds the op's checks and dispatch).
 
-Per case: median time, the bytes the op must move (read every feature once, write the
-kept rows and their int64 indices), GB/s over that floor and, on a GPU, the percentage of
-a measured device-to-device copy bandwidth.
+Every provider of a shape is timed interleaved, round-robin, in the same run (one call of
+each per round), so that load on the machine hits them alike; rows give the median and the
+minimum over the rounds, and the ratios ``x_floor`` (median over median),
+``x_floor_min`` (minimum over minimum) and, on CPU, ``x_floor_cpu`` (median process CPU
+time over the floor's: robust to other processes on a shared machine). On a GPU the rows
+also give GB/s over the bytes the op must move and the percentage of a measured
+device-to-device copy bandwidth.
 
 Usage::
 
-    python -m bench.bench_visual --device cuda            # bfloat16, all shapes
-    python -m bench.bench_visual --device cpu             # float32, all shapes
+    python -m bench.bench_visual --device cpu --dtypes float32 bfloat16 --providers eager sharpv
+    python -m bench.bench_visual --device cuda            # bfloat16, all shapes, all providers
     python -m bench.bench_visual --device cpu --shapes llava-ov-0.5b --providers sharpv
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from sharpv_kernels import visual_prune
-from sharpv_kernels.visual.cpu import visual_prune_torch
 from sharpv_kernels.visual.naive import visual_prune_reference
+from sharpv_kernels.visual.torch_path import visual_prune_torch
 
-from .common import copy_bandwidth, environment, time_fn, write_result
+from .common import copy_bandwidth, environment, sync, write_result
 from .visual_cases import SHAPES, video_features
 
 PROVIDERS = ("naive", "eager", "compiled", "sharpv")
+MODE_KW = {"adaptive": {}, "manual": {"threshold": 1.6}, "ratio": {"keep_ratio": 0.3},
+           "budget": {"budget": 0.3}}  # fmt: skip
 
 
 def bytes_floor(features: torch.Tensor, n_keep: int) -> int:
@@ -44,6 +57,7 @@ def bytes_floor(features: torch.Tensor, n_keep: int) -> int:
 
 
 def make_callable(provider: str, x: torch.Tensor, cu: torch.Tensor, mode: str, kw: dict):
+    """A no-argument call of ``provider`` on features ``x``."""
     if provider == "naive":
         return lambda: visual_prune_reference(x, cu, mode=mode, **kw)
     if provider == "eager":
@@ -56,50 +70,100 @@ def make_callable(provider: str, x: torch.Tensor, cu: torch.Tensor, mode: str, k
     raise ValueError(f"unknown provider {provider!r}")
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: str, *, rounds: int, max_s: float = 60.0
+) -> dict[str, dict[str, float]]:
+    """Median and minimum seconds of each function, called once per round in turn.
+
+    Wall-clock seconds, and on CPU also the process's CPU seconds (``cpu_median_s``, all
+    threads): on a shared machine a long call is preempted more often than a short one,
+    which inflates wall-clock ratios but not CPU-time ratios. One warm-up round first;
+    stops early (after at least 3 rounds) past ``max_s``.
+    """
+    for fn in fns.values():
+        fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    end = time.perf_counter() + max_s
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+        if time.perf_counter() > end and len(times[next(iter(fns))]) >= 3:
+            break
+    out: dict[str, dict[str, float]] = {}
+    for name, ts in times.items():
+        out[name] = {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
+                     "reps": len(ts)}  # fmt: skip
+        if device == "cpu":
+            out[name]["cpu_median_s"] = statistics.median(cpu[name])
+    return out
+
+
 def run(
-    device: str, shapes: list[str], providers: list[str], mode: str, dtype: torch.dtype
+    device: str,
+    shapes: list[str],
+    providers: list[str],
+    mode: str,
+    dtypes: list[torch.dtype],
+    rounds: int = 7,
 ) -> dict[str, Any]:
-    kw = {"adaptive": {}, "manual": {"threshold": 1.6}, "ratio": {"keep_ratio": 0.3},
-          "budget": {"budget": 0.3}}[mode]  # fmt: skip
+    """Time every provider at every shape and dtype, interleaved with the floor."""
+    kw = MODE_KW[mode]
     peak = copy_bandwidth(device)
     rows = []
     for name in shapes:
         n, f, d = SHAPES[name]
-        x = video_features(n, f, d, dtype, device)
+        x32 = video_features(n, f, d, torch.float32, device)
         cu = torch.tensor([0, n], dtype=torch.int32, device=device)
-        n_keep = int(visual_prune(x, cu, mode=mode, **kw).tokens.shape[0])
-        floor = bytes_floor(x, n_keep)
-        for provider in providers:
-            if provider == "naive" and device != "cpu":
-                continue
-            case = f"{name}/{mode}"
-            fn = make_callable(provider, x, cu, mode, kw)
-            try:
-                t = time_fn(fn, device, warmup=2 if provider != "naive" else 1,
-                            reps=20 if provider != "naive" else 3)  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - record and go on
-                rows.append({"op": "visual_prune", "case": case, "shape": name,
-                             "provider": provider, "error": repr(exc)[:300]})  # fmt: skip
-                continue
+        fns: dict[str, Callable[[], Any]] = {
+            "floor": lambda x32=x32: torch.linalg.vector_norm(x32, dim=-1)
+        }
+        meta: dict[str, tuple[torch.Tensor, str, str]] = {"floor": (x32, "float32", "floor")}
+        for dtype in dtypes:
+            x = x32 if dtype == torch.float32 else x32.to(dtype)
+            dname = str(dtype).split(".")[-1]
+            for provider in providers:
+                if provider == "naive" and device != "cpu":
+                    continue
+                fns[f"{provider}/{dname}"] = make_callable(provider, x, cu, mode, kw)
+                meta[f"{provider}/{dname}"] = (x, dname, provider)
+        t = time_interleaved(fns, device, rounds=rounds)
+        floor = t["floor"]
+        for key, (x, dname, provider) in meta.items():
+            n_keep = int(visual_prune(x, cu, mode=mode, **kw).tokens.shape[0])
+            moved = bytes_floor(x, n_keep)
             row = {
-                "op": "visual_prune", "case": case, "shape": name, "frames": n, "f": f, "d": d,
-                "dtype": str(dtype).split(".")[-1], "mode": mode, "provider": provider,
-                "n_keep": n_keep, "bytes_floor": floor,
-                **t, "gbps": floor / t["median_s"] / 1e9,
+                "op": "visual_prune", "case": f"{name}/{mode}", "shape": name, "frames": n,
+                "f": f, "d": d, "dtype": dname, "mode": mode, "provider": provider,
+                "n_keep": n_keep, "bytes_floor": moved, **t[key],
+                "gbps": moved / t[key]["median_s"] / 1e9,
+                "x_floor": t[key]["median_s"] / floor["median_s"],
+                "x_floor_min": t[key]["min_s"] / floor["min_s"],
             }  # fmt: skip
+            if "cpu_median_s" in floor:
+                row["x_floor_cpu"] = t[key]["cpu_median_s"] / floor["cpu_median_s"]
             if peak:
-                row["pct_of_copy_bw"] = 100.0 * floor / t["median_s"] / peak
+                row["pct_of_copy_bw"] = 100.0 * moved / t[key]["median_s"] / peak
             rows.append(row)
             print(_fmt(row), flush=True)
     return {"env": environment(device), "copy_bw_bytes_per_s": peak, "kind": "ops",
+            "floor": "torch.linalg.vector_norm(features.float(), dim=-1), interleaved",
             "rows": rows}  # fmt: skip
 
 
 def _fmt(row: dict[str, Any]) -> str:
     pct = f" {row['pct_of_copy_bw']:5.1f}% of copy bw" if "pct_of_copy_bw" in row else ""
     return (
-        f"{row['shape']:>14} {row['provider']:>9}: {row['median_s'] * 1e3:9.3f} ms "
-        f"{row['gbps']:8.2f} GB/s{pct}  (kept {row['n_keep']})"
+        f"{row['shape']:>14} {row['provider']:>9} {row['dtype']:>8}: "
+        f"{row['median_s'] * 1e3:9.3f} ms  {row['x_floor']:6.2f}x floor "
+        f"(min {row['x_floor_min']:5.2f}x, CPU time {row.get('x_floor_cpu', 0.0):5.2f}x)"
+        f"{pct}  (kept {row['n_keep']})"
     )
 
 
@@ -108,13 +172,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
-    p.add_argument("--mode", default="adaptive", choices=["adaptive", "manual", "ratio", "budget"])
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--mode", default="adaptive", choices=list(MODE_KW))
+    p.add_argument(
+        "--dtypes", nargs="+", default=None, choices=["float32", "float16", "bfloat16"],
+        help="input dtypes (default: bfloat16 on CUDA, float32 and bfloat16 on CPU)",
+    )  # fmt: skip
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="one input dtype (same as --dtypes with one value)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds per shape")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = p.parse_args(argv)
-    dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    result = run(args.device, args.shapes, args.providers, args.mode, getattr(torch, dtype_name))
-    result["command"] = "python -m bench.bench_visual " + " ".join(argv or sys.argv[1:])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = args.dtypes or ([args.dtype] if args.dtype else None)
+    if names is None:
+        names = ["bfloat16"] if args.device.startswith("cuda") else ["float32", "bfloat16"]
+    result = run(
+        args.device, args.shapes, args.providers, args.mode,
+        [getattr(torch, n) for n in names], rounds=args.rounds,
+    )  # fmt: skip
+    result["command"] = "python -m bench.bench_visual " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     if not args.no_save:
         print("wrote", write_result("visual_prune", result))
     return 0

@@ -1,4 +1,4 @@
-"""Small helpers shared by every kernel family: backend selection and argument checks."""
+"""Small helpers shared by every kernel family: the backend switch and argument checks."""
 
 from __future__ import annotations
 
@@ -7,19 +7,55 @@ import os
 import torch
 
 __all__ = [
+    "BACKEND_ENV",
+    "BACKENDS",
+    "FLOAT_DTYPES",
+    "check_no_overlap",
+    "check_tensor",
     "is_interpreting",
     "next_power_of_2",
-    "check_tensor",
-    "FLOAT_DTYPES",
+    "select_backend",
 ]
 
 #: Input dtypes the Triton kernels accept.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+#: Environment variable that picks the implementation behind every ``torch.ops.sharpv`` op.
+BACKEND_ENV = "SHARPV_BACKEND"
+#: Its values: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton``, ``torch``.
+BACKENDS = ("auto", "triton", "torch")
+
 
 def is_interpreting() -> bool:
     """True when Triton runs kernels with its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def select_backend(device: torch.device) -> str:
+    """``"triton"`` or ``"torch"``: the implementation an op runs for tensors on ``device``.
+
+    Reads ``SHARPV_BACKEND`` at every call (``auto`` when unset):
+
+    * ``auto``: the Triton kernels on CUDA, the plain PyTorch path on any other device;
+    * ``triton``: the Triton kernels; on CPU tensors only under Triton's interpreter
+      (``TRITON_INTERPRET=1``, how CI runs the kernels), an error otherwise;
+    * ``torch``: the plain PyTorch path on any device (on CUDA: the eager GPU baseline).
+
+    Examples:
+        >>> select_backend(torch.device("cpu"))  # SHARPV_BACKEND unset
+        'torch'
+    """
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {choice!r}")
+    if choice == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    if choice == "triton" and device.type != "cuda" and not is_interpreting():
+        raise RuntimeError(
+            f"{BACKEND_ENV}=triton needs CUDA tensors, or TRITON_INTERPRET=1 set before triton "
+            f"is imported to run the kernels on {device.type} tensors with Triton's interpreter"
+        )
+    return choice
 
 
 def next_power_of_2(n: int) -> int:
@@ -46,3 +82,55 @@ def check_tensor(
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but must be on {device} like the other inputs")
     return t
+
+
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """``[first, last]`` byte addresses an (non-empty) tensor's elements occupy."""
+    lo = hi = t.data_ptr()
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        reach = (size - 1) * stride * t.element_size()
+        lo, hi = (lo + reach, hi) if reach < 0 else (lo, hi + reach)
+    return lo, hi + t.element_size() - 1
+
+
+def _self_overlaps(t: torch.Tensor) -> bool:
+    """True unless the strides prove that no two elements of ``t`` share memory.
+
+    Sufficient test: with the dimensions of size > 1 sorted by stride, each stride must
+    exceed the span of all the smaller ones (true of every view made by slicing, permuting
+    or transposing a tensor; false for ``expand`` and most ``as_strided`` aliasing).
+    """
+    dims = sorted((abs(st), sz) for sz, st in zip(t.shape, t.stride(), strict=True) if sz > 1)
+    span = 0
+    for stride, size in dims:
+        if stride <= span:
+            return True
+        span += stride * (size - 1)
+    return False
+
+
+def check_no_overlap(named: list[tuple[str, torch.Tensor]]) -> None:
+    """Raise ``ValueError`` naming a tensor an op writes whose memory may alias itself or
+    another written tensor (a stride-0 ``expand``, two views of one buffer that intersect).
+
+    Run before the first write, so that an op that raises leaves its arguments unchanged.
+    """
+    spans = []
+    for name, t in named:
+        if t.numel() == 0:
+            continue
+        if _self_overlaps(t):
+            raise ValueError(
+                f"{name} has overlapping memory (strides {tuple(t.stride())}); pass a tensor "
+                "whose elements do not alias, e.g. .clone()"
+            )
+        spans.append((name, t.untyped_storage().data_ptr(), *_byte_span(t)))
+    spans.sort(key=lambda s: (s[1], s[2]))
+    reach: tuple[str, int, int] | None = None  # (name, storage, highest byte so far)
+    for name, storage, lo, hi in spans:
+        if reach is not None and reach[1] == storage and lo <= reach[2]:
+            raise ValueError(
+                f"{reach[0]} and {name} share memory; the tensors an op writes must not"
+            )
+        if reach is None or reach[1] != storage or hi > reach[2]:
+            reach = (name, storage, hi)

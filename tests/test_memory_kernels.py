@@ -1,8 +1,8 @@
-"""Memory SharpV kernels and ops against the plain-PyTorch references.
+"""Memory SharpV ops against the plain-PyTorch references, on both backends.
 
-The ``triton`` path calls the launchers directly (Triton interpreter on CPU tensors, compiled
-kernels on CUDA with ``SHARPV_TEST_COMPILED=1``); the ``op`` path goes through
-``torch.ops.sharpv.*`` (vectorized PyTorch on CPU).
+Each test runs the public functions (``torch.ops.sharpv.*``) with ``SHARPV_BACKEND=triton``
+(Triton interpreter on CPU tensors, compiled kernels on CUDA with
+``SHARPV_TEST_COMPILED=1``) and ``SHARPV_BACKEND=torch`` (the plain PyTorch path).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import torch
 from sharpv_kernels.memory import (
     kv_compact_,
     kv_compact_reference,
-    kv_compact_triton,
     layer_similarity,
     layer_similarity_reference,
-    layer_similarity_triton,
 )
 
+from .backends import BACKENDS, use_backend
+
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-PATHS = ["triton", "op"]
+PATHS = BACKENDS
 
 # (span_start, span_len) per sample for a sequence of 24 rows: start, middle, end (empty
 # suffix), empty span
@@ -45,9 +45,7 @@ def _spans(name: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _sim(path, hidden, ref, s, n, out, layer):
-    if path == "triton":
-        layer_similarity_triton(hidden, ref, s, n, out, layer)
-    else:
+    with use_backend(path):
         layer_similarity(hidden, ref, s, n, out, layer)
 
 
@@ -133,9 +131,7 @@ def _cache(device, dtype, lengths, caps, heads=2, dim=8, seq_major=False):
 
 
 def _compact(path, keys, values, lengths, s, n, sim, thr):
-    if path == "triton":
-        kv_compact_triton(keys, values, lengths, s, n, sim, thr)
-    else:
+    with use_backend(path):
         kv_compact_(keys, values, lengths, s, n, sim, thr)
 
 

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) of Visual SharpV on the CPU path and on the Triton kernels."""
+"""Property tests (hypothesis) of Visual SharpV on both backends (``SHARPV_BACKEND``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sharpv_kernels import visual_prune
-from sharpv_kernels.visual.launch import visual_prune_triton
+from sharpv_kernels import budget_token_count, visual_prune
 
+from .backends import use_backend
 from .visual_cases import expected_budget
 
 
@@ -78,15 +78,25 @@ def test_cpu_invariants_and_batch_equals_per_video(case):
 @given(batches(max_videos=3, max_frames=3, max_f=9, max_d=8))
 def test_triton_invariants_and_batch_equals_per_video(case):
     x, cu, mode, kw, min_keep = case
-    cu_t = torch.tensor(cu, dtype=torch.int32)
-    out = visual_prune_triton(x, cu_t, mode=mode, min_keep=min_keep, **kw)
-    _check_invariants(x, cu, out, mode, kw, min_keep)
-    a, b = cu[-2], cu[-1]  # the last video alone gives its slice of the batch
-    alone = visual_prune_triton(
-        x[a:b].contiguous(), torch.tensor([0, b - a], dtype=torch.int32), mode=mode,
-        min_keep=min_keep, **kw,
-    )  # fmt: skip
-    s = int(out[4][-2])
-    assert torch.equal(out[0][s:], alone[0])
-    assert torch.equal(out[2][a:], alone[2])
-    assert torch.equal(out[3][a:], alone[3])
+    with use_backend("triton"):
+        out = visual_prune(x, torch.tensor(cu), mode=mode, min_keep=min_keep, **kw)
+        _check_invariants(x, cu, out, mode, kw, min_keep)
+        a, b = cu[-2], cu[-1]  # the last video alone gives its slice of the batch
+        alone = visual_prune(x[a:b], mode=mode, min_keep=min_keep, **kw)
+    s = int(out.cu_tokens[-2])
+    assert torch.equal(out.tokens[s:], alone.tokens)
+    assert torch.equal(out.counts[a:], alone.counts)
+    assert torch.equal(out.ratios[a:], alone.ratios)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(1e-6, 1.0),
+    st.integers(1, 64),
+    st.integers(1, 5000),
+    st.integers(0, 4),
+)
+def test_budget_count_is_the_vocab_formula(budget, n, f, min_keep):
+    """SPEC item 7: the independent statement of the budget total is vocab's formula."""
+    min_keep = min(min_keep, f)
+    assert budget_token_count(budget, n, f, min_keep) == expected_budget(budget, n, f, min_keep)

@@ -1,12 +1,12 @@
-"""Memory SharpV kernels: per-layer visual similarity and in-place KV-cache compaction.
+"""Memory SharpV: per-layer visual similarity and in-place KV-cache compaction.
 
 Importing this package registers ``torch.ops.sharpv.layer_similarity`` and
 ``torch.ops.sharpv.kv_compact_``.
 """
 
+from .api import kv_compact_, layer_similarity
 from .launch import kv_compact_triton, layer_similarity_triton
 from .naive import kv_compact_reference, layer_similarity_reference
-from .ops import kv_compact_, layer_similarity
 
 __all__ = [
     "layer_similarity",

@@ -1,7 +1,9 @@
-"""Argument checks of the Memory SharpV operators.
+"""Argument checks of the Memory SharpV operators (SPEC, Memory SharpV item 6).
 
-``check_*_args`` look at shapes, dtypes and devices only (they run in the fake implementations
-too); ``check_*_values`` read the integer arguments and synchronise with the device once.
+``check_*_args`` look at shapes, dtypes, devices and the memory the op will write (they run
+in the fake implementations too); ``check_*_values`` read the integer arguments (one
+device-to-host copy on CUDA). Index tensors (spans, lengths) and ``similarity`` may have any
+strides; every check runs before the op's first write.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 
 import torch
 
-from .._utils import FLOAT_DTYPES, check_tensor
+from .._utils import FLOAT_DTYPES, check_no_overlap, check_tensor
 
 __all__ = [
     "INDEX_DTYPES",
@@ -18,6 +20,7 @@ __all__ = [
     "check_similarity_values",
     "check_compact_args",
     "check_compact_values",
+    "check_written_memory",
 ]
 
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -102,16 +105,12 @@ def check_compact_args(
     check_tensor("lengths", lengths, ndim=2, dtypes=INDEX_DTYPES, device=dev)
     if tuple(lengths.shape) != (n_layers, bsz):
         raise ValueError(f"lengths must have shape ({n_layers}, {bsz}), got {tuple(lengths.shape)}")
-    if lengths.stride(1) != 1 and bsz > 1:
-        raise ValueError("lengths must be contiguous in its last dimension")
     _check_spans(span_start, span_len, bsz, dev)
     check_tensor("similarity", similarity, ndim=2, dtypes=(torch.float32,), device=dev)
     if tuple(similarity.shape) != (n_layers, bsz):
         raise ValueError(
             f"similarity must have shape ({n_layers}, {bsz}), got {tuple(similarity.shape)}"
         )
-    if similarity.stride(1) != 1 and bsz > 1:
-        raise ValueError("similarity must be contiguous in its last dimension")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
     if math.isnan(threshold):
@@ -142,3 +141,21 @@ def check_compact_values(
         raise ValueError(
             "span_start + span_len must be <= lengths[l, b] for every (layer, sample) to compact"
         )
+
+
+def check_written_memory(
+    keys: list[torch.Tensor] | None = None,
+    values: list[torch.Tensor] | None = None,
+    lengths: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> None:
+    """The tensors an op writes must not alias themselves or each other (a stride-0
+    ``lengths``, two layers that are views of one slot range): ``ValueError`` naming them.
+    Reads data pointers, so it runs in the real implementations, not the fake ones."""
+    written = [(f"keys[{i}]", k) for i, k in enumerate(keys or [])]
+    written += [(f"values[{i}]", v) for i, v in enumerate(values or [])]
+    if lengths is not None:
+        written.append(("lengths", lengths))
+    if out is not None:
+        written.append(("out", out))
+    check_no_overlap(written)

@@ -1,6 +1,9 @@
-"""Visual SharpV: pre-LLM visual token pruning (SPEC, Visual SharpV)."""
+"""Visual SharpV: pre-LLM visual token pruning (SPEC, Visual SharpV).
 
-from . import ops as _ops  # noqa: F401  (registers torch.ops.sharpv.visual_*)
+Importing this package registers ``torch.ops.sharpv.visual_prune`` and
+``torch.ops.sharpv.visual_scores``.
+"""
+
 from .api import visual_prune, visual_scores
 from .naive import visual_prune_reference, visual_scores_reference
 from .result import VisualPruneResult

@@ -6,36 +6,51 @@ from collections.abc import Sequence
 
 import torch
 
-from .checks import check_visual_args, normalize_cu_frames
+from ..vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_MODE, DEFAULT_THRESHOLD, DEFAULT_W
+from . import ops as _ops  # noqa: F401  (registers torch.ops.sharpv.visual_*)
+from .checks import as_cu_tensor, check_visual_args
 from .result import VisualPruneResult
 
 __all__ = ["visual_prune", "visual_scores"]
+
+
+def _features(features: object) -> torch.Tensor:
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() != 3:
+        raise ValueError(f"features must have 3 dimensions, got shape {tuple(features.shape)}")
+    return features
 
 
 def visual_prune(
     features: torch.Tensor,
     cu_frames: torch.Tensor | Sequence[int] | None = None,
     *,
-    mode: str = "adaptive",
-    w: float = 1.0,
-    threshold: float = 1.6,
+    mode: str = DEFAULT_MODE,
+    w: float = DEFAULT_W,
+    threshold: float = DEFAULT_THRESHOLD,
     keep_ratio: float | None = None,
     budget: float | None = None,
-    min_keep: int = 1,
-    metric: str = "dissim",
+    min_keep: int = DEFAULT_MIN_KEEP,
+    metric: str = DEFAULT_METRIC,
     return_scores: bool = False,
 ) -> VisualPruneResult:
     """Prune the visual tokens of a varlen batch of videos with Visual SharpV.
 
+    Runs the Triton kernels on CUDA and the plain PyTorch path elsewhere; the environment
+    variable ``SHARPV_BACKEND=auto|triton|torch`` (read at every call) overrides that.
+
     Args:
-        features: ``(total_frames, f, d)`` float32/float16/bfloat16 visual tokens as they
-            would enter the LLM, the frames of all videos packed one after the other.
-        cu_frames: ``(B + 1,)`` frame offsets of the videos (int32/int64 tensor on the
-            features' device, or a sequence of ints); None means one video.
+        features: ``(total_frames, f, d)`` float32/float16/bfloat16 (float64 on the PyTorch
+            path) visual tokens as they would enter the LLM, the frames of all videos packed
+            one after the other; any strides.
+        cu_frames: ``(B + 1,)`` frame offsets of the videos: a sequence of ints, or an
+            int32/int64 tensor of any strides on the features' device or the CPU; None
+            means one video. Values must fit in int32.
         mode: ``"adaptive"`` (``k_t = ceil(r_t f)``), ``"manual"`` (keep ``I > threshold``),
-            ``"ratio"`` (``k_t = ceil(keep_ratio f)``) or ``"budget"`` (exactly
-            ``round(budget n f)`` tokens per video).
-        w: weight of the spatial score in ``I = T + w S``.
+            ``"ratio"`` (``k_t = ceil(keep_ratio f - 1e-9)``) or ``"budget"`` (exactly
+            ``budget_token_count(budget, n, f, min_keep)`` tokens per video).
+        w: weight of the spatial score in ``I = T + w S``; ``|w|`` must keep ``I`` finite.
         threshold: the manual mode's ``K``.
         keep_ratio: the ratio mode's fixed keep ratio in (0, 1].
         budget: the budget mode's fraction of tokens kept per video, in (0, 1].
@@ -45,11 +60,19 @@ def visual_prune(
     Returns:
         :class:`VisualPruneResult` ``(tokens, indices, counts, ratios, cu_tokens, scores)``.
     Raises:
-        TypeError, ValueError: bad arguments, NaN/Inf in ``features``, malformed ``cu_frames``.
+        TypeError, ValueError: bad arguments (naming them), NaN/Inf in ``features``, finite
+            features whose float32 squared norms overflow, malformed ``cu_frames``.
+
+    Examples:
+        >>> x = torch.randn(6, 16, 32)  # two videos: 2 and 4 frames of 16 tokens
+        >>> res = visual_prune(x, [0, 2, 6], mode="budget", budget=0.25)
+        >>> res.cu_tokens.tolist()
+        [0, 8, 24]
+        >>> visual_prune(x, mode="ratio", keep_ratio=0.5).counts.tolist()
+        [8, 8, 8, 8, 8, 8]
     """
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-    cu = normalize_cu_frames(cu_frames, features)
+    features = _features(features)
+    cu = as_cu_tensor(cu_frames, features)
     check_visual_args(
         features, cu, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
         budget=budget, min_keep=min_keep, metric=metric,
@@ -66,12 +89,25 @@ def visual_scores(
     features: torch.Tensor,
     cu_frames: torch.Tensor | Sequence[int] | None = None,
     *,
-    w: float = 1.0,
-    metric: str = "dissim",
+    w: float = DEFAULT_W,
+    metric: str = DEFAULT_METRIC,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Visual SharpV's scores without pruning: ``S, T, I`` ``(total_frames, f)`` and the keep
-    ratio ``r`` ``(total_frames,)``, all float32. Same inputs as :func:`visual_prune`."""
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-    cu = normalize_cu_frames(cu_frames, features)
+    """Visual SharpV's scores without pruning. Same inputs as :func:`visual_prune`.
+
+    Returns:
+        ``S, T, I`` ``(total_frames, f)`` and the keep ratio ``r`` ``(total_frames,)``, all
+        float32.
+
+    Examples:
+        >>> x = torch.randn(3, 5, 8)
+        >>> S, T, I, r = visual_scores(x[:1].expand(3, 5, 8))
+        >>> S.shape, float(T[1:].abs().max()), float(r[1])
+        (torch.Size([3, 5]), 0.0, 0.0)
+    """
+    features = _features(features)
+    cu = as_cu_tensor(cu_frames, features)
+    check_visual_args(
+        features, cu, mode=DEFAULT_MODE, w=w, threshold=0.0, keep_ratio=None, budget=None,
+        min_keep=0, metric=metric,
+    )  # fmt: skip
     return torch.ops.sharpv.visual_scores(features, cu, float(w), metric)

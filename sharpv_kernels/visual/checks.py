@@ -1,4 +1,11 @@
-"""Argument validation of Visual SharpV (SPEC, Visual SharpV item 11)."""
+"""Argument validation of Visual SharpV (SPEC, Visual SharpV items 9 and 11).
+
+Everything here runs on the host before any heavy work: shapes, dtypes, devices, options,
+and the values of ``cu_frames`` when they are on the host (a sequence of ints or a CPU
+tensor). A ``cu_frames`` tensor on CUDA is checked by the kernels on the device instead
+(no synchronisation), after a saturating conversion to int32 that turns every value outside
+int32 into one the device check rejects.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +15,23 @@ from collections.abc import Sequence
 import torch
 
 from .._utils import FLOAT_DTYPES, check_tensor
+from ..vocab import METRICS, VISUAL_MODES
 
 __all__ = [
     "MODES",
     "METRICS",
     "NONFINITE_MESSAGE",
     "MAGNITUDE_MESSAGE",
+    "as_cu_tensor",
     "normalize_cu_frames",
-    "check_visual_args",
+    "prepare_cu_frames",
     "check_cu_values",
+    "check_visual_args",
+    "raise_bad_features",
 ]
 
-MODES = ("adaptive", "manual", "ratio", "budget")
-METRICS = ("dissim", "cosine")
+#: the selection modes (from :mod:`sharpv_kernels.vocab`)
+MODES = VISUAL_MODES
 
 #: Error text for NaN/Inf features, the same from every backend.
 NONFINITE_MESSAGE = "features contain NaN or Inf"
@@ -30,33 +41,41 @@ MAGNITUDE_MESSAGE = (
     "(entries beyond about 1e19); rescale the features"
 )
 
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+#: largest finite float32
+_FLT_MAX = float(torch.finfo(torch.float32).max)
 
-def normalize_cu_frames(
+
+def as_cu_tensor(
     cu_frames: torch.Tensor | Sequence[int] | None, features: torch.Tensor
 ) -> torch.Tensor:
-    """Turn ``cu_frames`` (None, a sequence of ints or an integer tensor) into int32 on the
-    features' device. Values are checked by :func:`check_cu_values` (host tensors) or on
-    the device by the kernels (CUDA tensors, no synchronisation)."""
+    """``cu_frames`` as a tensor for the op: None becomes ``[0, total_frames]``, a sequence of
+    ints an int64 CPU tensor (values outside int32 are a ``ValueError`` naming ``cu_frames``);
+    a tensor is returned as it is (checked by :func:`check_visual_args`)."""
     if cu_frames is None:
-        return torch.tensor([0, features.shape[0]], dtype=torch.int32, device=features.device)
-    if not isinstance(cu_frames, torch.Tensor):
-        if not isinstance(cu_frames, Sequence) or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in cu_frames
-        ):
-            raise TypeError("cu_frames must be None, a sequence of ints or an integer tensor")
-        return torch.tensor(list(cu_frames), dtype=torch.int32, device=features.device)
-    if cu_frames.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"cu_frames must be an int32 or int64 tensor, got {cu_frames.dtype}")
-    if cu_frames.device != features.device:
-        raise ValueError(
-            f"cu_frames is on {cu_frames.device} but features are on {features.device}"
-        )
-    return cu_frames.to(torch.int32)
+        return torch.tensor([0, features.shape[0]], dtype=torch.int64)
+    if isinstance(cu_frames, torch.Tensor):
+        return cu_frames
+    if (
+        isinstance(cu_frames, (str, bytes))
+        or not isinstance(cu_frames, Sequence)
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in cu_frames)
+    ):
+        raise TypeError("cu_frames must be None, a sequence of ints or an integer tensor")
+    values = [int(x) for x in cu_frames]
+    _check_int32(values)
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def _check_int32(values: list[int]) -> None:
+    if any(not _INT32_MIN <= v <= _INT32_MAX for v in values):
+        raise ValueError(f"cu_frames values must fit in int32, got {values}")
 
 
 def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> None:
-    """Host-side value check of ``cu_frames`` (used for CPU tensors)."""
+    """Host-side value check of ``cu_frames`` (reads the tensor: one copy if on a device)."""
     cu = cu_frames.tolist()
+    _check_int32(cu)
     if (
         cu[0] != 0
         or cu[-1] != total_frames
@@ -68,12 +87,68 @@ def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> None:
         )
 
 
+def prepare_cu_frames(
+    cu_frames: torch.Tensor, features: torch.Tensor, *, check_on_host: bool
+) -> torch.Tensor:
+    """Contiguous int32 ``cu_frames`` on the features' device, from a checked tensor.
+
+    A CPU tensor is value-checked here (free: no device involved). A tensor on the features'
+    device is value-checked here only with ``check_on_host`` (one synchronisation); else it
+    is converted with saturation (values outside int32 become -1 or ``2**31 - 1``, which no
+    valid ``cu_frames`` holds), and the kernels check it on the device.
+    """
+    if cu_frames.device.type == "cpu" or check_on_host:
+        check_cu_values(cu_frames, features.shape[0])
+        return cu_frames.to(device=features.device, dtype=torch.int32).contiguous()
+    if cu_frames.dtype == torch.int64:
+        cu_frames = cu_frames.clamp(-1, _INT32_MAX)
+    return cu_frames.to(torch.int32).contiguous()
+
+
+def normalize_cu_frames(
+    cu_frames: torch.Tensor | Sequence[int] | None, features: torch.Tensor
+) -> torch.Tensor:
+    """Any accepted form of ``cu_frames`` (None, a sequence of ints, an int32/int64 tensor of
+    any strides on the CPU or the features' device) as contiguous int32 on the features'
+    device. Host values are checked here; a device tensor is converted with saturation (see
+    :func:`prepare_cu_frames`) and not read.
+
+    Examples:
+        >>> normalize_cu_frames([0, 2, 5], torch.zeros(5, 3, 4)).tolist()
+        [0, 2, 5]
+    """
+    cu = as_cu_tensor(cu_frames, features)
+    _check_cu_tensor(cu, features)
+    return prepare_cu_frames(cu, features, check_on_host=False)
+
+
 def _check_real(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def _check_cu_tensor(cu_frames: object, features: torch.Tensor) -> None:
+    if not isinstance(cu_frames, torch.Tensor):
+        raise TypeError(f"cu_frames must be an integer tensor, got {type(cu_frames).__name__}")
+    if cu_frames.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"cu_frames must be an int32 or int64 tensor, got {cu_frames.dtype}")
+    if cu_frames.device != features.device and cu_frames.device.type != "cpu":
+        raise ValueError(
+            f"cu_frames is on {cu_frames.device} but must be on the CPU or on the features' "
+            f"device {features.device}"
+        )
+    if cu_frames.dim() != 1 or cu_frames.numel() < 2:
+        raise ValueError(
+            f"cu_frames must be 1-D with B + 1 >= 2 entries, got shape {tuple(cu_frames.shape)}"
+        )
+    if cu_frames.numel() - 1 > features.shape[0]:
+        raise ValueError(
+            f"cu_frames describes {cu_frames.numel() - 1} videos "
+            f"but features hold only {features.shape[0]} frames"
+        )
 
 
 def check_visual_args(
@@ -88,7 +163,7 @@ def check_visual_args(
     min_keep: int,
     metric: str,
 ) -> None:
-    """Raise ``TypeError``/``ValueError`` naming the first bad argument."""
+    """Raise ``TypeError``/``ValueError`` naming the first bad argument (no device work)."""
     check_tensor("features", features, ndim=3)
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating tensor, got {features.dtype}")
@@ -101,20 +176,16 @@ def check_visual_args(
         raise ValueError(
             f"features must have no empty dimension, got shape {tuple(features.shape)}"
         )
-    if cu_frames.dim() != 1 or cu_frames.numel() < 2:
-        raise ValueError(
-            f"cu_frames must be 1-D with B + 1 >= 2 entries, got shape {tuple(cu_frames.shape)}"
-        )
-    if cu_frames.numel() - 1 > n_frames:
-        raise ValueError(
-            f"cu_frames describes {cu_frames.numel() - 1} videos "
-            f"but features hold only {n_frames} frames"
-        )
+    if n_frames > _INT32_MAX:
+        raise ValueError(f"features.shape[0] must fit in int32, got {n_frames}")
+    _check_cu_tensor(cu_frames, features)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    _check_real("w", w)
+    # S, T <= 2, so |I| <= 2 + 2 |w|: a w that makes that overflow float32 is a w error
+    if abs(_check_real("w", w)) > (_FLT_MAX - 2.0) / 2.0:
+        raise ValueError(f"w = {w} makes the scores I = T + w S overflow float32")
     _check_real("threshold", threshold)
     if isinstance(min_keep, bool) or not isinstance(min_keep, int):
         raise TypeError(f"min_keep must be an int, got {type(min_keep).__name__}")
@@ -129,3 +200,16 @@ def check_visual_args(
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         elif value is not None:
             raise ValueError(f"{name} is only used with mode={wanted!r}, got mode={mode!r}")
+
+
+def raise_bad_features(features: torch.Tensor, norms: torch.Tensor) -> None:
+    """Raise the features error when a token norm is not finite (reads one flag).
+
+    ``ValueError(NONFINITE_MESSAGE)`` when the features hold NaN/Inf, else
+    ``ValueError(MAGNITUDE_MESSAGE)``: finite features whose float32 norms overflow.
+    """
+    if bool(torch.isfinite(norms).all()):
+        return
+    if bool(torch.isfinite(features).all()):
+        raise ValueError(MAGNITUDE_MESSAGE)
+    raise ValueError(NONFINITE_MESSAGE)

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..vocab import BUDGET_BISECTION_STEPS, budget_token_count
+from ..vocab import BUDGET_BISECTION_STEPS, ZERO_NORM_EPS, budget_token_count, ratio_keep_count
 from .result import VisualPruneResult
 
 __all__ = [
@@ -24,21 +24,27 @@ __all__ = [
     "video_budget",
 ]
 
-_EPS = 1e-12
 
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    """SPEC 1: ``v / ||v||`` along the last dim; rows with norm <= 1e-12 map to zero."""
+def _unit(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPEC 1: ``v / ||v||`` along the last dim (rows with norm <= 1e-12 map to zero), and
+    which rows are non-zero."""
     norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    return torch.where(norm > _EPS, v / norm.clamp_min(_EPS), torch.zeros_like(v))
+    nonzero = norm > ZERO_NORM_EPS
+    return torch.where(nonzero, v / norm.clamp_min(ZERO_NORM_EPS), 0.0), nonzero[..., 0]
 
 
 def _dissim(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    """SPEC 2: ``||unit(a) - unit(b)||`` (``dissim``) or ``1 - cos(a, b)`` (``cosine``)."""
-    ua, ub = _unit(a), _unit(b)
+    """SPEC 2: ``||unit(a) - unit(b)||`` (``dissim``) or ``1 - cos(a, b)`` (``cosine``).
+
+    Both from the difference of the unit vectors, never from a dot product: ``1 - cos`` is
+    ``||u_a - u_b||^2 / 2`` for non-zero tokens (1 when either is zero), which is exactly 0
+    for identical tokens and free of the cancellation of ``1 - u_a . u_b``.
+    """
+    (ua, nz_a), (ub, nz_b) = _unit(a), _unit(b)
+    d = torch.linalg.vector_norm(ua - ub, dim=-1)
     if metric == "dissim":
-        return torch.linalg.vector_norm(ua - ub, dim=-1)
-    return 1.0 - (ua * ub).sum(-1)
+        return d
+    return torch.where(nz_a & nz_b, 0.5 * d.square(), 1.0)
 
 
 def _videos(cu_frames: torch.Tensor | None, total_frames: int) -> list[tuple[int, int]]:
@@ -169,7 +175,7 @@ def visual_prune_reference(
             if mode == "adaptive":
                 k = math.ceil(float(r[t] * f))  # product in the score dtype, as the kernels
             elif mode == "ratio":
-                k = math.ceil(keep_ratio * f)
+                k = ratio_keep_count(keep_ratio, f, min_keep)
             elif mode == "manual":
                 k = int((I[t] > threshold).sum())
             else:  # budget

@@ -1,30 +1,38 @@
 """``torch.ops.sharpv.visual_prune`` and ``torch.ops.sharpv.visual_scores``.
 
-CUDA tensors run the Triton kernels (``launch.py``); CPU tensors run the vectorized PyTorch
-path (``cpu.py``). The fake implementations give the data-dependent output size an unbacked
-symbol, so a function calling the op traces under ``torch.compile(fullgraph=True)``.
+One body per op picks the implementation with the backend switch
+(:func:`sharpv_kernels._utils.select_backend`, ``SHARPV_BACKEND=auto|triton|torch``, read at
+every call): the Triton kernels (``launch.py``) or the plain PyTorch path
+(``torch_path.py``). The fake implementations give the data-dependent output size an
+unbacked symbol, so a function calling the op traces under ``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .checks import NONFINITE_MESSAGE, check_cu_values, check_visual_args
-from .cpu import visual_prune_torch, visual_scores_cpu
+from .._utils import select_backend
+from .checks import check_visual_args, prepare_cu_frames, raise_bad_features
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
+from .torch_path import visual_prune_torch, visual_scores_torch
 
 __all__ = ["visual_prune_op", "visual_scores_op"]
 
 _Out6 = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _use_triton(features: torch.Tensor) -> bool:
-    return features.is_cuda
-
-
-def _check_cpu_data(bad: torch.Tensor) -> None:
-    if bool(bad):
-        raise ValueError(NONFINITE_MESSAGE)
+def _backend(features: torch.Tensor) -> str:
+    """The backend for these features, after the checks the kernels need."""
+    backend = select_backend(features.device)
+    if backend == "triton":
+        if features.dtype == torch.float64:
+            raise TypeError("features must be float32, float16 or bfloat16 for the Triton kernels")
+        if features.shape[1] > MAX_TOKENS_PER_FRAME:
+            raise ValueError(
+                f"features.shape[1] must be <= {MAX_TOKENS_PER_FRAME} for the Triton kernels, "
+                f"got {features.shape[1]}"
+            )
+    return backend
 
 
 @torch.library.custom_op("sharpv::visual_prune", mutates_args=())
@@ -47,20 +55,13 @@ def visual_prune_op(
         features, cu_frames, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
         budget=budget, min_keep=min_keep, metric=metric,
     )  # fmt: skip
-    cu_frames = cu_frames.to(torch.int32)
-    if _use_triton(features):
-        if features.shape[1] > MAX_TOKENS_PER_FRAME:
-            raise ValueError(f"features.shape[1] must be <= {MAX_TOKENS_PER_FRAME} on CUDA")
-        tokens, indices, counts, ratios, cu_tokens, scores = visual_prune_triton(
-            features, cu_frames, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
-            budget=budget, min_keep=min_keep, metric=metric,
-        )  # fmt: skip
-    else:
-        check_cu_values(cu_frames, features.shape[0])
-        tokens, indices, counts, ratios, cu_tokens, scores = visual_prune_torch(
-            features, cu_frames, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
-            budget=budget, min_keep=min_keep, metric=metric,
-        )  # fmt: skip
+    backend = _backend(features)
+    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend == "torch")
+    run = visual_prune_triton if backend == "triton" else visual_prune_torch
+    tokens, indices, counts, ratios, cu_tokens, scores = run(
+        features, cu, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
+        budget=budget, min_keep=min_keep, metric=metric,
+    )  # fmt: skip
     if not return_scores:
         scores = scores.new_empty(0)
     return tokens, indices, counts, ratios, cu_tokens, scores
@@ -92,13 +93,13 @@ def visual_scores_op(
         features, cu_frames, mode="adaptive", w=w, threshold=0.0, keep_ratio=None,
         budget=None, min_keep=0, metric=metric,
     )  # fmt: skip
-    cu_frames = cu_frames.to(torch.int32)
-    if _use_triton(features):
-        return visual_scores_triton(features, cu_frames, w=w, metric=metric)
-    check_cu_values(cu_frames, features.shape[0])
-    S, T, I, r, bad = visual_scores_cpu(features, cu_frames, w, metric)
-    _check_cpu_data(bad)
-    return S, T, I, r
+    backend = _backend(features)
+    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend == "torch")
+    if backend == "triton":
+        return visual_scores_triton(features, cu, w=w, metric=metric)
+    S, T, I, r, norms = visual_scores_torch(features, cu, w, metric)
+    raise_bad_features(features, norms)
+    return tuple(v.to(torch.float32) for v in (S, T, I, r))
 
 
 @visual_scores_op.register_fake
