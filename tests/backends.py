@@ -33,15 +33,3 @@ def backend(request, monkeypatch) -> str:
     """Runs the test once per backend, with ``SHARPV_BACKEND`` set accordingly."""
     monkeypatch.setenv("SHARPV_BACKEND", request.param)
     return request.param
-
-
-def xfail_pending_kernels(request, pending: set[str]) -> None:
-    """Strict xfail for the test ids in ``pending``: Triton cases that need the kernels
-    helper ``kern`` is changing (unit-vector scores, the magnitude error, overflow-free
-    similarities). Once those kernels are merged the cases pass, fail as XPASS(strict), and
-    the set must be emptied."""
-    test_id = request.node.callspec.id if hasattr(request.node, "callspec") else ""
-    if test_id in pending:
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="needs the kernels of helper kern")
-        )

@@ -16,26 +16,8 @@ from sharpv_kernels import (
 from sharpv_kernels.memory import kv_compact_reference, layer_similarity_reference
 from sharpv_kernels.visual.checks import MAGNITUDE_MESSAGE, NONFINITE_MESSAGE
 
-from .backends import backend, xfail_pending_kernels  # noqa: F401  (fixture)
+from .backends import backend  # noqa: F401  (fixture)
 from .visual_cases import make_features
-
-#: Triton cases that fail with the kernels on main today: the kernels report overflowing
-#: norms as NaN/Inf, the similarity kernel squares 1e20 entries, and the launcher's ratio
-#: count is ``ceil(keep_ratio * f)`` without the 1e-9 slack (0.14 x 50 keeps 8, not 7)
-#: (helper ``kern``).
-KERNELS_PENDING = {
-    "triton-torch.float32", "triton-torch.bfloat16", "triton-1e+20", "triton-1e+30",
-    "triton-0.14-50",
-}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _kernels_pending(request):
-    if request.node.name.startswith(
-        ("test_finite_features", "test_layer_similarity_extreme", "test_ratio_count")
-    ):
-        xfail_pending_kernels(request, KERNELS_PENDING)
-
 
 # ------------------------------------------------------------------ Visual SharpV: cu_frames
 

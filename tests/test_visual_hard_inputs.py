@@ -10,32 +10,11 @@ import torch
 from sharpv_kernels import visual_prune, visual_scores
 from sharpv_kernels.visual.naive import visual_scores_reference
 
-from .backends import backend, xfail_pending_kernels  # noqa: F401  (fixture)
+from .backends import backend  # noqa: F401  (fixture)
 from .visual_cases import DTYPES
 
 #: SPEC, Visual SharpV item 1
 SPEC_ATOL = 1e-5
-
-#: Triton cases that fail with the kernels on main today (they still evaluate the
-#: cancelling identity ``(|a-b|^2 - (|a|-|b|)^2) / (|a||b|)``); helper ``kern`` moves the
-#: kernels to the unit-vector design of ``docs/ops.md`` (see ``xfail_pending_kernels``).
-_DT = ("torch.float32", "torch.float16", "torch.bfloat16")
-KERNELS_PENDING = {
-    f"triton-{case}-{dtype}-{metric}"
-    for case, metrics in (
-        ("rescaled", ("dissim",)),
-        ("norm_spread", ("dissim", "cosine")),
-        ("outliers", ("dissim", "cosine")),
-        ("parallel_drift", ("dissim",)),
-    )
-    for dtype in _DT
-    for metric in metrics
-} | {f"triton-{dtype}" for dtype in _DT}
-
-
-@pytest.fixture(autouse=True)
-def _kernels_pending(request):
-    xfail_pending_kernels(request, KERNELS_PENDING)
 
 
 def _gen(seed: int) -> torch.Generator:
