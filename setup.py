@@ -33,7 +33,11 @@ setup(
         "bench": ["pytest-benchmark", "matplotlib"],
         "flash": ["flash-attn"],
     },
-    entry_points={"console_scripts": ["sharpv=sharpv.cli:main"]},
+    entry_points={
+        "console_scripts": ["sharpv=sharpv.cli:main"],
+        # vLLM calls this at start-up in every process; it imports vllm only there
+        "vllm.general_plugins": ["sharpv = sharpv.engines.vllm:register"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

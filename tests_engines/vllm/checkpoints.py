@@ -1,0 +1,127 @@
+"""Tiny random-weight checkpoints on disk (config, safetensors, tokenizer, processors).
+
+vLLM loads models from a folder, so the engine tests write one with the builders of
+:mod:`sharpv.tiny_models` and the processor classes of transformers. Nothing is downloaded.
+Frames of ``FRAME_SIZE`` pixels give 16 tokens per frame in both families: LLaVA-OneVision
+pools the ``8 x 8`` patch grid to ``4 x 4``; Qwen2.5-VL merges ``2 x 2`` of its ``8 x 8``
+patches and two frames per temporal group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sharpv.tiny_models import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_tokenizer
+
+__all__ = [
+    "FRAME_SIZE",
+    "LLAVA_TOKENS_PER_FRAME",
+    "QWEN_TOKENS_PER_GROUP",
+    "QWEN_FPS",
+    "make_video",
+    "write_llava_onevision",
+    "write_qwen2_5_vl",
+    "qwen_video_metadata",
+]
+
+FRAME_SIZE = 112
+LLAVA_TOKENS_PER_FRAME = 16
+QWEN_TOKENS_PER_GROUP = 16
+#: frames per second of the test videos: two frames per temporal group = one second
+QWEN_FPS = 2.0
+
+
+def make_video(n_frames: int, seed: int, size: int = FRAME_SIZE) -> np.ndarray:
+    """``(n, size, size, 3)`` uint8: a smooth random background with a moving bright square,
+    so frames differ by different amounts (SharpV's budget split has work to do)."""
+    g = np.random.default_rng(seed)
+    base = g.integers(0, 256, size=(1, size // 8, size // 8, 3)).astype(np.float32)
+    base = np.kron(base, np.ones((1, 8, 8, 1), np.float32))
+    video = np.repeat(base, n_frames, axis=0)
+    video += g.normal(0, 6, size=video.shape).astype(np.float32)
+    for t in range(n_frames):
+        step = int(g.integers(0, 3)) * 16  # some frames jump, some stay still
+        x = (t * step) % (size - 32)
+        video[t, 20 : 20 + 32, x : x + 32] = 255.0
+    return np.clip(video, 0, 255).astype(np.uint8)
+
+
+def qwen_video_metadata(n_frames: int) -> dict:
+    """The metadata vLLM's Qwen2.5-VL wants beside the frames (no resampling)."""
+    return {
+        "fps": QWEN_FPS,
+        "duration": n_frames / QWEN_FPS,
+        "total_num_frames": n_frames,
+        "frames_indices": list(range(n_frames)),
+        "video_backend": "opencv",
+        "do_sample_frames": False,
+    }
+
+
+def _set_architecture_fields(folder: Path) -> None:
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["torch_dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+
+
+def write_llava_onevision(folder: str | Path, seed: int = 0) -> Path:
+    """A LLaVA-OneVision checkpoint (Qwen2 LM, SigLIP tower, 112-pixel frames)."""
+    from transformers import (
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    folder = Path(folder)
+    model = tiny_llava_onevision(image_size=FRAME_SIZE, seed=seed, dtype=torch.float32)
+    model.save_pretrained(folder)
+    _set_architecture_fields(folder)
+    tok = tiny_tokenizer()
+    size = {"height": FRAME_SIZE, "width": FRAME_SIZE}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(
+            size=size,
+            image_grid_pinpoints=model.config.image_grid_pinpoints,
+        ),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tok,
+        num_image_tokens=(FRAME_SIZE // 14) ** 2,
+        vision_feature_select_strategy="full",
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_qwen2_5_vl(folder: str | Path, seed: int = 0) -> Path:
+    """A Qwen2.5-VL checkpoint (patch 14, merge 2, 112-pixel frames, tokenizer with the
+    Qwen placeholder names mapped to the tiny ids)."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    folder = Path(folder)
+    model = tiny_qwen2_5_vl(seed=seed, dtype=torch.float32)
+    model.save_pretrained(folder)
+    _set_architecture_fields(folder)
+    tok = tiny_tokenizer()
+    tok.image_token, tok.video_token = "<image>", "<video>"
+    pixels = FRAME_SIZE * FRAME_SIZE
+    size = {"shortest_edge": pixels, "longest_edge": pixels}
+    common = dict(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common, fps=QWEN_FPS, do_sample_frames=False),
+        tokenizer=tok,
+    )
+    processor.save_pretrained(folder)
+    # the processor reads its placeholder names from the tokenizer config
+    tcfg_path = folder / "tokenizer_config.json"
+    tcfg = json.loads(tcfg_path.read_text())
+    tcfg.setdefault("extra_special_tokens", {})
+    if isinstance(tcfg["extra_special_tokens"], dict):
+        tcfg["extra_special_tokens"].update(image_token="<image>", video_token="<video>")
+    tcfg_path.write_text(json.dumps(tcfg, indent=1))
+    return folder
