@@ -19,6 +19,7 @@ from sharpv.tiny_models import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_token
 
 __all__ = [
     "FRAME_SIZE",
+    "HIDDEN",
     "LLAVA_TOKENS_PER_FRAME",
     "QWEN_TOKENS_PER_GROUP",
     "QWEN_FPS",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 FRAME_SIZE = 112
+#: LM width: 4 heads of 32, the smallest head size vLLM's CPU attention supports
+HIDDEN = 128
 LLAVA_TOKENS_PER_FRAME = 16
 QWEN_TOKENS_PER_GROUP = 16
 #: frames per second of the test videos: two frames per temporal group = one second
@@ -58,7 +61,6 @@ def qwen_video_metadata(n_frames: int) -> dict:
         "total_num_frames": n_frames,
         "frames_indices": list(range(n_frames)),
         "video_backend": "opencv",
-        "do_sample_frames": False,
     }
 
 
@@ -67,6 +69,46 @@ def _set_architecture_fields(folder: Path) -> None:
     cfg = json.loads(cfg_path.read_text())
     cfg["torch_dtype"] = "float32"
     cfg_path.write_text(json.dumps(cfg, indent=1))
+
+
+def _hub_vision_names(folder: Path) -> None:
+    """Rename ``vision_tower.*`` to ``vision_tower.vision_model.*``, the layout of the
+    published LLaVA-OneVision checkpoints that vLLM's loader expects (transformers 5.19
+    saves the tower without the ``vision_model`` level; both load it back)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    prefix = "vision_tower."
+    renamed = {
+        (prefix + "vision_model." + k[len(prefix) :] if k.startswith(prefix) else k): v
+        for k, v in tensors.items()
+    }
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
+def _qwen_named_tokenizer():
+    """:func:`sharpv.tiny_models.tiny_tokenizer` with Qwen's placeholder names
+    (``<|image_pad|>`` 3, ``<|video_pad|>`` 4), which the Qwen processors look for."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    base = tiny_tokenizer()
+    names = {"<image>": "<|image_pad|>", "<video>": "<|video_pad|>"}
+    spec = base.backend_tokenizer.to_str()
+    for old, new in names.items():
+        spec = spec.replace(f'"{old}"', f'"{new}"')
+    specials = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(spec),
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=specials,
+    )
+    tok.padding_side = "left"
+    return tok
 
 
 def write_llava_onevision(folder: str | Path, seed: int = 0) -> Path:
@@ -78,9 +120,10 @@ def write_llava_onevision(folder: str | Path, seed: int = 0) -> Path:
     )
 
     folder = Path(folder)
-    model = tiny_llava_onevision(image_size=FRAME_SIZE, seed=seed, dtype=torch.float32)
+    model = tiny_llava_onevision(hidden=HIDDEN, image_size=FRAME_SIZE, seed=seed)
     model.save_pretrained(folder)
     _set_architecture_fields(folder)
+    _hub_vision_names(folder)
     tok = tiny_tokenizer()
     size = {"height": FRAME_SIZE, "width": FRAME_SIZE}
     processor = LlavaOnevisionProcessor(
@@ -103,25 +146,18 @@ def write_qwen2_5_vl(folder: str | Path, seed: int = 0) -> Path:
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     folder = Path(folder)
-    model = tiny_qwen2_5_vl(seed=seed, dtype=torch.float32)
+    model = tiny_qwen2_5_vl(hidden=HIDDEN, seed=seed)
     model.save_pretrained(folder)
     _set_architecture_fields(folder)
-    tok = tiny_tokenizer()
-    tok.image_token, tok.video_token = "<image>", "<video>"
+    tok = _qwen_named_tokenizer()
     pixels = FRAME_SIZE * FRAME_SIZE
     size = {"shortest_edge": pixels, "longest_edge": pixels}
     common = dict(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
+    common["cap_pixels_per_frame"] = False
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen2VLVideoProcessor(**common, fps=QWEN_FPS, do_sample_frames=False),
         tokenizer=tok,
     )
     processor.save_pretrained(folder)
-    # the processor reads its placeholder names from the tokenizer config
-    tcfg_path = folder / "tokenizer_config.json"
-    tcfg = json.loads(tcfg_path.read_text())
-    tcfg.setdefault("extra_special_tokens", {})
-    if isinstance(tcfg["extra_special_tokens"], dict):
-        tcfg["extra_special_tokens"].update(image_token="<image>", video_token="<video>")
-    tcfg_path.write_text(json.dumps(tcfg, indent=1))
     return folder
