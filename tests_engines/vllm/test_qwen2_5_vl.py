@@ -69,8 +69,8 @@ def test_kept_tokens_and_their_dense_mrope_positions(qwen_llm, qwen_dir):
     got = pruned[:, -4:-1].round().long()
     assert torch.equal(got, want)
     after = int(video[-1]) + 2  # the first text token after vision-end
-    # vLLM continues the text after the video at base + channel 3 (+ 1 for vision-end)
-    assert int(pruned[0, -1]) + base + 1 == int(pos[0, 0, after])
+    # the runner continues the text after the video (vision-end first) at base + channel 3
+    assert int(pruned[0, -1]) + base == int(pos[0, 0, after - 1])
 
 
 def _kept_indices(feats: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ reuses the hooks vLLM's own video pruning (EVS) goes through, with SharpV in the
 * ``_postprocess_video_embeds_evs`` keeps the tokens ``visual_prune(mode="budget")`` keeps
   and appends to each one its dense M-RoPE ``(t, h, w)`` position (vLLM's own rule for the
   dense prompt) plus, in the fourth channel, the offset at which the text after the video
-  continues (dense maximum + 1), so text positions are the dense ones too;
+  continues (as in transformers' dense prompt), so text positions are the dense ones too;
 * the model runner's ``recompute_mrope_positions`` then writes those positions into the
   request (on vLLM's CPU build this needs :mod:`sharpv.engines.vllm.runner_patch`).
 
@@ -43,11 +43,13 @@ __all__ = [
 
 def dense_mrope_positions(grid_thw: Sequence[int], merge: int, t_factor: float) -> torch.Tensor:
     """``(t * h' * w', 4)`` int64: dense M-RoPE ``(t, h, w)`` of a video's tokens, and in the
-    last channel the dense maximum + 1 (where the text after the video resumes).
+    last channel where the text after the video resumes.
 
-    Positions are relative to the token after the vision-start token, as vLLM's
-    ``get_mrope_input_positions`` lays out the dense prompt (``t`` scaled by ``t_factor`` =
-    seconds per grid step * tokens per second, then truncated).
+    Positions are relative to the token after the vision-start token; ``t`` is scaled by
+    ``t_factor`` (seconds per grid step * tokens per second) and truncated. The text after
+    the media resumes at ``max(h', w')``, the rule of transformers 5's ``get_rope_index``,
+    which the Hugging Face integration uses (vLLM's dense model resumes at the maximum
+    over ``(t, h, w)`` + 1 instead; the two differ when the scaled ``t`` exceeds the side).
 
     Examples:
         >>> dense_mrope_positions((2, 4, 4), 2, 1.0)[:, 3].unique().tolist()
@@ -61,7 +63,7 @@ def dense_mrope_positions(grid_thw: Sequence[int], merge: int, t_factor: float) 
     grid = grid.to(torch.float64)
     grid[0] = grid[0] * float(t_factor)
     grid = grid.to(torch.int64)  # truncation, as numpy's astype(int64)
-    resume = grid.max() + 1 if grid.numel() else torch.tensor(0)
+    resume = torch.tensor(max(h, w))
     return torch.cat([grid, resume.expand(1, grid.shape[1])], dim=0).T.contiguous()
 
 
@@ -115,6 +117,39 @@ class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         # route embed_multimodal through the pruning hooks (positions appended to every
         # image and video embedding, videos pruned in _postprocess_video_embeds_evs)
         self.is_multimodal_pruning_enabled = True
+
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list[Any]
+    ) -> tuple[torch.Tensor, int]:
+        """``(3, len(input_tokens))`` M-RoPE positions of the pruned prompt before the
+        vision tower runs, and the decode offset.
+
+        Text and images get their dense positions; a video's ``N`` placeholders get the
+        first ``N`` dense positions of its grid for now (the runner overwrites them with
+        the kept tokens' own positions once the embeddings exist), and the text after a
+        video resumes where it does in the dense prompt.
+        """
+        merge = self.config.vision_config.spatial_merge_size
+        tps = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
+        pieces: list[torch.Tensor] = []
+        start = nxt = 0
+        for feat in sorted(mm_features, key=lambda f: f.mm_position.offset):
+            offset, length = feat.mm_position.offset, feat.mm_position.length
+            pieces.append(torch.arange(offset - start).expand(3, -1) + nxt)
+            nxt += offset - start
+            if feat.modality == "video":
+                grid = feat.data["video_grid_thw"].data.tolist()
+                sec = feat.data.get("second_per_grid_ts")
+                t_factor = (1.0 if sec is None else float(sec.data)) * tps
+            else:
+                grid, t_factor = feat.data["image_grid_thw"].data.tolist(), 1.0
+            pos = dense_mrope_positions(grid, merge, t_factor)
+            pieces.append(pos[:length, :3].T + nxt)
+            nxt += int(pos[0, 3]) if len(pos) else 0
+            start = offset + length
+        pieces.append(torch.arange(len(input_tokens) - start).expand(3, -1) + nxt)
+        positions = torch.cat(pieces, dim=1)
+        return positions, int(positions.max()) + 1 - len(input_tokens)
 
     def _postprocess_video_embeds_evs(
         self, video_embeds_split: Sequence[torch.Tensor], video_input: Any
