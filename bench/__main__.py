@@ -3,7 +3,9 @@
 * ``ops`` (default): microbenchmarks of every ``torch.ops.sharpv`` operator against its
   eager reference, ``torch.compile`` of it and (``kv_compact_``) gather-then-contiguous;
 * ``e2e``: LLaVA-OneVision (random weights) end to end: dense, SharpV and the baselines;
-* ``report``: markdown tables and PNG plots from result JSON files.
+* ``report``: markdown tables and PNG plots from result JSON files;
+* ``vllm``: dense vs SharpV vs vLLM's EVS inside vLLM's CPU build (run with the vLLM lane's
+  venv, ``.venv-vllm/bin/python -m bench vllm``).
 
 Each sub-command takes ``--help``.
 """
@@ -22,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_e2e import main as run
     elif cmd == "report":
         from .report import main as run
+    elif cmd == "vllm":
+        from .bench_vllm import main as run
     else:
-        print(f"usage: python -m bench [ops|e2e|report] ...; unknown command {cmd!r}")
+        print(f"usage: python -m bench [ops|e2e|report|vllm] ...; unknown command {cmd!r}")
         return 2
     return run(argv)
 

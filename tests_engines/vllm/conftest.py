@@ -22,7 +22,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-import checkpoints  # noqa: E402
+from sharpv.engines.vllm import checkpoints  # noqa: E402
 
 #: retention of every test (the SPEC's budget b)
 BUDGET = 0.3

@@ -24,7 +24,7 @@ def check_prompt_counts(llm, family: Family) -> None:
     from conftest import BUDGET
     from vllm import SamplingParams
 
-    from checkpoints import make_video
+    from sharpv.engines.vllm.checkpoints import make_video
 
     batch = [[8], [4, 6], [12], [2, 10]]
     requests = [
@@ -48,7 +48,7 @@ def check_greedy_matches_hf(llm, path, family: Family, n_frames: tuple[int, ...]
     from conftest import BUDGET
     from vllm import SamplingParams
 
-    from checkpoints import make_video
+    from sharpv.engines.vllm.checkpoints import make_video
 
     videos = [make_video(n, seed=100 + n) for n in n_frames]
     ref = hf_greedy(path, family, videos, BUDGET, STEPS)
@@ -98,6 +98,6 @@ def assert_rows_equal(got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 def frames_array(n: int, seed: int) -> np.ndarray:
-    from checkpoints import make_video
+    from sharpv.engines.vllm.checkpoints import make_video
 
     return make_video(n, seed=seed)

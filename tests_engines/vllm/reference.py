@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import checkpoints
+from sharpv.engines.vllm import checkpoints
 
 __all__ = ["Family", "LLAVA", "QWEN", "HFGreedy", "hf_greedy", "vllm_request"]
 

@@ -14,7 +14,7 @@ from engine_checks import (
 )
 from reference import QWEN
 
-import checkpoints
+from sharpv.engines.vllm import checkpoints
 
 
 def test_prompt_video_tokens_follow_the_budget_formula(qwen_llm):

@@ -1,7 +1,8 @@
 """Tiny random-weight checkpoints on disk (config, safetensors, tokenizer, processors).
 
-vLLM loads models from a folder, so the engine tests write one with the builders of
-:mod:`sharpv.tiny_models` and the processor classes of transformers. Nothing is downloaded.
+vLLM loads models from a folder, so the engine tests and ``python -m bench vllm`` write one
+with the builders of :mod:`sharpv.tiny_models` and the processor classes of transformers
+(transformers with torchvision required). Nothing is downloaded; vLLM is not imported.
 Frames of ``FRAME_SIZE`` pixels give 16 tokens per frame in both families: LLaVA-OneVision
 pools the ``8 x 8`` patch grid to ``4 x 4``; Qwen2.5-VL merges ``2 x 2`` of its ``8 x 8``
 patches and two frames per temporal group.
@@ -13,8 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from sharpv.tiny_models import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_tokenizer
 
 __all__ = [
@@ -112,7 +111,12 @@ def _qwen_named_tokenizer():
 
 
 def write_llava_onevision(folder: str | Path, seed: int = 0) -> Path:
-    """A LLaVA-OneVision checkpoint (Qwen2 LM, SigLIP tower, 112-pixel frames)."""
+    """A LLaVA-OneVision checkpoint (Qwen2 LM, SigLIP tower, 112-pixel frames).
+
+    Examples:
+        >>> import tempfile
+        >>> path = write_llava_onevision(tempfile.mkdtemp())  # doctest: +SKIP
+    """
     from transformers import (
         LlavaOnevisionImageProcessor,
         LlavaOnevisionProcessor,
@@ -140,9 +144,14 @@ def write_llava_onevision(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_qwen2_5_vl(folder: str | Path, seed: int = 0) -> Path:
-    """A Qwen2.5-VL checkpoint (patch 14, merge 2, 112-pixel frames, tokenizer with the
-    Qwen placeholder names mapped to the tiny ids)."""
+def write_qwen2_5_vl(folder: str | Path, seed: int = 0, frame_size: int = FRAME_SIZE) -> Path:
+    """A Qwen2.5-VL checkpoint (patch 14, merge 2, ``frame_size``-pixel frames, tokenizer
+    with the Qwen placeholder names mapped to the tiny ids).
+
+    Examples:
+        >>> import tempfile
+        >>> path = write_qwen2_5_vl(tempfile.mkdtemp())  # doctest: +SKIP
+    """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     folder = Path(folder)
@@ -150,7 +159,7 @@ def write_qwen2_5_vl(folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     _set_architecture_fields(folder)
     tok = _qwen_named_tokenizer()
-    pixels = FRAME_SIZE * FRAME_SIZE
+    pixels = frame_size * frame_size
     size = {"shortest_edge": pixels, "longest_edge": pixels}
     common = dict(size=size, patch_size=14, temporal_patch_size=2, merge_size=2)
     common["cap_pixels_per_frame"] = False
