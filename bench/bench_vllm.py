@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 def _engine(method: str, path: Path, budget: float):
     from vllm import LLM
 
-    overrides: dict[str, Any] = {"architectures": [SHARPV_ARCH if method == "sharpv" else DENSE_ARCH]}
+    overrides: dict[str, Any] = {
+        "architectures": [SHARPV_ARCH if method == "sharpv" else DENSE_ARCH]
+    }
     extra: dict[str, Any] = {}
     if method == "sharpv":
         overrides["sharpv"] = {"budget": budget}
@@ -141,8 +143,8 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     llm = _engine(args.worker, args.checkpoint, args.budget)
     startup = time.perf_counter() - t0
     seed = iter(range(1000))
-    llm.generate([_request(args.frames, next(seed), args.frame_size)],
-                 SamplingParams(temperature=0, max_tokens=2))  # fmt: skip  (warm-up)
+    warm_up = [_request(args.frames, next(seed), args.frame_size)]
+    llm.generate(warm_up, SamplingParams(temperature=0, max_tokens=2), use_tqdm=False)
     one = SamplingParams(temperature=0, max_tokens=1)
     ttft, prompt_tokens = [], 0
     for _ in range(args.reps):

@@ -42,9 +42,9 @@ QWEN = Family(
 )  # fmt: skip
 
 
-def vllm_request(family: Family, videos: list[np.ndarray], question: str | None = None) -> dict:
+def vllm_request(family: Family, videos: list[np.ndarray]) -> dict:
     """One ``LLM.generate`` request: the prompt text and its videos."""
-    prompt = family.prompt(len(videos)) if question is None else family.prompt(len(videos), question)
+    prompt = family.prompt(len(videos))
     if family is QWEN:
         items = [(v, checkpoints.qwen_video_metadata(v.shape[0])) for v in videos]
     else:
@@ -64,8 +64,9 @@ def hf_greedy(
     path: Path, family: Family, videos: list[np.ndarray], budget: float, max_new_tokens: int
 ) -> HFGreedy:
     """Greedy tokens of the transformers model with ``apply_sharpv(mode="budget")``."""
-    import sharpv
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import sharpv
 
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(

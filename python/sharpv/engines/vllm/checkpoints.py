@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from sharpv.tiny_models import tiny_llava_onevision, tiny_qwen2_5_vl, tiny_tokenizer
 
 __all__ = [
