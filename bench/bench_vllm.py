@@ -12,9 +12,10 @@ no engine state is shared:
 
 Each process measures, on videos it has not seen before (the processor cache is off):
 
-* TTFT: wall time of one request with one video and ``max_tokens=1`` (median of ``--reps``);
+* TTFT: wall time of one request with one video and ``max_tokens=1`` (median and minimum
+  of ``--reps``; on a shared machine the minimum is the less disturbed estimate);
 * throughput: ``--batch`` requests with one video each, ``--new-tokens`` greedy tokens each,
-  generated tokens per second of wall time (median of ``--reps``);
+  generated tokens per second of wall time (median and maximum of ``--reps``);
 * the pruning step's own cost: ``_postprocess_video_embeds_evs`` (SharpV's or EVS's kept
   set, positions appended) on one video's embeddings, median of 20 calls; dense has none.
 
@@ -167,8 +168,10 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         "startup_s": startup,
         "prompt_tokens": prompt_tokens,
         "ttft_median_s": statistics.median(ttft),
+        "ttft_min_s": min(ttft),
         "ttft_all_s": ttft,
         "throughput_tok_s": statistics.median(tput),
+        "throughput_max_tok_s": max(tput),
         "throughput_all_tok_s": tput,
         "prune_step_median_s": prune,
     }
@@ -256,7 +259,8 @@ def _print_row(row: dict[str, Any]) -> None:
     prune = row["prune_step_median_s"]
     print(
         f"{row['method']:>7}: prompt {row['prompt_tokens']:5d} tok, "
-        f"TTFT {1e3 * row['ttft_median_s']:8.1f} ms, {row['throughput_tok_s']:7.1f} tok/s, "
+        f"TTFT median {1e3 * row['ttft_median_s']:7.1f} ms (min {1e3 * row['ttft_min_s']:7.1f}), "
+        f"{row['throughput_tok_s']:6.1f} tok/s (max {row['throughput_max_tok_s']:6.1f}), "
         f"prune step {'-' if prune is None else f'{1e3 * prune:.2f} ms'}",
         flush=True,
     )
