@@ -37,6 +37,8 @@ setup(
         "console_scripts": ["sharpv=sharpv.cli:main"],
         # lmms-eval finds the ``sharpv`` model here (``lmms-eval eval --model sharpv``)
         "lmms_eval.models": ["sharpv = sharpv.engines.lmms:manifest"],
+        # vLLM calls this at start-up in every process; it imports vllm only there
+        "vllm.general_plugins": ["sharpv = sharpv.engines.vllm:register"],
     },
     # an SPDX expression (PEP 639); a "License ::" classifier beside it is deprecated
     license_expression="Apache-2.0",

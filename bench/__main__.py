@@ -5,6 +5,8 @@
 * ``e2e``: LLaVA-OneVision (random weights) end to end: dense, SharpV and the baselines;
 * ``report``: markdown tables and PNG plots from result JSON files;
 * ``model``: the static GPU performance model (predicted, no GPU needed).
+* ``vllm``: dense vs SharpV vs vLLM's EVS inside vLLM's CPU build (run with the vLLM lane's
+  venv, ``.venv-vllm/bin/python -m bench vllm``).
 
 Each sub-command takes ``--help``.
 """
@@ -25,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from .report import main as run
     elif cmd == "model":
         from .model import main as run
+    elif cmd == "vllm":
+        from .bench_vllm import main as run
     else:
-        print(f"usage: python -m bench [ops|e2e|report|model] ...; unknown command {cmd!r}")
+        print(f"usage: python -m bench [ops|e2e|report|model|vllm] ...; unknown command {cmd!r}")
         return 2
     return run(argv)
 

