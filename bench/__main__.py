@@ -1,10 +1,10 @@
-"""``python -m bench [ops|e2e|report|model] ...``: the benchmark suite's one entry point.
+"""``python -m bench [ops|e2e|report|model|vllm] ...``: the benchmark suite's one entry point.
 
 * ``ops`` (default): microbenchmarks of every ``torch.ops.sharpv`` operator against its
   eager reference, ``torch.compile`` of it and (``kv_compact_``) gather-then-contiguous;
 * ``e2e``: LLaVA-OneVision (random weights) end to end: dense, SharpV and the baselines;
 * ``report``: markdown tables and PNG plots from result JSON files;
-* ``model``: the static GPU performance model (predicted, no GPU needed).
+* ``model``: the static GPU performance model (predicted, no GPU needed);
 * ``vllm``: dense vs SharpV vs vLLM's EVS inside vLLM's CPU build (run with the vLLM lane's
   venv, ``.venv-vllm/bin/python -m bench vllm``).
 
