@@ -114,7 +114,7 @@ def test_config_defaults_and_validation():
         {"mode": "budget"},
         {"keep_ratio": 0.0},
         {"budget": 1.5},
-        {"min_keep": 0},
+        {"min_keep": -1},  # the op takes min_keep in [0, f]
         {"metric": "l2"},
         {"w": float("nan")},
         {"memory_threshold": 2.0},
