@@ -7,6 +7,9 @@ convention shared by every builder: ``0`` pad, ``1`` bos, ``2`` eos, ``3`` image
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -46,7 +49,24 @@ def _text_kwargs(hidden: int, layers: int, vocab: int, heads: int, kv_heads: int
     }
 
 
-def _finish(model: torch.nn.Module, seed: int, dtype: torch.dtype) -> torch.nn.Module:
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run the block with the CPU RNG seeded with ``seed``; the caller's RNG state is restored
+    afterwards (transformers initialises weights from the global generator)."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+def _rope_kwargs(config_cls: type, theta: float, mrope_section: list[int]) -> dict[str, Any]:
+    """M-RoPE settings under the name ``config_cls`` takes: ``rope_parameters`` (transformers
+    5) or ``rope_scaling`` plus ``rope_theta`` (4.x)."""
+    params = {"rope_type": "default", "mrope_section": list(mrope_section)}
+    if "rope_parameters" in inspect.signature(config_cls.__init__).parameters:
+        return {"rope_parameters": {**params, "rope_theta": theta}}
+    return {"rope_scaling": params, "rope_theta": theta}
+
+
+def _finish(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     model = model.to(dtype).eval()
     gc = model.generation_config
     gc.pad_token_id, gc.bos_token_id, gc.eos_token_id = PAD_ID, BOS_ID, EOS_ID
@@ -78,7 +98,6 @@ def tiny_llava_onevision(
         SiglipVisionConfig,
     )
 
-    torch.manual_seed(seed)
     vision = SiglipVisionConfig(
         hidden_size=vision_hidden,
         intermediate_size=2 * vision_hidden,
@@ -99,8 +118,9 @@ def tiny_llava_onevision(
         image_grid_pinpoints=[[image_size, image_size], [image_size, 2 * image_size]],
     )
     config._attn_implementation = attn_implementation
-    model = LlavaOnevisionForConditionalGeneration(config)
-    return _finish(model, seed, dtype)
+    with _seeded(seed):
+        model = LlavaOnevisionForConditionalGeneration(config)
+    return _finish(model, dtype)
 
 
 def tiny_llava_next_video(
@@ -127,7 +147,6 @@ def tiny_llava_next_video(
         LlavaNextVideoForConditionalGeneration,
     )
 
-    torch.manual_seed(seed)
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden,
         intermediate_size=2 * vision_hidden,
@@ -152,8 +171,9 @@ def tiny_llava_next_video(
         video_seq_length=(image_size // patch_size // 2) ** 2,
     )
     config._attn_implementation = attn_implementation
-    model = LlavaNextVideoForConditionalGeneration(config)
-    return _finish(model, seed, dtype)
+    with _seeded(seed):
+        model = LlavaNextVideoForConditionalGeneration(config)
+    return _finish(model, dtype)
 
 
 def _qwen_vl(
@@ -170,17 +190,11 @@ def _qwen_vl(
 ) -> torch.nn.Module:
     import transformers
 
-    torch.manual_seed(seed)
     head_dim = hidden // 4
     # mrope sections (t, h, w) sum to head_dim // 2
     half = head_dim // 2
     section = [half - 2 * (half // 4), half // 4, half // 4]
     text = _text_kwargs(hidden, layers, vocab, 4, 2)
-    text["rope_parameters"] = {
-        "rope_type": "default",
-        "rope_theta": 10000.0,
-        "mrope_section": section,
-    }
     vision: dict[str, Any] = {
         "depth": vision_layers,
         "hidden_size": vision_hidden,
@@ -199,12 +213,15 @@ def _qwen_vl(
             tokens_per_second=2,
         )
         cfg_cls = transformers.Qwen2_5_VLConfig
+        text_cls = transformers.Qwen2_5_VLTextConfig
         model_cls = transformers.Qwen2_5_VLForConditionalGeneration
     else:
         vision.update(embed_dim=vision_hidden, mlp_ratio=2, hidden_size=hidden)
         vision.pop("out_hidden_size")
         cfg_cls = transformers.Qwen2VLConfig
+        text_cls = transformers.Qwen2VLTextConfig
         model_cls = transformers.Qwen2VLForConditionalGeneration
+    text.update(_rope_kwargs(text_cls, 10000.0, section))
     config = cfg_cls(
         text_config=text,
         vision_config=vision,
@@ -214,8 +231,9 @@ def _qwen_vl(
         vision_end_token_id=VISION_END_ID,
     )
     config._attn_implementation = attn_implementation
-    model = model_cls(config)
-    return _finish(model, seed, dtype)
+    with _seeded(seed):
+        model = model_cls(config)
+    return _finish(model, dtype)
 
 
 def tiny_qwen2_5_vl(
