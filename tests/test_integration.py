@@ -516,3 +516,53 @@ def test_memory_on_padded_batch_matches_each_alone():
     out = greedy(model, input_ids=ids, attention_mask=mask, pixel_values_videos=clips)
     for b in range(2):
         assert (out[b, L:].tolist(), model.sharpv_stats[b].dropped_layers.tolist()) == alone[b]
+
+
+# ------------------------------------------------------------------ harness and helpers
+def test_tiny_models_leave_the_callers_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = tiny_qwen2_vl(layers=1, vision_layers=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = tiny_qwen2_vl(layers=1, vision_layers=1, seed=3)
+    c = tiny_qwen2_vl(layers=1, vision_layers=1, seed=4)
+    pa, pb, pc = (dict(m.named_parameters()) for m in (a, b, c))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert any(not torch.equal(pa[k], pc[k]) for k in pa)
+    # the M-RoPE sections reach the model under this release's config names
+    assert tiny_qwen2_vl(layers=1, vision_layers=1).model.language_model.rotary_emb is not None
+
+
+def test_load_model_reads_a_saved_checkpoint_in_the_requested_dtype(tmp_path):
+    from sharpv.adapters import load_model
+
+    src = tiny_qwen2_vl(layers=1, vision_layers=1, seed=5)
+    src.save_pretrained(tmp_path)
+    model, adapter = load_model(str(tmp_path), dtype=torch.bfloat16)
+    assert type(adapter).__name__ == "QwenVLAdapter" and not model.training
+    assert type(model) is type(src) and model.dtype == torch.bfloat16
+    want = dict(src.named_parameters())
+    for k, p in model.named_parameters():
+        assert torch.equal(p, want[k].to(torch.bfloat16)), k
+    llama = tmp_path / "llama"
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=8, hidden_size=8, num_attention_heads=2).save_pretrained(llama)
+    with pytest.raises(UnsupportedModelError, match="'llama'"):
+        load_model(str(llama))  # before any weight is read: there are none
+
+
+def test_stage_callback_times_each_stage_of_every_call():
+    model = tiny("llava_next_video")
+    T = 3
+    ids, pix = llava_prompt("llava_next_video", T), video(T, seed=14)
+    seen = []
+    cfg = sharpv.SharpVConfig(memory=False)
+    sharpv.apply_sharpv(model, cfg, on_stage=lambda stage, s: seen.append((stage, s)))
+    with_cb = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    assert [st for st, _ in seen] == ["features", "prune", "rebuild"] * 2
+    assert all(s >= 0 for _, s in seen)
+    sharpv.apply_sharpv(model, cfg)  # no callback: same answer
+    plain = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    assert with_cb.tolist() == plain.tolist()

@@ -54,6 +54,7 @@ def _seeded(seed: int) -> Iterator[None]:
     """Run the block with the CPU RNG seeded with ``seed``; the caller's RNG state is restored
     afterwards (transformers initialises weights from the global generator)."""
     with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         yield
 
 

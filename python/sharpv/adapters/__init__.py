@@ -3,6 +3,8 @@
 ``get_adapter(model)`` returns the adapter serving ``model.config.model_type`` and raises
 :class:`UnsupportedModelError` (a ``ValueError``) listing the supported types otherwise.
 Third-party code may add a family with ``@register_adapter("my_model_type")``.
+``load_model(name, dtype=...)`` loads a supported checkpoint with any tested transformers
+release (the ``dtype`` keyword is spelled as the release takes it).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .loading import load_model
+
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Adapter
 
 __all__ = [
+    "load_model",
     "UnsupportedModelError",
     "register_adapter",
     "get_adapter",
