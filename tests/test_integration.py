@@ -550,6 +550,10 @@ def test_load_model_reads_a_saved_checkpoint_in_the_requested_dtype(tmp_path):
     LlamaConfig(vocab_size=8, hidden_size=8, num_attention_heads=2).save_pretrained(llama)
     with pytest.raises(UnsupportedModelError, match="'llama'"):
         load_model(str(llama))  # before any weight is read: there are none
+    empty = tmp_path / "empty"  # 4.x's AutoConfig would call this an "mpt" model
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model(str(empty))
 
 
 def test_stage_callback_times_each_stage_of_every_call():

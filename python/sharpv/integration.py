@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from sharpv_kernels.vocab import INTRA_LLM_BASELINES
+
 from .adapters import get_adapter
 from .adapters.base import Adapter, VideoFeatures
 from .config import SharpVConfig
@@ -187,7 +189,7 @@ def _prune(config: SharpVConfig, frames: list[torch.Tensor]) -> _Kept:
     """Stage 2: one varlen pruner call per frame shape ``(f, d)`` (usually one for the whole
     batch); its packed ``tokens`` are the kept rows, used as they are."""
     kept = _keep_all(frames)
-    if not (config.visual and config.method != "fastv"):
+    if not config.visual or config.method in INTRA_LLM_BASELINES:
         return kept
     prune = config.pruner()
     groups: dict[tuple[int, int], list[int]] = {}
@@ -434,7 +436,9 @@ def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         attention_mask=prep.attention_mask,
     )
     use_memory = config.memory and bool(prep.visual_mask.any())
-    use_fastv = config.method == "fastv" and config.visual and bool(prep.visual_mask.any())
+    use_fastv = (
+        config.method in INTRA_LLM_BASELINES and config.visual and bool(prep.visual_mask.any())
+    )
     if use_memory:
         ctx = _memory_context(self, prep.visual_mask, config.memory_threshold)
     elif use_fastv:
@@ -504,6 +508,15 @@ def apply_sharpv(
         sharpv.adapters.UnsupportedModelError: unsupported ``model_type`` (lists the
             supported ones).
         TypeError: ``config`` is not a :class:`SharpVConfig`.
+
+    Examples:
+        >>> from sharpv.tiny_models import tiny_llava_onevision, BOS_ID, VIDEO_ID
+        >>> model = apply_sharpv(tiny_llava_onevision(), SharpVConfig(memory=False))
+        >>> ids = torch.tensor([[BOS_ID] + [VIDEO_ID] * (3 * 4 + 1)])  # 3 frames, newline
+        >>> out = model.generate(input_ids=ids, pixel_values_videos=torch.randn(1, 3, 3, 56, 56),
+        ...                      max_new_tokens=2, do_sample=False)
+        >>> out.shape[1] == ids.shape[1] + 2, model.sharpv_stats[0].visual_tokens_in
+        (True, 12)
     """
     if config is None:
         config = SharpVConfig()
@@ -528,7 +541,14 @@ def apply_sharpv(
 
 
 def revert_sharpv(model: torch.nn.Module) -> torch.nn.Module:
-    """Undo :func:`apply_sharpv`: the instance is as it was before (a no-op if not applied)."""
+    """Undo :func:`apply_sharpv`: the instance is as it was before (a no-op if not applied).
+
+    Examples:
+        >>> from sharpv.tiny_models import tiny_qwen2_vl
+        >>> model = tiny_qwen2_vl()
+        >>> "generate" in revert_sharpv(apply_sharpv(model)).__dict__
+        False
+    """
     state: _SharpVState | None = model.__dict__.get("_sharpv")
     if state is None:
         return model

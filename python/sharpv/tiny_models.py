@@ -91,6 +91,12 @@ def tiny_llava_onevision(
 
     A frame of ``image_size`` pixels gives ``ceil(p / 2) ** 2`` video tokens with
     ``p = image_size // patch_size`` (4 for the defaults), plus one newline per video.
+    Weights come from ``seed``; the caller's random state is left as it was.
+
+    Examples:
+        >>> model = tiny_llava_onevision(layers=2)
+        >>> model.config.model_type, model.config.text_config.num_hidden_layers
+        ('llava_onevision', 2)
     """
     from transformers import (
         LlavaOnevisionConfig,
@@ -140,6 +146,11 @@ def tiny_llava_next_video(
     """A ``LlavaNextVideoForConditionalGeneration`` (Llama LM, CLIP tower), random weights.
 
     A frame gives ``(p // 2) ** 2`` video tokens (average pooling, stride 2), no newline.
+    Weights come from ``seed``; the caller's random state is left as it was.
+
+    Examples:
+        >>> tiny_llava_next_video().config.model_type
+        'llava_next_video'
     """
     from transformers import (
         CLIPVisionConfig,
@@ -248,7 +259,14 @@ def tiny_qwen2_5_vl(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> torch.nn.Module:
-    """A ``Qwen2_5_VLForConditionalGeneration`` with random weights (patch 14, merge 2)."""
+    """A ``Qwen2_5_VLForConditionalGeneration`` with random weights (patch 14, merge 2).
+
+    Weights come from ``seed``; the caller's random state is left as it was.
+
+    Examples:
+        >>> tiny_qwen2_5_vl(layers=1).config.model_type
+        'qwen2_5_vl'
+    """
     return _qwen_vl(
         "qwen2_5_vl",
         hidden=hidden,
@@ -273,7 +291,14 @@ def tiny_qwen2_vl(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> torch.nn.Module:
-    """A ``Qwen2VLForConditionalGeneration`` with random weights (patch 14, merge 2)."""
+    """A ``Qwen2VLForConditionalGeneration`` with random weights (patch 14, merge 2).
+
+    Weights come from ``seed``; the caller's random state is left as it was.
+
+    Examples:
+        >>> tiny_qwen2_vl(layers=1).config.model_type
+        'qwen2_vl'
+    """
     return _qwen_vl(
         "qwen2_vl",
         hidden=hidden,
@@ -305,6 +330,10 @@ def tiny_tokenizer(vocab: int = 128):
     ``<|vision_start|>`` 5, ``<|vision_end|>`` 6, ``<unk>`` 7; then plain words up to
     ``vocab`` entries. ``tokenizer.save_pretrained(folder)`` makes the folder loadable with
     ``AutoTokenizer``.
+
+    Examples:
+        >>> tiny_tokenizer()("what is the video ?").input_ids
+        [21, 11, 8, 30, 104]
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -36,7 +36,16 @@ class UnsupportedModelError(ValueError):
 
 
 def register_adapter(*model_types: str) -> Callable[[type[Adapter]], type[Adapter]]:
-    """Class decorator registering an :class:`~sharpv.adapters.base.Adapter` subclass."""
+    """Class decorator registering an :class:`~sharpv.adapters.base.Adapter` subclass.
+
+    Examples:
+        >>> from sharpv.adapters.llava import LlavaOnevisionAdapter
+        >>> @register_adapter("my_llava_video")
+        ... class MyAdapter(LlavaOnevisionAdapter):
+        ...     model_types = ("my_llava_video",)
+        >>> "my_llava_video" in supported_model_types()
+        True
+    """
 
     def deco(cls: type[Adapter]) -> type[Adapter]:
         for mt in model_types:
@@ -52,7 +61,12 @@ def _load_builtin() -> None:
 
 
 def supported_model_types() -> list[str]:
-    """Sorted ``model_type`` values with an adapter."""
+    """Sorted ``model_type`` values with an adapter.
+
+    Examples:
+        >>> "qwen2_5_vl" in supported_model_types()
+        True
+    """
     _load_builtin()
     return sorted(_REGISTRY)
 
@@ -67,6 +81,11 @@ def get_adapter(model_or_config: Any) -> Adapter:
 
     Raises:
         UnsupportedModelError: no adapter is registered for its ``model_type``.
+
+    Examples:
+        >>> from transformers import Qwen2VLConfig
+        >>> type(get_adapter(Qwen2VLConfig())).__name__
+        'QwenVLAdapter'
     """
     _load_builtin()
     mt = _model_type(model_or_config)

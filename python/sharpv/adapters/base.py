@@ -208,6 +208,10 @@ def expand_placeholder(ids: list[int], token_id: int, count: int) -> list[int]:
 
     Raises:
         ValueError: ``token_id`` is not in ``ids`` exactly once.
+
+    Examples:
+        >>> expand_placeholder([1, 4, 9], token_id=4, count=3)
+        [1, 4, 4, 4, 9]
     """
     where = [i for i, t in enumerate(ids) if t == token_id]
     if len(where) != 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,6 +56,8 @@ def load_model(
         **kwargs: more ``from_pretrained`` arguments (``attn_implementation``, ...).
 
     Raises:
+        FileNotFoundError: ``name`` is a folder without ``config.json`` (transformers 4.x
+            would otherwise guess a model type from the folder's name).
         sharpv.adapters.UnsupportedModelError: the checkpoint's ``model_type`` has no adapter.
 
     Examples:
@@ -70,6 +73,8 @@ def load_model(
 
     from . import get_adapter
 
+    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        raise FileNotFoundError(f"model folder {name!r} has no config.json")
     config = transformers.AutoConfig.from_pretrained(name)
     adapter = get_adapter(config)
     archs = getattr(config, "architectures", None) or []
