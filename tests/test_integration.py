@@ -499,6 +499,41 @@ def test_memory_exactness_through_adapter(kind, attn):
     assert out[0, len(ids) :].tolist() == expected[0].tolist()
 
 
+def test_qwen_memory_exactness_through_adapter():
+    """Both stages on an M-RoPE model: the oracle decodes the kept tokens at their dense 3-D
+    positions with the dropped layers' visual entries masked."""
+    pytest.importorskip("sharpv.memory")
+
+    model = tiny("qwen2_5_vl")
+    prompts, pv, grid = qwen_inputs(model, [(4, 4, 4)], seed=15, texts=[((9, 10), (11, 12))])
+    ids = torch.tensor(prompts)
+    kw = qwen_user_inputs(model, ids, pv, grid)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=-1.0))
+    greedy(model, **kw)
+    sims = sorted(model.sharpv_stats[0].layer_similarities[1:].tolist())
+    M = (sims[len(sims) // 2 - 1] + sims[len(sims) // 2]) / 2
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=M))
+    out = greedy(model, **kw)
+    s = model.sharpv_stats[0]
+    assert 0 < int(s.dropped_layers.sum())
+
+    sharpv.revert_sharpv(model)
+    emb, pos = dense_lm_inputs(model, **kw)
+    vpos = (ids[0] == VIDEO_ID).nonzero().flatten()
+    res = visual_prune_reference(emb[0, vpos].reshape(4, 4, -1))
+    keep = torch.ones(ids.shape[1], dtype=torch.bool)
+    keep[vpos] = False
+    keep[vpos[res.indices]] = True
+    vis = torch.zeros(ids.shape[1], dtype=torch.bool)
+    vis[vpos[res.indices]] = True
+    vis = vis[keep][None]
+    with dense_masked(model, s.dropped_layers[:, None], vis):
+        expected = mrope_greedy(
+            model, emb[:, keep], torch.ones_like(vis).long(), pos[:, :, keep], NEW
+        )
+    assert out[0, ids.shape[1] :].tolist() == expected[0]
+
+
 def test_memory_on_padded_batch_matches_each_alone():
     pytest.importorskip("sharpv.memory")
     kind = "llava_onevision"
