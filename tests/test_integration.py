@@ -41,11 +41,19 @@ F = 4  # tokens per frame of the tiny LLaVA towers (56 px, patch 14, pooled 2x2)
 _models: dict[tuple[str, str], torch.nn.Module] = {}
 
 
+#: Qwen-VL settings whose answers depend on every M-RoPE row (with the builders' defaults
+#: attention is nearly uniform and wrong positions would go unnoticed)
+SHARP_MROPE = dict(rope_theta=10.0, initializer_range=0.2)
+
+
 def tiny(kind: str, attn: str = "eager") -> torch.nn.Module:
     key = (kind, attn)
     if key not in _models:
-        builder = {**BUILDERS, "qwen2_5_vl": tiny_qwen2_5_vl, "qwen2_vl": tiny_qwen2_vl}[kind]
-        _models[key] = builder(attn_implementation=attn, seed=0)
+        if kind in BUILDERS:
+            _models[key] = BUILDERS[kind](attn_implementation=attn, seed=0)
+        else:
+            builder = {"qwen2_5_vl": tiny_qwen2_5_vl, "qwen2_vl": tiny_qwen2_vl}[kind]
+            _models[key] = builder(attn_implementation=attn, seed=0, **SHARP_MROPE)
     model = _models[key]
     sharpv.revert_sharpv(model)
     return model
@@ -335,12 +343,14 @@ def qwen_user_inputs(model, ids, pv, grid, mask=None) -> dict:
 
 
 def mrope_greedy(model, embeds, mask, position_ids, steps: int) -> list[list[int]]:
-    """Greedy decoding by hand: prefill with explicit 3-D positions, then each new token at
-    one past the prompt's largest position (per sample), all three rows alike."""
+    """Greedy decoding by hand: prefill with explicit 3-D positions, then each new token one
+    past the position of the sample's last prompt token, row by row (the dense model's rule,
+    checked against its own ``generate`` below)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    nxt = position_ids.masked_fill(~mask.bool()[None], -1).amax(dim=(0, 2)) + 1
+    last = (torch.arange(mask.shape[1]) * mask.bool()).argmax(dim=1)
+    nxt = position_ids[:, torch.arange(mask.shape[0]), last] + 1  # (3, B)
     emb, pos, tokens = embeds, position_ids, []
     with torch.no_grad():
         for step in range(steps):
@@ -355,7 +365,7 @@ def mrope_greedy(model, embeds, mask, position_ids, steps: int) -> list[list[int
             tokens.append(tok.tolist())
             emb = model.get_input_embeddings()(tok[:, None])
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            pos = (nxt + step)[None, :, None].expand(3, -1, 1)
+            pos = (nxt + step)[:, :, None]
     return [list(t) for t in zip(*tokens, strict=True)]
 
 
@@ -374,6 +384,9 @@ def test_qwen_keep_all_is_dense_and_pruned_keeps_mrope_positions(kind):
     assert pos.shape == (3, 1, ids.shape[1]) and int(pos.amax()) < ids.shape[1] - 1  # 3-D
     full = mrope_greedy(model, emb, torch.ones_like(ids), pos, NEW)
     assert full[0] == dense[0, ids.shape[1] :].tolist()
+    # the model is sensitive to positions: the 1-D fallback would answer differently
+    flat = torch.arange(ids.shape[1])[None, None].expand(3, 1, -1)
+    assert mrope_greedy(model, emb, torch.ones_like(ids), flat, NEW) != full
 
     # oracle: kept tokens with their dense 3-D positions, text after at dense positions
     vpos = (ids[0] == VIDEO_ID).nonzero().flatten()

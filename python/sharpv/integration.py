@@ -72,8 +72,9 @@ class PreparedInputs:
         attention_mask: ``(batch, seq')`` 0/1, same padding side as the input.
         position_ids: ``(3, batch, seq')`` dense M-RoPE positions of the kept tokens, or
             ``None`` for 1-D RoPE models (positions then follow the attention mask).
-        next_positions: ``(batch,)`` M-RoPE position of each sample's first generated token
-            (one past the dense prompt's largest), or ``None`` for 1-D RoPE models.
+        next_positions: ``(rows, batch)`` M-RoPE position of each sample's first generated
+            token: one past the dense position of the prompt's last token, row by row, as the
+            model's own ``generate`` continues (``None`` for 1-D RoPE models).
         visual_mask: ``(batch, seq')`` bool, kept video frame tokens (Memory SharpV's ``V``).
         samples: per-sample statistics of the visual stage.
     """
@@ -274,8 +275,9 @@ def _rebuild(
         dense_pos = dense_pos.to(device)
         position_ids = torch.ones((dense_pos.shape[0], B, Ls), dtype=dense_pos.dtype, device=device)
         position_ids[:, rows, dest] = dense_pos[:, rows, cols]
-        top = dense_pos.masked_fill(~attention_mask.bool()[None], -1).amax(dim=(0, 2))
-        next_positions = (top + 1).to(torch.long)
+        seq = torch.arange(attention_mask.shape[1], device=device)
+        last = (seq * attention_mask.bool()).argmax(dim=1)  # each sample's last token
+        next_positions = dense_pos[:, torch.arange(B, device=device), last].long() + 1
 
     return PreparedInputs(
         input_ids=new_ids,

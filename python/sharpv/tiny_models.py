@@ -199,6 +199,8 @@ def _qwen_vl(
     attn_implementation: str,
     seed: int,
     dtype: torch.dtype,
+    rope_theta: float,
+    initializer_range: float,
 ) -> torch.nn.Module:
     import transformers
 
@@ -207,6 +209,7 @@ def _qwen_vl(
     half = head_dim // 2
     section = [half - 2 * (half // 4), half // 4, half // 4]
     text = _text_kwargs(hidden, layers, vocab, 4, 2)
+    text["initializer_range"] = initializer_range
     vision: dict[str, Any] = {
         "depth": vision_layers,
         "hidden_size": vision_hidden,
@@ -233,7 +236,7 @@ def _qwen_vl(
         cfg_cls = transformers.Qwen2VLConfig
         text_cls = transformers.Qwen2VLTextConfig
         model_cls = transformers.Qwen2VLForConditionalGeneration
-    text.update(_rope_kwargs(text_cls, 10000.0, section))
+    text.update(_rope_kwargs(text_cls, rope_theta, section))
     config = cfg_cls(
         text_config=text,
         vision_config=vision,
@@ -241,6 +244,7 @@ def _qwen_vl(
         video_token_id=VIDEO_ID,
         vision_start_token_id=VISION_START_ID,
         vision_end_token_id=VISION_END_ID,
+        initializer_range=initializer_range,
     )
     config._attn_implementation = attn_implementation
     with _seeded(seed):
@@ -258,10 +262,15 @@ def tiny_qwen2_5_vl(
     attn_implementation: str = "eager",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    rope_theta: float = 10000.0,
+    initializer_range: float = 0.02,
 ) -> torch.nn.Module:
     """A ``Qwen2_5_VLForConditionalGeneration`` with random weights (patch 14, merge 2).
 
-    Weights come from ``seed``; the caller's random state is left as it was.
+    Weights come from ``seed``; the caller's random state is left as it was. With the
+    defaults (weights of std 0.02, RoPE base 10000) attention is nearly uniform and the
+    answers hardly depend on positions; a small ``rope_theta`` (e.g. 10) and a larger
+    ``initializer_range`` (e.g. 0.2) make them depend on every M-RoPE row.
 
     Examples:
         >>> tiny_qwen2_5_vl(layers=1).config.model_type
@@ -277,6 +286,8 @@ def tiny_qwen2_5_vl(
         attn_implementation=attn_implementation,
         seed=seed,
         dtype=dtype,
+        rope_theta=rope_theta,
+        initializer_range=initializer_range,
     )
 
 
@@ -290,10 +301,13 @@ def tiny_qwen2_vl(
     attn_implementation: str = "eager",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    rope_theta: float = 10000.0,
+    initializer_range: float = 0.02,
 ) -> torch.nn.Module:
     """A ``Qwen2VLForConditionalGeneration`` with random weights (patch 14, merge 2).
 
-    Weights come from ``seed``; the caller's random state is left as it was.
+    Weights come from ``seed``; the caller's random state is left as it was; see
+    :func:`tiny_qwen2_5_vl` for ``rope_theta`` and ``initializer_range``.
 
     Examples:
         >>> tiny_qwen2_vl(layers=1).config.model_type
@@ -309,6 +323,8 @@ def tiny_qwen2_vl(
         attn_implementation=attn_implementation,
         seed=seed,
         dtype=dtype,
+        rope_theta=rope_theta,
+        initializer_range=initializer_range,
     )
 
 

@@ -182,7 +182,7 @@ class Adapter:
 
         M-RoPE adapters feed ``position_ids`` (``(rows, batch, seq')``, the dense positions
         of the kept tokens) to the prefill and continue each sample at ``next_positions``
-        (``(batch,)``) during decoding. On exit the model is exactly as before: every
+        (``(rows, batch)``) during decoding. On exit the model is exactly as before: every
         attribute the adapter or the model's own generate set per call (Qwen-VL's
         ``rope_deltas``) has its old value back. The default does nothing.
         """

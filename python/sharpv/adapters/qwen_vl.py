@@ -42,8 +42,8 @@ class _MRopePositions:
     """Forward pre-hook of the language model that sets ``position_ids`` of a pruned prompt.
 
     The first call (the prefill) gets ``prefill`` (``(3, B, S')``); every later call (one
-    decode step of ``s`` tokens) gets, for sample ``b``, ``next_positions[b] + step + arange(s)``
-    on all three rows: text after the prompt continues at its dense positions. Batches
+    decode step of ``s`` tokens) gets ``next_positions[:, b] + step + arange(s)`` for sample
+    ``b``, row by row: generated text continues where the dense model's would. Batches
     expanded by ``generate`` (``num_return_sequences``, beams) repeat each sample's rows.
     """
 
@@ -69,8 +69,7 @@ class _MRopePositions:
         else:
             start = self.next_positions + (self.seen - self.prefill.shape[2])
             steps = torch.arange(s, device=start.device, dtype=start.dtype)
-            pos = (start[:, None] + steps).repeat_interleave(copies, dim=0)
-            pos = pos[None].expand(self.prefill.shape[0], -1, -1)
+            pos = (start[:, :, None] + steps).repeat_interleave(copies, dim=1)
         self.seen += s
         kwargs["position_ids"] = pos.to(embeds.device)
         return args, kwargs
