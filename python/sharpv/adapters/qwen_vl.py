@@ -58,8 +58,8 @@ class _MRopePositions:
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
             raise RuntimeError("SharpV's M-RoPE positions need inputs_embeds in the language model")
-        rows, s = embeds.shape[0], embeds.shape[1]
-        copies = rows // self.prefill.shape[1]
+        batch, s = embeds.shape[0], embeds.shape[1]
+        copies = batch // self.prefill.shape[1]  # generate's expansion (beams, sequences)
         if self.seen == 0:
             if s != self.prefill.shape[2]:
                 raise RuntimeError(
