@@ -28,7 +28,7 @@ setup(
     package_dir={"sharpv": "python/sharpv"},
     install_requires=["torch>=2.5", "triton>=3.1", "numpy"],
     extras_require={
-        "hf": ["transformers>=4.53", "av", "matplotlib", "tqdm", "pillow"],
+        "hf": ["transformers>=4.57,<6", "av", "matplotlib", "tqdm", "pillow"],
         "test": ["pytest", "hypothesis", "pytest-benchmark", "ruff"],
         "bench": ["pytest-benchmark", "matplotlib"],
         "flash": ["flash-attn"],

@@ -151,41 +151,18 @@ def prefill_flops(
     return float(total * batch)
 
 
-class _PruneTimer:
-    """Wraps ``sharpv.integration._get_pruner`` to time every pruning call."""
+class _StageTimes:
+    """``on_stage`` callback of :func:`sharpv.apply_sharpv`: seconds per visual-path stage."""
 
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.seconds = 0.0
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
-    def __enter__(self) -> _PruneTimer:
-        from sharpv import integration
+    def __call__(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
-        self._orig = integration._get_pruner
-        timer = self
-
-        def get(config):
-            fn = timer._orig(config)
-
-            def timed(*a, **k):
-                if timer.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                out = fn(*a, **k)
-                if timer.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                timer.seconds += time.perf_counter() - t0
-                return out
-
-            return timed
-
-        integration._get_pruner = get
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from sharpv import integration
-
-        integration._get_pruner = self._orig
+    def take(self, stage: str) -> float:
+        """Seconds recorded for ``stage`` since the last ``take`` of it."""
+        return self.seconds.pop(stage, 0.0)
 
 
 def method_config(method: str, vr_adaptive: float | None):
@@ -224,16 +201,18 @@ def run_one(
     from sharpv.timing import measure_generate
 
     runs, prune_s = [], []
+    stages = _StageTimes()
     if config is not None:
-        apply_sharpv(model, config)
+        apply_sharpv(model, config, on_stage=stages)
     try:
         if warmup:  # untimed: Triton JIT compilation and the first CUDA allocations
             with torch.inference_mode():
                 measure_generate(model, inputs, 2)
+        stages.seconds.clear()  # not the warm-up's
         for _ in range(repeats):
-            with _PruneTimer(device) as pt, torch.inference_mode():
+            with torch.inference_mode():
                 runs.append(measure_generate(model, inputs, new_tokens))
-            prune_s.append(pt.seconds)
+            prune_s.append(stages.take("prune"))
         stats = model.sharpv_stats if config is not None else None
     finally:
         revert_sharpv(model)

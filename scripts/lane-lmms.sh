@@ -7,7 +7,8 @@
 # local video QA task. Nothing is downloaded at run time.
 #
 # Usage: scripts/lane-lmms.sh [--fresh]     (--fresh: delete the venv first)
-# Env:   LMMS_VENV (default .venv-lmms), PYTHON (default python3.11 or python3)
+# Env:   LMMS_VENV (default .venv-lmms), PYTHON (default python3.11 or python3),
+#        SHARPV_LANE_STEP=build|test (one half; .ci/run builds lanes in the background)
 # From nothing this took 21 min 56 s here (venv 17 min 3 s, tests 4 min 44 s) on a 2-core
 # machine shared with other builds (load average about 11); the venv is about 7 GB.
 set -euo pipefail
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 VENV="${LMMS_VENV:-.venv-lmms}"
 CONSTRAINTS="scripts/lane-lmms-constraints.txt"
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+STEP="${SHARPV_LANE_STEP:-all}"
 start=$(date +%s)
 
 if [[ "${1:-}" == "--fresh" ]]; then
@@ -24,6 +26,7 @@ fi
 
 # a venv built from other pins is rebuilt (LMMS_VENV may point outside the clone to reuse it)
 stamp="$(sha256sum "$CONSTRAINTS" | cut -c1-64)"
+if [[ "$STEP" != test ]]; then
 if [[ ! -x "$VENV/bin/lmms-eval" || "$(cat "$VENV/.lane-lmms-pins" 2>/dev/null)" != "$stamp" ]]; then
     echo "lane-lmms: building $VENV with $PY"
     rm -rf "$VENV"
@@ -51,6 +54,8 @@ print(
 )
 EOF
 echo "lane-lmms: venv ready after $(( $(date +%s) - start )) s"
+fi
+[[ "$STEP" != build ]] || exit 0
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$VENV/bin/python" -m pytest tests_engines/lmms -q -p no:cacheprovider

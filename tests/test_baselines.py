@@ -16,7 +16,7 @@ except ImportError:  # not installed: use the source tree
     import sharpv
 
 from sharpv import baselines as bl
-from sharpv.tiny_models import BOS_ID, VIDEO_ID, tiny_llava_onevision
+from sharpv.tiny_models import BOS_ID, EOS_ID, VIDEO_ID, tiny_llava_onevision
 from sharpv_kernels import VisualPruneResult, visual_prune
 
 F, D = 16, 8
@@ -249,7 +249,9 @@ def _fastv_oracle(model, embeds, start, n_vis, layer, keep_ratio, steps):
             s = h.shape[1]
             mask = torch.full((s, s), torch.finfo(h.dtype).min).triu(1)[None, None]
             h = dec(h, attention_mask=mask, position_embeddings=(cos, sin), position_ids=pos)
-        tok = int(model.lm_head(text.norm(h[:, -1])).argmax(-1))
+        logits = model.lm_head(text.norm(h[:, -1]))
+        logits[..., EOS_ID] = -torch.inf  # as generate's min_new_tokens=steps does
+        tok = int(logits.argmax(-1))
         tokens.append(tok)
         e = torch.cat([e, model.get_input_embeddings()(torch.tensor([[tok]]))], dim=1)
     assert S == embeds.shape[1]

@@ -57,6 +57,9 @@ def test_e2e_smoke(monkeypatch, tmp_path):
     assert rows["random_video"]["VR"] == pytest.approx(a["VR"])
     assert rows["fastv"]["prefill_tflops"] < rows["dense"]["prefill_tflops"]
     assert all(r["ttft_s"] > 0 for r in rows.values())
+    # pruning time comes from apply_sharpv's on_stage callback (dense has no SharpV call)
+    assert a["prune_s"] > 0 and rows["uniform"]["prune_s"] > 0
+    assert rows["dense"]["prune_s"] == 0
     assert len(result["goals"]) == 1
     result.update(env={"device": "cpu"}, preset=preset, command="test")
     path = tmp_path / "e2e-cpu-test.json"

@@ -1,12 +1,17 @@
 """Drop-in integration (``sharpv.apply_sharpv``) on tiny random models, CPU, nothing downloaded.
 
-Oracles are computed independently of :mod:`sharpv.integration`: video features come
-from the model's own ``get_video_features`` one video at a time, kept indices from
+Oracles are computed independently of :mod:`sharpv.integration` and of the transformers
+version: video features and M-RoPE positions are read where the dense model hands them to its
+language model (one forward of the unpatched model), kept indices come from
 ``sharpv_kernels.visual_prune_reference``, and the pruned prompt is fed to the unpatched
-``generate`` as ``inputs_embeds``.
+``generate`` as ``inputs_embeds`` (1-D RoPE) or decoded by a plain greedy loop with explicit
+positions (M-RoPE). Dense baselines are called as a user would call the model: Qwen-VL with
+the ``mm_token_type_ids`` its processor adds where the model takes them.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
@@ -36,11 +41,19 @@ F = 4  # tokens per frame of the tiny LLaVA towers (56 px, patch 14, pooled 2x2)
 _models: dict[tuple[str, str], torch.nn.Module] = {}
 
 
+#: Qwen-VL settings whose answers depend on every M-RoPE row (with the builders' defaults
+#: attention is nearly uniform and wrong positions would go unnoticed)
+SHARP_MROPE = dict(rope_theta=10.0, initializer_range=0.2)
+
+
 def tiny(kind: str, attn: str = "eager") -> torch.nn.Module:
     key = (kind, attn)
     if key not in _models:
-        builder = {**BUILDERS, "qwen2_5_vl": tiny_qwen2_5_vl, "qwen2_vl": tiny_qwen2_vl}[kind]
-        _models[key] = builder(attn_implementation=attn, seed=0)
+        if kind in BUILDERS:
+            _models[key] = BUILDERS[kind](attn_implementation=attn, seed=0)
+        else:
+            builder = {"qwen2_5_vl": tiny_qwen2_5_vl, "qwen2_vl": tiny_qwen2_vl}[kind]
+            _models[key] = builder(attn_implementation=attn, seed=0, **SHARP_MROPE)
     model = _models[key]
     sharpv.revert_sharpv(model)
     return model
@@ -49,6 +62,25 @@ def tiny(kind: str, attn: str = "eager") -> torch.nn.Module:
 def greedy(model, **kw) -> torch.Tensor:
     with torch.no_grad():
         return model.generate(**kw, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+
+
+def dense_lm_inputs(model, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``inputs_embeds`` ``(B, L, d)`` and ``position_ids`` (``(3, B, L)`` for M-RoPE, else
+    whatever the model passes) that the dense model gives its language model."""
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["embeds"] = kwargs["inputs_embeds"].detach().clone()
+        pos = kwargs.get("position_ids")
+        seen["pos"] = None if pos is None else pos[-3:].clone() if pos.dim() == 3 else pos
+
+    handle = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        handle.remove()
+    return seen["embeds"], seen["pos"]
 
 
 def llava_prompt(kind: str, frames: int, text=(9, 10, 11), tail=(12, 13)) -> list[int]:
@@ -70,23 +102,17 @@ def llava_oracle(
     model, kind: str, ids: list[int], pixels: torch.Tensor, **prune_kw
 ) -> torch.Tensor:
     """New tokens from inputs_embeds holding only the kept video tokens (one sample)."""
-    cfg = model.config
+    idt = torch.tensor(ids)
+    dense, _ = dense_lm_inputs(model, input_ids=idt[None], pixel_values_videos=pixels[None])
+    pos = (idt == VIDEO_ID).nonzero().flatten()
+    out = dense[0, pos]  # the video rows, newline included
     with torch.no_grad():
-        out = model.model.get_video_features(
-            pixels[None],
-            vision_feature_layer=cfg.vision_feature_layer,
-            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            return_dict=True,
-        ).pooler_output[0]
         T = pixels.shape[0]
         res = visual_prune_reference(out[: T * F].reshape(T, F, -1), **prune_kw)
         keep_vid = torch.zeros(out.shape[0], dtype=torch.bool)
         keep_vid[res.indices] = True
         keep_vid[T * F :] = True
-        idt = torch.tensor(ids)
-        emb = model.get_input_embeddings()(idt[None])[0].clone()
-        pos = (idt == VIDEO_ID).nonzero().flatten()
-        emb[pos] = out
+        emb = dense[0]
         keep = torch.ones(len(ids), dtype=torch.bool)
         keep[pos] = keep_vid
         e = emb[keep][None]
@@ -256,16 +282,9 @@ def test_image_plus_video_prompt_and_text_only_passthrough():
     image = torch.randn(1, 3, 3, 56, 56, generator=g)  # (images, patches, C, H, W) anyres
     image_sizes = torch.tensor([[56, 56]])
     with torch.no_grad():
-        n_img = sum(
-            x.shape[0]
-            for x in model.model.get_image_features(
-                image,
-                image_sizes,
-                vision_feature_layer=-1,
-                vision_feature_select_strategy="full",
-                return_dict=True,
-            ).pooler_output
-        )
+        out = model.model.get_image_features(image, image_sizes)
+    out = getattr(out, "pooler_output", out)  # 5.x output object, 4.x tuple
+    n_img = sum(x.shape[0] for x in out)
     ids = [BOS_ID, 9] + [IMAGE_ID] * n_img + [10] + [VIDEO_ID] * (T * F + 1) + [11]
     kw = dict(
         input_ids=torch.tensor([ids]),
@@ -312,65 +331,135 @@ def qwen_inputs(model, grids: list[tuple[int, int, int]], seed: int, texts):
     return prompts, torch.cat(rows), torch.tensor(grids)
 
 
+def qwen_user_inputs(model, ids, pv, grid, mask=None) -> dict:
+    """The arguments a user passes with a processor's output: the ``mm_token_type_ids`` that
+    transformers 5 processors add (0 text, 2 video) wherever the model takes them."""
+    kw = dict(input_ids=ids, pixel_values_videos=pv, video_grid_thw=grid)
+    if mask is not None:
+        kw["attention_mask"] = mask
+    if "mm_token_type_ids" in inspect.signature(model.forward).parameters:
+        kw["mm_token_type_ids"] = (ids == VIDEO_ID).long() * 2
+    return kw
+
+
+def mrope_greedy(model, embeds, mask, position_ids, steps: int) -> list[list[int]]:
+    """Greedy decoding by hand: prefill with explicit 3-D positions, then each new token one
+    past the position of the sample's last prompt token, row by row (the dense model's rule,
+    checked against its own ``generate`` below)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    last = (torch.arange(mask.shape[1]) * mask.bool()).argmax(dim=1)
+    nxt = position_ids[:, torch.arange(mask.shape[0]), last] + 1  # (3, B)
+    emb, pos, tokens = embeds, position_ids, []
+    with torch.no_grad():
+        for step in range(steps):
+            out = model(
+                inputs_embeds=emb,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            tok = out.logits[:, -1].argmax(-1)
+            tokens.append(tok.tolist())
+            emb = model.get_input_embeddings()(tok[:, None])
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = (nxt + step)[:, :, None]
+    return [list(t) for t in zip(*tokens, strict=True)]
+
+
 @pytest.mark.parametrize("kind", ["qwen2_5_vl", "qwen2_vl"])
 def test_qwen_keep_all_is_dense_and_pruned_keeps_mrope_positions(kind):
     model = tiny(kind)
     prompts, pv, grid = qwen_inputs(model, [(4, 4, 4)], seed=8, texts=[((9, 10), (11, 12))])
     ids = torch.tensor(prompts)
-    kw = dict(input_ids=ids, pixel_values_videos=pv, video_grid_thw=grid)
+    kw = qwen_user_inputs(model, ids, pv, grid)
     dense = greedy(model, **kw)
     sharpv.apply_sharpv(model, sharpv.SharpVConfig(mode="ratio", keep_ratio=1.0, memory=False))
     assert greedy(model, **kw).tolist() == dense.tolist()
+    # the hand-written decoding loop reproduces the dense model's own generate
+    sharpv.revert_sharpv(model)
+    emb, pos = dense_lm_inputs(model, **kw)
+    assert pos.shape == (3, 1, ids.shape[1]) and int(pos.amax()) < ids.shape[1] - 1  # 3-D
+    full = mrope_greedy(model, emb, torch.ones_like(ids), pos, NEW)
+    assert full[0] == dense[0, ids.shape[1] :].tolist()
+    # the model is sensitive to positions: the 1-D fallback would answer differently
+    flat = torch.arange(ids.shape[1])[None, None].expand(3, 1, -1)
+    assert mrope_greedy(model, emb, torch.ones_like(ids), flat, NEW) != full
 
     # oracle: kept tokens with their dense 3-D positions, text after at dense positions
-    sharpv.revert_sharpv(model)
-    with torch.no_grad():
-        feats = model.model.get_video_features(pv, grid, return_dict=True).pooler_output[0]
-        res = visual_prune_reference(feats.reshape(4, 4, -1))
-        types = (ids == VIDEO_ID).int() * 2
-        pos, _ = model.model.get_rope_index(ids, mm_token_type_ids=types, video_grid_thw=grid)
-        emb = model.get_input_embeddings()(ids)[0].clone()
-        vpos = (ids[0] == VIDEO_ID).nonzero().flatten()
-        emb[vpos] = feats
-        keep = torch.ones(ids.shape[1], dtype=torch.bool)
-        keep[vpos] = False
-        keep[vpos[res.indices]] = True
-        expected = greedy(
-            model,
-            inputs_embeds=emb[keep][None],
-            attention_mask=torch.ones(1, int(keep.sum()), dtype=torch.long),
-            position_ids=pos[:, :, keep],
-        )[0]
+    vpos = (ids[0] == VIDEO_ID).nonzero().flatten()
+    res = visual_prune_reference(emb[0, vpos].reshape(4, 4, -1))
+    keep = torch.ones(ids.shape[1], dtype=torch.bool)
+    keep[vpos] = False
+    keep[vpos[res.indices]] = True
+    n = int(keep.sum())
+    expected = mrope_greedy(
+        model, emb[:, keep], torch.ones(1, n, dtype=torch.long), pos[:, :, keep], NEW
+    )
     sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
     out = greedy(model, **kw)
-    assert out[0, ids.shape[1] :].tolist() == expected.tolist()
+    assert out[0, ids.shape[1] :].tolist() == expected[0]
     assert model.sharpv_stats[0].visual_tokens_kept == res.indices.numel() < 16
 
 
-def test_qwen_padded_batch_matches_each_alone():
+def test_qwen_padded_batch_matches_each_alone_and_keep_all_is_dense():
     model = tiny("qwen2_5_vl")
     grids = [(2, 4, 4), (6, 4, 4)]
     texts = [((9,), (11,)), ((9, 10, 20), (11, 12))]
     prompts, pv, grid = qwen_inputs(model, grids, seed=9, texts=texts)
+    L = max(map(len, prompts))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    batch = qwen_user_inputs(model, ids, pv, grid, mask)
+    dense = greedy(model, **batch)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(mode="ratio", keep_ratio=1.0, memory=False))
+    assert greedy(model, **batch).tolist() == dense.tolist()
+
     sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
     alone, start = [], 0
     for i, p in enumerate(prompts):
         n = grids[i][0] * grids[i][1] * grids[i][2]
-        out = greedy(
-            model,
-            input_ids=torch.tensor([p]),
-            pixel_values_videos=pv[start : start + n],
-            video_grid_thw=grid[i : i + 1],
-        )
+        one = qwen_user_inputs(model, torch.tensor([p]), pv[start : start + n], grid[i : i + 1])
+        out = greedy(model, **one)
         alone.append(out[0, len(p) :].tolist())
         start += n
-    L = max(map(len, prompts))
-    ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
-    out = greedy(
-        model, input_ids=ids, attention_mask=mask, pixel_values_videos=pv, video_grid_thw=grid
-    )
+    out = greedy(model, **batch)
     assert [out[b, L:].tolist() for b in range(2)] == alone
+
+
+def test_qwen_revert_restores_the_model_exactly():
+    """Generating with SharpV leaves no per-call state behind (Qwen's ``rope_deltas``
+    included), and revert gives back the very same attributes."""
+    model = tiny("qwen2_vl")
+    prompts, pv, grid = qwen_inputs(model, [(2, 4, 4)], seed=13, texts=[((9,), (11,))])
+    kw = qwen_user_inputs(model, torch.tensor(prompts), pv, grid)
+    dense = greedy(model, **kw)  # leaves the model's own rope_deltas from this call
+
+    def snapshot():
+        return {
+            name: dict(m.__dict__)
+            for name, m in (
+                ("top", model),
+                ("inner", model.model),
+                ("lm", model.model.language_model),
+            )
+        }
+
+    before = snapshot()
+    hooks_before = len(model.model.language_model._forward_pre_hooks)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory=False))
+    greedy(model, **kw)
+    assert model.model.rope_deltas is before["inner"]["rope_deltas"]
+    assert len(model.model.language_model._forward_pre_hooks) == hooks_before
+    sharpv.revert_sharpv(model)
+    after = snapshot()
+    for part in before:
+        assert after[part].keys() == before[part].keys(), part
+        for k, v in before[part].items():
+            assert after[part][k] is v, (part, k)
+    assert greedy(model, **kw).tolist() == dense.tolist()
 
 
 # ------------------------------------------------------------------ both stages
@@ -403,18 +492,13 @@ def test_memory_exactness_through_adapter(kind, attn):
     assert model.sharpv_stats.memory and model.sharpv_stats.memory_ratio == s.memory_ratio
 
     sharpv.revert_sharpv(model)
+    idt = torch.tensor(ids)
+    dense, _ = dense_lm_inputs(model, input_ids=idt[None], pixel_values_videos=pix[None])
+    vpos = (idt == VIDEO_ID).nonzero().flatten()
+    feats = dense[0, vpos]
     with torch.no_grad():
-        feats = model.model.get_video_features(
-            pix[None],
-            vision_feature_layer=model.config.vision_feature_layer,
-            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-            return_dict=True,
-        ).pooler_output[0]
         res = visual_prune_reference(feats[: T * F].reshape(T, F, -1))
-        idt = torch.tensor(ids)
-        emb = model.get_input_embeddings()(idt[None])[0].clone()
-        vpos = (idt == VIDEO_ID).nonzero().flatten()
-        emb[vpos] = feats
+        emb = dense[0]
         keep = torch.ones(len(ids), dtype=torch.bool)
         keep[vpos] = False
         keep[vpos[res.indices]] = True
@@ -426,6 +510,41 @@ def test_memory_exactness_through_adapter(kind, attn):
         with dense_masked(model, s.dropped_layers[:, None], vis):
             expected = greedy(model, inputs_embeds=e, attention_mask=torch.ones_like(vis).long())
     assert out[0, len(ids) :].tolist() == expected[0].tolist()
+
+
+def test_qwen_memory_exactness_through_adapter():
+    """Both stages on an M-RoPE model: the oracle decodes the kept tokens at their dense 3-D
+    positions with the dropped layers' visual entries masked."""
+    pytest.importorskip("sharpv.memory")
+
+    model = tiny("qwen2_5_vl")
+    prompts, pv, grid = qwen_inputs(model, [(4, 4, 4)], seed=15, texts=[((9, 10), (11, 12))])
+    ids = torch.tensor(prompts)
+    kw = qwen_user_inputs(model, ids, pv, grid)
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=-1.0))
+    greedy(model, **kw)
+    sims = sorted(model.sharpv_stats[0].layer_similarities[1:].tolist())
+    M = (sims[len(sims) // 2 - 1] + sims[len(sims) // 2]) / 2
+    sharpv.apply_sharpv(model, sharpv.SharpVConfig(memory_threshold=M))
+    out = greedy(model, **kw)
+    s = model.sharpv_stats[0]
+    assert 0 < int(s.dropped_layers.sum())
+
+    sharpv.revert_sharpv(model)
+    emb, pos = dense_lm_inputs(model, **kw)
+    vpos = (ids[0] == VIDEO_ID).nonzero().flatten()
+    res = visual_prune_reference(emb[0, vpos].reshape(4, 4, -1))
+    keep = torch.ones(ids.shape[1], dtype=torch.bool)
+    keep[vpos] = False
+    keep[vpos[res.indices]] = True
+    vis = torch.zeros(ids.shape[1], dtype=torch.bool)
+    vis[vpos[res.indices]] = True
+    vis = vis[keep][None]
+    with dense_masked(model, s.dropped_layers[:, None], vis):
+        expected = mrope_greedy(
+            model, emb[:, keep], torch.ones_like(vis).long(), pos[:, :, keep], NEW
+        )
+    assert out[0, ids.shape[1] :].tolist() == expected[0]
 
 
 def test_memory_on_padded_batch_matches_each_alone():
@@ -445,3 +564,57 @@ def test_memory_on_padded_batch_matches_each_alone():
     out = greedy(model, input_ids=ids, attention_mask=mask, pixel_values_videos=clips)
     for b in range(2):
         assert (out[b, L:].tolist(), model.sharpv_stats[b].dropped_layers.tolist()) == alone[b]
+
+
+# ------------------------------------------------------------------ harness and helpers
+def test_tiny_models_leave_the_callers_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = tiny_qwen2_vl(layers=1, vision_layers=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = tiny_qwen2_vl(layers=1, vision_layers=1, seed=3)
+    c = tiny_qwen2_vl(layers=1, vision_layers=1, seed=4)
+    pa, pb, pc = (dict(m.named_parameters()) for m in (a, b, c))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert any(not torch.equal(pa[k], pc[k]) for k in pa)
+    # the M-RoPE sections reach the model under this release's config names
+    assert tiny_qwen2_vl(layers=1, vision_layers=1).model.language_model.rotary_emb is not None
+
+
+def test_load_model_reads_a_saved_checkpoint_in_the_requested_dtype(tmp_path):
+    from sharpv.adapters import load_model
+
+    src = tiny_qwen2_vl(layers=1, vision_layers=1, seed=5)
+    src.save_pretrained(tmp_path)
+    model, adapter = load_model(str(tmp_path), dtype=torch.bfloat16)
+    assert type(adapter).__name__ == "QwenVLAdapter" and not model.training
+    assert type(model) is type(src) and model.dtype == torch.bfloat16
+    want = dict(src.named_parameters())
+    for k, p in model.named_parameters():
+        assert torch.equal(p, want[k].to(torch.bfloat16)), k
+    llama = tmp_path / "llama"
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=8, hidden_size=8, num_attention_heads=2).save_pretrained(llama)
+    with pytest.raises(UnsupportedModelError, match="'llama'"):
+        load_model(str(llama))  # before any weight is read: there are none
+    empty = tmp_path / "empty"  # 4.x's AutoConfig would call this an "mpt" model
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model(str(empty))
+
+
+def test_stage_callback_times_each_stage_of_every_call():
+    model = tiny("llava_next_video")
+    T = 3
+    ids, pix = llava_prompt("llava_next_video", T), video(T, seed=14)
+    seen = []
+    cfg = sharpv.SharpVConfig(memory=False)
+    sharpv.apply_sharpv(model, cfg, on_stage=lambda stage, s: seen.append((stage, s)))
+    with_cb = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    assert [st for st, _ in seen] == ["features", "prune", "rebuild"] * 2
+    assert all(s >= 0 for _, s in seen)
+    sharpv.apply_sharpv(model, cfg)  # no callback: same answer
+    plain = greedy(model, input_ids=torch.tensor([ids]), pixel_values_videos=pix[None])
+    assert with_cb.tolist() == plain.tolist()

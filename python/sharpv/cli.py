@@ -249,6 +249,9 @@ def _load_config(source: str, local_only: bool, name: str):
 
     from .adapters import UnsupportedModelError, get_adapter
 
+    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
+        # transformers 4.x would guess a model type from the folder's name
+        raise CLIError(f"cannot load model {name!r}: the folder has no config.json")
     try:
         config = _from_pretrained(AutoConfig, source, local_only)
     except Exception as e:
@@ -264,6 +267,8 @@ def _load_model(source: str, local_only: bool, name: str, config: Any, device, d
     import torch
     import transformers
 
+    from .adapters.loading import dtype_kwargs
+
     if dtype_name == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
@@ -271,7 +276,7 @@ def _load_model(source: str, local_only: bool, name: str, config: Any, device, d
     try:
         cls = getattr(transformers, config.architectures[0], None) if config.architectures else None
         cls = cls or transformers.AutoModelForImageTextToText
-        model = _from_pretrained(cls, source, local_only, dtype=dtype)
+        model = _from_pretrained(cls, source, local_only, **dtype_kwargs(dtype))
         return model.to(device).eval()
     except Exception as e:
         raise CLIError(f"cannot load model {name!r}: {_first_line(e)}") from None

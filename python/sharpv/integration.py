@@ -24,18 +24,29 @@ Calls without video pixels (text-only or image-only prompts) go to the original
 from __future__ import annotations
 
 import contextlib
+import time
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sharpv_kernels.vocab import INTRA_LLM_BASELINES
+
 from .adapters import get_adapter
-from .adapters.base import Adapter
+from .adapters.base import Adapter, VideoFeatures
+from .baselines import make_pruner
 from .config import SharpVConfig
 from .stats import SampleStats, SharpVStats
 
-__all__ = ["apply_sharpv", "revert_sharpv", "prepare_sharpv_inputs", "PreparedInputs"]
+__all__ = [
+    "apply_sharpv",
+    "revert_sharpv",
+    "prepare_sharpv_inputs",
+    "PreparedInputs",
+    "StageCallback",
+]
 
 
 @dataclass
@@ -44,6 +55,12 @@ class _SharpVState:
     adapter: Adapter
     generate: Any  # the bound generate in effect before apply_sharpv
     had_instance_generate: bool
+    on_stage: StageCallback | None = None
+
+
+#: ``on_stage(stage, seconds)``: told the wall time of each stage of the visual path
+#: (``"features"``, ``"prune"``, ``"rebuild"``) of every SharpV ``generate`` call.
+StageCallback = Callable[[str, float], None]
 
 
 @dataclass
@@ -56,8 +73,9 @@ class PreparedInputs:
         attention_mask: ``(batch, seq')`` 0/1, same padding side as the input.
         position_ids: ``(3, batch, seq')`` dense M-RoPE positions of the kept tokens, or
             ``None`` for 1-D RoPE models (positions then follow the attention mask).
-        rope_deltas: ``(batch, 1)`` for M-RoPE models (text position minus sequence index
-            after the prompt), else ``None``.
+        next_positions: ``(rows, batch)`` M-RoPE position of each sample's first generated
+            token: one past the dense position of the prompt's last token, row by row, as the
+            model's own ``generate`` continues (``None`` for 1-D RoPE models).
         visual_mask: ``(batch, seq')`` bool, kept video frame tokens (Memory SharpV's ``V``).
         samples: per-sample statistics of the visual stage.
     """
@@ -66,16 +84,51 @@ class PreparedInputs:
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor | None
-    rope_deltas: torch.Tensor | None
+    next_positions: torch.Tensor | None
     visual_mask: torch.Tensor
     samples: list[SampleStats]
 
 
-def _get_pruner(config: SharpVConfig):
-    """``fn(features, cu_frames)`` of the configured pre-LLM method (SharpV or a baseline)."""
-    from .baselines import make_pruner
+@dataclass
+class _Features:
+    """Stage 1: what the vision side gives, validated against the placeholders."""
 
-    return make_pruner(config)
+    video: VideoFeatures
+    images: torch.Tensor | None  # (n_image_tokens, d) in prompt order
+
+
+@dataclass
+class _Kept:
+    """Stage 2, per video in prompt order: the kept frame rows (``(k_j, d)``, (frame, token)
+    order), their flat indices into the video's ``T_j * f_j`` tokens, and per-frame keep
+    ratios (float32) and kept counts (int32) on the CPU."""
+
+    tokens: list[torch.Tensor]
+    indices: list[torch.Tensor]
+    ratios: list[torch.Tensor]
+    counts: list[torch.Tensor]
+
+
+class _StageClock:
+    """Times the stages for an :data:`StageCallback`; free when there is none (no sync)."""
+
+    def __init__(self, callback: StageCallback | None, device: torch.device) -> None:
+        self.callback, self.device = callback, device
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self.callback is None:
+            yield
+            return
+        self._sync()
+        t0 = time.perf_counter()
+        yield
+        self._sync()
+        self.callback(stage, time.perf_counter() - t0)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 def _pad_token_id(model: torch.nn.Module) -> int:
@@ -98,112 +151,102 @@ def _left_padded(attention_mask: torch.Tensor) -> bool:
     return not (bool(am[:, 0].all()) and not bool(am[:, -1].all()))
 
 
-@torch.no_grad()
-def prepare_sharpv_inputs(
+def _features(
     model: torch.nn.Module,
-    config: SharpVConfig,
+    adapter: Adapter,
+    vision_inputs: dict[str, Any],
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    adapter: Adapter | None = None,
-    **vision_inputs: Any,
-) -> PreparedInputs:
-    """Run Visual SharpV on a processor batch and rebuild the prompt (steps 1-3 above).
-
-    Args:
-        model: a supported ``...ForConditionalGeneration`` model.
-        config: SharpV settings (``config.visual=False`` keeps every video token).
-        input_ids: ``(batch, seq)`` prompt ids with the processor's video placeholders.
-        attention_mask: ``(batch, seq)`` 0/1 (all ones when ``None``).
-        adapter: the model's adapter (looked up when ``None``).
-        **vision_inputs: ``pixel_values_videos`` and the other processor outputs.
-
-    Raises:
-        ValueError: the number of video placeholders does not match the video features.
-    """
-    adapter = adapter or get_adapter(model)
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, seq), got {tuple(input_ids.shape)}")
-    device = input_ids.device
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.to(device)
-    B, L = input_ids.shape
-    embed = model.get_input_embeddings()
-    embeds = embed(input_ids)
-    d = embeds.shape[-1]
-
-    img = adapter.image_features(model, vision_inputs)
-    if img is not None:
-        img_mask = input_ids == adapter.image_token_id(model)
-        if int(img_mask.sum()) != img.shape[0]:
+    attention_mask: torch.Tensor,
+) -> _Features:
+    """Stage 1: image and video features exactly as the dense model would place them."""
+    images = adapter.image_features(model, vision_inputs)
+    if images is not None:
+        n_img = int((input_ids == adapter.image_token_id(model)).sum())
+        if n_img != images.shape[0]:
             raise ValueError(
-                f"image features and image tokens do not match: {int(img_mask.sum())} "
-                f"placeholders, {img.shape[0]} features"
+                f"image features and image tokens do not match: {n_img} placeholders, "
+                f"{images.shape[0]} features"
             )
-        embeds = embeds.masked_scatter(img_mask[..., None], img.to(embeds.dtype))
-
-    vf = adapter.video_features(model, vision_inputs, input_ids, attention_mask)
-    vid_mask = input_ids == adapter.video_token_id(model)
-    counts = vf.token_counts()
-    n_tok = int(vid_mask.sum())
+    video = adapter.video_features(model, vision_inputs, input_ids, attention_mask)
+    counts = video.token_counts()
+    n_tok = int((input_ids == adapter.video_token_id(model)).sum())
     if n_tok != sum(counts):
         raise ValueError(
             f"video features and video tokens do not match: {n_tok} placeholders, "
             f"{sum(counts)} features ({len(counts)} videos)"
         )
-    vid_pos = vid_mask.nonzero()  # (N, 2) row-major = order of the features
-    offsets = [0]
-    for c in counts:
-        offsets.append(offsets[-1] + c)
-    video_sample = [int(vid_pos[o, 0]) for o in offsets[:-1]]
+    return _Features(video=video, images=images)
 
-    keep_tok = torch.ones(n_tok, dtype=torch.bool, device=device)
-    is_frame = torch.zeros(n_tok, dtype=torch.bool, device=device)
-    ratios: list[torch.Tensor] = [torch.ones(fr.shape[0]) for fr in vf.frames]
-    kept_counts: list[torch.Tensor] = [
-        torch.full((fr.shape[0],), fr.shape[1], dtype=torch.int32) for fr in vf.frames
-    ]
-    for j, fr in enumerate(vf.frames):
-        is_frame[offsets[j] : offsets[j] + fr.shape[0] * fr.shape[1]] = True
 
-    if config.visual and config.method != "fastv":
-        prune = _get_pruner(config)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for j, fr in enumerate(vf.frames):
-            groups.setdefault((fr.shape[1], fr.shape[2]), []).append(j)
-        for (f, _), vids in groups.items():
-            t = [vf.frames[j].shape[0] for j in vids]
-            feats = torch.cat([vf.frames[j] for j in vids], dim=0)
-            cu = torch.tensor([0] + t, dtype=torch.int64).cumsum(0).to(torch.int32)
-            res = prune(feats, cu.to(feats.device))
-            starts = torch.cat(
-                [
-                    offsets[j] + torch.arange(tj, dtype=torch.int64) * f
-                    for j, tj in zip(vids, t, strict=True)
-                ]
-            ).to(device)
-            for j in vids:
-                keep_tok[offsets[j] : offsets[j] + vf.frames[j].shape[0] * f] = False
-            idx = res.indices.to(device)
-            keep_tok[starts[idx // f] + idx % f] = True
-            for j, r, c in zip(
-                vids, res.ratios.cpu().split(t), res.counts.cpu().split(t), strict=True
-            ):
-                ratios[j], kept_counts[j] = r.float(), c.to(torch.int32)
-
-    values = torch.cat(
-        [
-            torch.cat([fr.reshape(-1, d), ex.reshape(-1, d)], dim=0)
-            for fr, ex in zip(vf.frames, vf.extras, strict=True)
-        ],
-        dim=0,
+def _keep_all(frames: list[torch.Tensor]) -> _Kept:
+    return _Kept(
+        tokens=[fr.reshape(-1, fr.shape[-1]) for fr in frames],
+        indices=[torch.arange(fr.shape[0] * fr.shape[1], device=fr.device) for fr in frames],
+        ratios=[torch.ones(fr.shape[0]) for fr in frames],
+        counts=[torch.full((fr.shape[0],), fr.shape[1], dtype=torch.int32) for fr in frames],
     )
-    embeds = embeds.masked_scatter(vid_mask[..., None], values.to(embeds.dtype))
+
+
+def _prune(config: SharpVConfig, frames: list[torch.Tensor]) -> _Kept:
+    """Stage 2: one varlen pruner call per frame shape ``(f, d)`` (usually one for the whole
+    batch); its packed ``tokens`` are the kept rows, used as they are."""
+    kept = _keep_all(frames)
+    if not config.visual or config.method in INTRA_LLM_BASELINES:
+        return kept
+    prune = make_pruner(config)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, fr in enumerate(frames):
+        groups.setdefault((fr.shape[1], fr.shape[2]), []).append(j)
+    for (f, _), vids in groups.items():
+        t = [frames[j].shape[0] for j in vids]
+        feats = torch.cat([frames[j] for j in vids], dim=0) if len(vids) > 1 else frames[vids[0]]
+        cu = torch.tensor([0] + t, dtype=torch.int64).cumsum(0).to(torch.int32)
+        res = prune(feats, cu.to(feats.device))
+        cu_tok = res.cu_tokens.tolist()
+        for g, j in enumerate(vids):
+            lo, hi = cu_tok[g], cu_tok[g + 1]
+            kept.tokens[j] = res.tokens[lo:hi]
+            kept.indices[j] = res.indices[lo:hi] - int(cu[g]) * f
+        for j, r, c in zip(vids, res.ratios.cpu().split(t), res.counts.cpu().split(t), strict=True):
+            kept.ratios[j], kept.counts[j] = r.float(), c.to(torch.int32)
+    return kept
+
+
+def _rebuild(
+    model: torch.nn.Module,
+    adapter: Adapter,
+    vision_inputs: dict[str, Any],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    feats: _Features,
+    kept: _Kept,
+) -> PreparedInputs:
+    """Stage 3: the prompt with only the kept video placeholders, same padding side, with the
+    kept rows (and each video's extras) and the image features in their places."""
+    device = input_ids.device
+    B = input_ids.shape[0]
+    vf = feats.video
+    vid_mask = input_ids == adapter.video_token_id(model)
+    vid_pos = vid_mask.nonzero()  # (N, 2), row-major = order of the features
+    # which placeholders stay, and which of those are frame tokens (not extras)
+    starts, keep_idx, frame_idx, values = 0, [], [], []
+    for j, (fr, ex) in enumerate(zip(vf.frames, vf.extras, strict=True)):
+        n_frame_tok = fr.shape[0] * fr.shape[1]
+        idx = kept.indices[j].to(device) + starts
+        extra = torch.arange(ex.shape[0], device=device) + starts + n_frame_tok
+        frame_idx.append(idx)
+        keep_idx += [idx, extra]
+        values += [kept.tokens[j], ex]
+        starts += n_frame_tok + ex.shape[0]
+    keep_vid = torch.zeros(vid_pos.shape[0], dtype=torch.bool, device=device)
+    keep_vid[torch.cat(keep_idx)] = True
+    frame_vid = torch.zeros_like(keep_vid)
+    frame_vid[torch.cat(frame_idx)] = True
 
     keep = attention_mask.bool().clone()
-    keep[vid_pos[:, 0], vid_pos[:, 1]] &= keep_tok
+    keep[vid_pos[:, 0], vid_pos[:, 1]] = keep_vid
     visual = torch.zeros_like(keep)
-    visual[vid_pos[:, 0], vid_pos[:, 1]] = keep_tok & is_frame
+    visual[vid_pos[:, 0], vid_pos[:, 1]] = frame_vid
 
     n_keep = keep.sum(dim=1)
     Ls = int(n_keep.max()) if B else 0
@@ -212,50 +255,118 @@ def prepare_sharpv_inputs(
         rank = rank + (Ls - n_keep)[:, None]
     rows, cols = keep.nonzero(as_tuple=True)
     dest = rank[rows, cols]
-    pad = _pad_token_id(model)
-    new_ids = torch.full((B, Ls), pad, dtype=input_ids.dtype, device=device)
-    new_ids[rows, dest] = input_ids[rows, cols]
-    new_embeds = embed(new_ids).clone()
-    new_embeds[rows, dest] = embeds[rows, cols]
+
+    def moved(src: torch.Tensor, fill: Any) -> torch.Tensor:
+        out = torch.full((B, Ls), fill, dtype=src.dtype, device=device)
+        out[rows, dest] = src[rows, cols]
+        return out
+
+    new_ids = moved(input_ids, _pad_token_id(model))
     new_mask = torch.zeros((B, Ls), dtype=attention_mask.dtype, device=device)
     new_mask[rows, dest] = 1
-    new_visual = torch.zeros((B, Ls), dtype=torch.bool, device=device)
-    new_visual[rows, dest] = visual[rows, cols]
+    embeds = model.get_input_embeddings()(new_ids)
+    embeds[moved(vid_mask, False)] = torch.cat(values).to(device, embeds.dtype)
+    if feats.images is not None:
+        img_mask = moved(input_ids == adapter.image_token_id(model), False)
+        embeds[img_mask] = feats.images.to(device, embeds.dtype)
 
-    position_ids = rope_deltas = None
+    position_ids = next_positions = None
     dense_pos = adapter.dense_position_ids(model, vision_inputs, input_ids, attention_mask)
     if dense_pos is not None:
         dense_pos = dense_pos.to(device)
         position_ids = torch.ones((dense_pos.shape[0], B, Ls), dtype=dense_pos.dtype, device=device)
         position_ids[:, rows, dest] = dense_pos[:, rows, cols]
-        valid = attention_mask.bool()
-        top = dense_pos.masked_fill(~valid[None], -1).amax(dim=(0, 2))
-        rope_deltas = (top + 1 - n_keep).to(torch.long)[:, None]
+        seq = torch.arange(attention_mask.shape[1], device=device)
+        last = (seq * attention_mask.bool()).argmax(dim=1)  # each sample's last token
+        next_positions = dense_pos[:, torch.arange(B, device=device), last].long() + 1
 
-    samples = []
-    for b in range(B):
-        mine = [j for j, s in enumerate(video_sample) if s == b]
-        if mine:
-            samples.append(
-                SampleStats(
-                    frame_ratios=torch.cat([ratios[j] for j in mine]),
-                    frame_counts=torch.cat([kept_counts[j] for j in mine]),
-                    tokens_per_frame=torch.cat(
-                        [torch.full((vf.frames[j].shape[0],), vf.frames[j].shape[1]) for j in mine]
-                    ).to(torch.int32),
-                )
-            )
-        else:
-            samples.append(_empty_sample())
     return PreparedInputs(
         input_ids=new_ids,
-        inputs_embeds=new_embeds,
+        inputs_embeds=embeds,
         attention_mask=new_mask,
         position_ids=position_ids,
-        rope_deltas=rope_deltas,
-        visual_mask=new_visual,
-        samples=samples,
+        next_positions=next_positions,
+        visual_mask=moved(visual, False),
+        samples=_sample_stats(B, vid_pos, vf, kept),
     )
+
+
+def _sample_stats(
+    batch: int, vid_pos: torch.Tensor, vf: VideoFeatures, kept: _Kept
+) -> list[SampleStats]:
+    first = [0]
+    for c in vf.token_counts()[:-1]:
+        first.append(first[-1] + c)
+    owner = [int(vid_pos[o, 0]) for o in first] if vf.frames else []
+    samples = []
+    for b in range(batch):
+        mine = [j for j, s in enumerate(owner) if s == b]
+        if not mine:
+            samples.append(_empty_sample())
+            continue
+        samples.append(
+            SampleStats(
+                frame_ratios=torch.cat([kept.ratios[j] for j in mine]),
+                frame_counts=torch.cat([kept.counts[j] for j in mine]),
+                tokens_per_frame=torch.cat(
+                    [torch.full((vf.frames[j].shape[0],), vf.frames[j].shape[1]) for j in mine]
+                ).to(torch.int32),
+            )
+        )
+    return samples
+
+
+@torch.no_grad()
+def prepare_sharpv_inputs(
+    model: torch.nn.Module,
+    config: SharpVConfig,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    adapter: Adapter | None = None,
+    on_stage: StageCallback | None = None,
+    **vision_inputs: Any,
+) -> PreparedInputs:
+    """Run Visual SharpV on a processor batch and rebuild the prompt (steps 1-3 above).
+
+    The data go one way: features (adapter) -> one varlen prune per frame shape, whose
+    packed kept rows are used as they are -> the shorter prompt, built directly.
+
+    Args:
+        model: a supported ``...ForConditionalGeneration`` model.
+        config: SharpV settings (``config.visual=False`` keeps every video token).
+        input_ids: ``(batch, seq)`` prompt ids with the processor's video placeholders.
+        attention_mask: ``(batch, seq)`` 0/1 (all ones when ``None``).
+        adapter: the model's adapter (looked up when ``None``).
+        on_stage: told ``(stage, seconds)`` for ``"features"``, ``"prune"`` and
+            ``"rebuild"`` (CUDA is synchronised around each stage only when given).
+        **vision_inputs: ``pixel_values_videos`` and the other processor outputs.
+
+    Raises:
+        ValueError: ``input_ids`` is not 2-D, or the number of image or video placeholders
+            does not match the features.
+
+    Examples:
+        >>> from sharpv.tiny_models import tiny_llava_onevision, BOS_ID, VIDEO_ID
+        >>> model = tiny_llava_onevision()
+        >>> ids = torch.tensor([[BOS_ID] + [VIDEO_ID] * (3 * 4 + 1)])  # 3 frames, newline
+        >>> prep = prepare_sharpv_inputs(
+        ...     model, SharpVConfig(), ids, pixel_values_videos=torch.randn(1, 3, 3, 56, 56))
+        >>> prep.inputs_embeds.shape[1] <= ids.shape[1]
+        True
+    """
+    adapter = adapter or get_adapter(model)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, seq), got {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.to(input_ids.device)
+    stage = _StageClock(on_stage, input_ids.device)
+    with stage("features"):
+        feats = _features(model, adapter, vision_inputs, input_ids, attention_mask)
+    with stage("prune"):
+        kept = _prune(config, feats.video.frames)
+    with stage("rebuild"):
+        return _rebuild(model, adapter, vision_inputs, input_ids, attention_mask, feats, kept)
 
 
 def _empty_sample() -> SampleStats:
@@ -314,7 +425,9 @@ def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop(key, None)
     attention_mask = kwargs.pop("attention_mask", None)
     vision = {k: kwargs.pop(k) for k in adapter.vision_keys if k in kwargs}
-    prep = prepare_sharpv_inputs(self, config, input_ids, attention_mask, adapter=adapter, **vision)
+    prep = prepare_sharpv_inputs(
+        self, config, input_ids, attention_mask, adapter=adapter, on_stage=state.on_stage, **vision
+    )
     B, L = input_ids.shape
     Ls = prep.input_ids.shape[1]
     if kwargs.get("max_length") is not None and kwargs.get("max_new_tokens") is None:
@@ -325,18 +438,17 @@ def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         inputs_embeds=prep.inputs_embeds,
         attention_mask=prep.attention_mask,
     )
-    if prep.position_ids is not None:
-        gen["position_ids"] = prep.position_ids
-        adapter.set_rope_deltas(self, prep.rope_deltas)
     use_memory = config.memory and bool(prep.visual_mask.any())
-    use_fastv = config.method == "fastv" and config.visual and bool(prep.visual_mask.any())
+    use_fastv = (
+        config.method in INTRA_LLM_BASELINES and config.visual and bool(prep.visual_mask.any())
+    )
     if use_memory:
         ctx = _memory_context(self, prep.visual_mask, config.memory_threshold)
     elif use_fastv:
         ctx = _fastv_context(self, prep.visual_mask, config.method_options or {})
     else:
         ctx = contextlib.nullcontext()
-    with ctx as mstate:
+    with adapter.generating(self, prep.position_ids, prep.next_positions), ctx as mstate:
         out = state.generate(**gen)
 
     seqs = out.sequences if hasattr(out, "sequences") else out
@@ -375,13 +487,21 @@ def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
     return out
 
 
-def apply_sharpv(model: torch.nn.Module, config: SharpVConfig | None = None) -> torch.nn.Module:
+def apply_sharpv(
+    model: torch.nn.Module,
+    config: SharpVConfig | None = None,
+    *,
+    on_stage: StageCallback | None = None,
+) -> torch.nn.Module:
     """Make ``model.generate`` run Visual and Memory SharpV on every video of the batch.
 
     Args:
         model: a Hugging Face video LLM whose ``config.model_type`` has an adapter
             (``sharpv.adapters.supported_model_types()``).
         config: SharpV settings; ``SharpVConfig()`` (paper defaults) when ``None``.
+        on_stage: optional ``fn(stage, seconds)`` told the time of each stage of the visual
+            path (``"features"``, ``"prune"``, ``"rebuild"``) at every call; CUDA is
+            synchronised around the stages only when it is given.
 
     Returns:
         The same model object, patched on the instance only. Applying again replaces the
@@ -391,6 +511,15 @@ def apply_sharpv(model: torch.nn.Module, config: SharpVConfig | None = None) -> 
         sharpv.adapters.UnsupportedModelError: unsupported ``model_type`` (lists the
             supported ones).
         TypeError: ``config`` is not a :class:`SharpVConfig`.
+
+    Examples:
+        >>> from sharpv.tiny_models import tiny_llava_onevision, BOS_ID, VIDEO_ID
+        >>> model = apply_sharpv(tiny_llava_onevision(), SharpVConfig(memory=False))
+        >>> ids = torch.tensor([[BOS_ID] + [VIDEO_ID] * (3 * 4 + 1)])  # 3 frames, newline
+        >>> out = model.generate(input_ids=ids, pixel_values_videos=torch.randn(1, 3, 3, 56, 56),
+        ...                      max_new_tokens=2, do_sample=False)
+        >>> out.shape[1] == ids.shape[1] + 2, model.sharpv_stats[0].visual_tokens_in
+        (True, 12)
     """
     if config is None:
         config = SharpVConfig()
@@ -401,7 +530,11 @@ def apply_sharpv(model: torch.nn.Module, config: SharpVConfig | None = None) -> 
         revert_sharpv(model)
     had = "generate" in model.__dict__
     state = _SharpVState(
-        config=config, adapter=adapter, generate=model.generate, had_instance_generate=had
+        config=config,
+        adapter=adapter,
+        generate=model.generate,
+        had_instance_generate=had,
+        on_stage=on_stage,
     )
     object.__setattr__(model, "_sharpv", state)
     object.__setattr__(model, "generate", types.MethodType(_sharpv_generate, model))
@@ -411,7 +544,14 @@ def apply_sharpv(model: torch.nn.Module, config: SharpVConfig | None = None) -> 
 
 
 def revert_sharpv(model: torch.nn.Module) -> torch.nn.Module:
-    """Undo :func:`apply_sharpv`: the instance is as it was before (a no-op if not applied)."""
+    """Undo :func:`apply_sharpv`: the instance is as it was before (a no-op if not applied).
+
+    Examples:
+        >>> from sharpv.tiny_models import tiny_qwen2_vl
+        >>> model = tiny_qwen2_vl()
+        >>> "generate" in revert_sharpv(apply_sharpv(model)).__dict__
+        False
+    """
     state: _SharpVState | None = model.__dict__.get("_sharpv")
     if state is None:
         return model

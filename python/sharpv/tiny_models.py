@@ -7,6 +7,9 @@ convention shared by every builder: ``0`` pad, ``1`` bos, ``2`` eos, ``3`` image
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -46,7 +49,25 @@ def _text_kwargs(hidden: int, layers: int, vocab: int, heads: int, kv_heads: int
     }
 
 
-def _finish(model: torch.nn.Module, seed: int, dtype: torch.dtype) -> torch.nn.Module:
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run the block with the CPU RNG seeded with ``seed``; the caller's RNG state is restored
+    afterwards (transformers initialises weights from the global generator)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _rope_kwargs(config_cls: type, theta: float, mrope_section: list[int]) -> dict[str, Any]:
+    """M-RoPE settings under the name ``config_cls`` takes: ``rope_parameters`` (transformers
+    5) or ``rope_scaling`` plus ``rope_theta`` (4.x)."""
+    params = {"rope_type": "default", "mrope_section": list(mrope_section)}
+    if "rope_parameters" in inspect.signature(config_cls.__init__).parameters:
+        return {"rope_parameters": {**params, "rope_theta": theta}}
+    return {"rope_scaling": params, "rope_theta": theta}
+
+
+def _finish(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     model = model.to(dtype).eval()
     gc = model.generation_config
     gc.pad_token_id, gc.bos_token_id, gc.eos_token_id = PAD_ID, BOS_ID, EOS_ID
@@ -70,6 +91,12 @@ def tiny_llava_onevision(
 
     A frame of ``image_size`` pixels gives ``ceil(p / 2) ** 2`` video tokens with
     ``p = image_size // patch_size`` (4 for the defaults), plus one newline per video.
+    Weights come from ``seed``; the caller's random state is left as it was.
+
+    Examples:
+        >>> model = tiny_llava_onevision(layers=2)
+        >>> model.config.model_type, model.config.text_config.num_hidden_layers
+        ('llava_onevision', 2)
     """
     from transformers import (
         LlavaOnevisionConfig,
@@ -78,7 +105,6 @@ def tiny_llava_onevision(
         SiglipVisionConfig,
     )
 
-    torch.manual_seed(seed)
     vision = SiglipVisionConfig(
         hidden_size=vision_hidden,
         intermediate_size=2 * vision_hidden,
@@ -99,8 +125,9 @@ def tiny_llava_onevision(
         image_grid_pinpoints=[[image_size, image_size], [image_size, 2 * image_size]],
     )
     config._attn_implementation = attn_implementation
-    model = LlavaOnevisionForConditionalGeneration(config)
-    return _finish(model, seed, dtype)
+    with _seeded(seed):
+        model = LlavaOnevisionForConditionalGeneration(config)
+    return _finish(model, dtype)
 
 
 def tiny_llava_next_video(
@@ -119,6 +146,11 @@ def tiny_llava_next_video(
     """A ``LlavaNextVideoForConditionalGeneration`` (Llama LM, CLIP tower), random weights.
 
     A frame gives ``(p // 2) ** 2`` video tokens (average pooling, stride 2), no newline.
+    Weights come from ``seed``; the caller's random state is left as it was.
+
+    Examples:
+        >>> tiny_llava_next_video().config.model_type
+        'llava_next_video'
     """
     from transformers import (
         CLIPVisionConfig,
@@ -127,7 +159,6 @@ def tiny_llava_next_video(
         LlavaNextVideoForConditionalGeneration,
     )
 
-    torch.manual_seed(seed)
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden,
         intermediate_size=2 * vision_hidden,
@@ -152,8 +183,9 @@ def tiny_llava_next_video(
         video_seq_length=(image_size // patch_size // 2) ** 2,
     )
     config._attn_implementation = attn_implementation
-    model = LlavaNextVideoForConditionalGeneration(config)
-    return _finish(model, seed, dtype)
+    with _seeded(seed):
+        model = LlavaNextVideoForConditionalGeneration(config)
+    return _finish(model, dtype)
 
 
 def _qwen_vl(
@@ -167,20 +199,17 @@ def _qwen_vl(
     attn_implementation: str,
     seed: int,
     dtype: torch.dtype,
+    rope_theta: float,
+    initializer_range: float,
 ) -> torch.nn.Module:
     import transformers
 
-    torch.manual_seed(seed)
     head_dim = hidden // 4
     # mrope sections (t, h, w) sum to head_dim // 2
     half = head_dim // 2
     section = [half - 2 * (half // 4), half // 4, half // 4]
     text = _text_kwargs(hidden, layers, vocab, 4, 2)
-    text["rope_parameters"] = {
-        "rope_type": "default",
-        "rope_theta": 10000.0,
-        "mrope_section": section,
-    }
+    text["initializer_range"] = initializer_range
     vision: dict[str, Any] = {
         "depth": vision_layers,
         "hidden_size": vision_hidden,
@@ -199,12 +228,15 @@ def _qwen_vl(
             tokens_per_second=2,
         )
         cfg_cls = transformers.Qwen2_5_VLConfig
+        text_cls = transformers.Qwen2_5_VLTextConfig
         model_cls = transformers.Qwen2_5_VLForConditionalGeneration
     else:
         vision.update(embed_dim=vision_hidden, mlp_ratio=2, hidden_size=hidden)
         vision.pop("out_hidden_size")
         cfg_cls = transformers.Qwen2VLConfig
+        text_cls = transformers.Qwen2VLTextConfig
         model_cls = transformers.Qwen2VLForConditionalGeneration
+    text.update(_rope_kwargs(text_cls, rope_theta, section))
     config = cfg_cls(
         text_config=text,
         vision_config=vision,
@@ -212,10 +244,12 @@ def _qwen_vl(
         video_token_id=VIDEO_ID,
         vision_start_token_id=VISION_START_ID,
         vision_end_token_id=VISION_END_ID,
+        initializer_range=initializer_range,
     )
     config._attn_implementation = attn_implementation
-    model = model_cls(config)
-    return _finish(model, seed, dtype)
+    with _seeded(seed):
+        model = model_cls(config)
+    return _finish(model, dtype)
 
 
 def tiny_qwen2_5_vl(
@@ -228,8 +262,20 @@ def tiny_qwen2_5_vl(
     attn_implementation: str = "eager",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    rope_theta: float = 10000.0,
+    initializer_range: float = 0.02,
 ) -> torch.nn.Module:
-    """A ``Qwen2_5_VLForConditionalGeneration`` with random weights (patch 14, merge 2)."""
+    """A ``Qwen2_5_VLForConditionalGeneration`` with random weights (patch 14, merge 2).
+
+    Weights come from ``seed``; the caller's random state is left as it was. With the
+    defaults (weights of std 0.02, RoPE base 10000) attention is nearly uniform and the
+    answers hardly depend on positions; a small ``rope_theta`` (e.g. 10) and a larger
+    ``initializer_range`` (e.g. 0.2) make them depend on every M-RoPE row.
+
+    Examples:
+        >>> tiny_qwen2_5_vl(layers=1).config.model_type
+        'qwen2_5_vl'
+    """
     return _qwen_vl(
         "qwen2_5_vl",
         hidden=hidden,
@@ -240,6 +286,8 @@ def tiny_qwen2_5_vl(
         attn_implementation=attn_implementation,
         seed=seed,
         dtype=dtype,
+        rope_theta=rope_theta,
+        initializer_range=initializer_range,
     )
 
 
@@ -253,8 +301,18 @@ def tiny_qwen2_vl(
     attn_implementation: str = "eager",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    rope_theta: float = 10000.0,
+    initializer_range: float = 0.02,
 ) -> torch.nn.Module:
-    """A ``Qwen2VLForConditionalGeneration`` with random weights (patch 14, merge 2)."""
+    """A ``Qwen2VLForConditionalGeneration`` with random weights (patch 14, merge 2).
+
+    Weights come from ``seed``; the caller's random state is left as it was; see
+    :func:`tiny_qwen2_5_vl` for ``rope_theta`` and ``initializer_range``.
+
+    Examples:
+        >>> tiny_qwen2_vl(layers=1).config.model_type
+        'qwen2_vl'
+    """
     return _qwen_vl(
         "qwen2_vl",
         hidden=hidden,
@@ -265,6 +323,8 @@ def tiny_qwen2_vl(
         attn_implementation=attn_implementation,
         seed=seed,
         dtype=dtype,
+        rope_theta=rope_theta,
+        initializer_range=initializer_range,
     )
 
 
@@ -286,6 +346,10 @@ def tiny_tokenizer(vocab: int = 128):
     ``<|vision_start|>`` 5, ``<|vision_end|>`` 6, ``<unk>`` 7; then plain words up to
     ``vocab`` entries. ``tokenizer.save_pretrained(folder)`` makes the folder loadable with
     ``AutoTokenizer``.
+
+    Examples:
+        >>> tiny_tokenizer()("what is the video ?").input_ids
+        [21, 11, 8, 30, 104]
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

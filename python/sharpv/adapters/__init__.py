@@ -3,6 +3,8 @@
 ``get_adapter(model)`` returns the adapter serving ``model.config.model_type`` and raises
 :class:`UnsupportedModelError` (a ``ValueError``) listing the supported types otherwise.
 Third-party code may add a family with ``@register_adapter("my_model_type")``.
+``load_model(name, dtype=...)`` loads a supported checkpoint with any tested transformers
+release (the ``dtype`` keyword is spelled as the release takes it).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .loading import load_model
+
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Adapter
 
 __all__ = [
+    "load_model",
     "UnsupportedModelError",
     "register_adapter",
     "get_adapter",
@@ -31,7 +36,16 @@ class UnsupportedModelError(ValueError):
 
 
 def register_adapter(*model_types: str) -> Callable[[type[Adapter]], type[Adapter]]:
-    """Class decorator registering an :class:`~sharpv.adapters.base.Adapter` subclass."""
+    """Class decorator registering an :class:`~sharpv.adapters.base.Adapter` subclass.
+
+    Examples:
+        >>> from sharpv.adapters.llava import LlavaOnevisionAdapter
+        >>> @register_adapter("my_llava_video")
+        ... class MyAdapter(LlavaOnevisionAdapter):
+        ...     model_types = ("my_llava_video",)
+        >>> "my_llava_video" in supported_model_types()
+        True
+    """
 
     def deco(cls: type[Adapter]) -> type[Adapter]:
         for mt in model_types:
@@ -47,7 +61,12 @@ def _load_builtin() -> None:
 
 
 def supported_model_types() -> list[str]:
-    """Sorted ``model_type`` values with an adapter."""
+    """Sorted ``model_type`` values with an adapter.
+
+    Examples:
+        >>> "qwen2_5_vl" in supported_model_types()
+        True
+    """
     _load_builtin()
     return sorted(_REGISTRY)
 
@@ -62,6 +81,11 @@ def get_adapter(model_or_config: Any) -> Adapter:
 
     Raises:
         UnsupportedModelError: no adapter is registered for its ``model_type``.
+
+    Examples:
+        >>> from transformers import Qwen2VLConfig
+        >>> type(get_adapter(Qwen2VLConfig())).__name__
+        'QwenVLAdapter'
     """
     _load_builtin()
     mt = _model_type(model_or_config)

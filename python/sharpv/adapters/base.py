@@ -9,6 +9,7 @@ statistics) is shared.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["VideoFeatures", "Adapter", "call_with_supported", "pooled", "expand_placeholder"]
+__all__ = [
+    "VideoFeatures",
+    "Adapter",
+    "call_with_supported",
+    "pooled",
+    "pooled_rows",
+    "expand_placeholder",
+]
 
 
 @dataclass
@@ -39,10 +47,15 @@ class VideoFeatures:
 
 
 def pooled(out: Any) -> Any:
-    """The features of a ``get_*_features`` result across transformers versions.
+    """The features of a ``get_*_features`` result, whatever the transformers version.
 
-    Recent versions return a ``BaseModelOutputWithPooling`` whose ``pooler_output`` holds the
-    projected features; older ones return the tensor (or tuple of tensors) directly.
+    Since transformers 5 the getters return a ``BaseModelOutputWithPooling`` whose
+    ``pooler_output`` holds the projected features; 4.x returns the tensor (or tuple of
+    tensors) itself.
+
+    Examples:
+        >>> pooled(torch.ones(2, 3)).shape
+        torch.Size([2, 3])
     """
     if hasattr(out, "pooler_output") and out.pooler_output is not None:
         return out.pooler_output
@@ -50,30 +63,47 @@ def pooled(out: Any) -> Any:
 
 
 def pooled_rows(out: Any) -> torch.Tensor:
-    """``pooled(out)`` as one ``(N, d)`` tensor of rows (a tuple of per-item tensors is
-    concatenated in order)."""
+    """``pooled(out)`` as one ``(N, d)`` tensor of feature rows, in order.
+
+    The getters return one ``(1, N, d)`` tensor, a ``(frames, f, d)`` tensor, or a tuple of
+    per-item tensors of either kind depending on the model and the transformers version (e.g.
+    LLaVA-NeXT-Video's ``get_video_features`` gives a tuple of ``(T, f, d)`` tensors up to
+    5.19 and one ``(1, T * f, d)`` tensor since); all of them flatten to the same rows.
+
+    Examples:
+        >>> pooled_rows((torch.ones(2, 4, 8), torch.ones(1, 4, 8))).shape
+        torch.Size([12, 8])
+    """
     feats = pooled(out)
     if isinstance(feats, (list, tuple)):
-        feats = torch.cat(list(feats), dim=0)
+        feats = torch.cat([x.reshape(-1, x.shape[-1]) for x in feats], dim=0)
     return feats.reshape(-1, feats.shape[-1])
 
 
 def call_with_supported(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments its signature names (``None`` values dropped).
+    """Call ``fn`` with the keyword arguments its signature accepts (``None`` values dropped).
 
-    Keeps adapters working across transformers versions whose feature getters take
-    different optional arguments.
+    A keyword that ``fn`` does not name is left out, except ``return_dict``, which also goes
+    through ``**kwargs``: the optional arguments of the feature getters differ between
+    transformers versions (``return_dict`` and ``mm_token_type_ids`` exist only in 5.x,
+    ``second_per_grid_ts`` only for Qwen2.5-VL). Required inputs, whose names differ too
+    (``pixel_values`` before 5.18, ``pixel_values_videos`` since), go positionally.
+
+    Examples:
+        >>> call_with_supported(lambda x, scale=1: x * scale, 3, scale=2, return_dict=True)
+        6
     """
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         params = {}
-    names = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
-    chosen = {k: v for k, v in kwargs.items() if v is not None and k in names}
-    if "return_dict" in kwargs and any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    ):
-        chosen["return_dict"] = kwargs["return_dict"]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    chosen = {
+        k: v for k, v in kwargs.items() if v is not None and (k in named or k == "return_dict")
+    }
+    if not takes_any:
+        chosen = {k: v for k, v in chosen.items() if k in named}
     return fn(*args, **chosen)
 
 
@@ -142,11 +172,21 @@ class Adapter:
         ordinary 1-D positions (recomputed from the pruned attention mask) are right."""
         return None
 
-    def set_rope_deltas(self, model: torch.nn.Module, deltas: torch.Tensor) -> None:
-        """Record ``(batch, 1)`` offsets between text positions and sequence indices."""
+    def generating(
+        self,
+        model: torch.nn.Module,
+        position_ids: torch.Tensor | None,
+        next_positions: torch.Tensor | None,
+    ) -> contextlib.AbstractContextManager[None]:
+        """Context around the wrapped ``generate`` of one pruned prompt.
 
-    def release(self, model: torch.nn.Module) -> None:
-        """Clear per-call state the adapter left on the model."""
+        M-RoPE adapters feed ``position_ids`` (``(rows, batch, seq')``, the dense positions
+        of the kept tokens) to the prefill and continue each sample at ``next_positions``
+        (``(rows, batch)``) during decoding. On exit the model is exactly as before: every
+        attribute the adapter or the model's own generate set per call (Qwen-VL's
+        ``rope_deltas``) has its old value back. The default does nothing.
+        """
+        return contextlib.nullcontext()
 
     # ---- command line without a processor --------------------------------------------
     def build_inputs(
@@ -168,6 +208,10 @@ def expand_placeholder(ids: list[int], token_id: int, count: int) -> list[int]:
 
     Raises:
         ValueError: ``token_id`` is not in ``ids`` exactly once.
+
+    Examples:
+        >>> expand_placeholder([1, 4, 9], token_id=4, count=3)
+        [1, 4, 4, 4, 9]
     """
     where = [i for i, t in enumerate(ids) if t == token_id]
     if len(where) != 1:

@@ -14,14 +14,7 @@ from typing import Any
 import torch
 
 from . import register_adapter
-from .base import (
-    Adapter,
-    VideoFeatures,
-    call_with_supported,
-    expand_placeholder,
-    pooled,
-    pooled_rows,
-)
+from .base import Adapter, VideoFeatures, call_with_supported, expand_placeholder, pooled_rows
 
 __all__ = ["LlavaOnevisionAdapter", "LlavaNextVideoAdapter"]
 
@@ -101,22 +94,33 @@ class _LlavaVideoAdapter(Adapter):
         vids = self._split_videos(model, kwargs["pixel_values_videos"], input_ids)
         frames = [v.shape[0] for v in vids]
         pix = torch.cat(vids, dim=0).unsqueeze(0).to(self._tower_dtype(model))
+        # pixels go positionally: the parameter is `pixel_values` up to transformers 5.17 and
+        # `pixel_values_videos` since
         out = call_with_supported(
             model.model.get_video_features,
-            pixel_values_videos=pix,
+            pix,
             return_dict=True,
             **self._vision_options(model, kwargs),
         )
-        feats = pooled(out)
-        feats = feats[0] if isinstance(feats, (list, tuple)) else feats.reshape(-1, feats.shape[-1])
-        total = sum(frames)
-        f = (feats.shape[0] - self.extra_tokens) // total
-        frame_tokens = feats[: total * f].reshape(total, f, -1)
-        extra = feats[total * f :]
+        rows = pooled_rows(out)
+        total, f = sum(frames), self.tokens_per_frame(model)
+        if rows.shape[0] < total * f:
+            raise ValueError(
+                f"get_video_features gave {rows.shape[0]} rows for {total} frames of {f} tokens"
+            )
+        frame_tokens = rows[: total * f].reshape(total, f, rows.shape[-1])
+        extra = self._extras(model, rows[total * f :])
         return VideoFeatures(
             frames=list(torch.split(frame_tokens, frames, dim=0)),
-            extras=[extra for _ in vids],
+            extras=[extra] * len(vids),
         )
+
+    def _extras(self, model: torch.nn.Module, tail: torch.Tensor) -> torch.Tensor:
+        """The ``(extra_tokens, d)`` tokens that follow a video's frames, given the rows that
+        ``get_video_features`` returned after the frame tokens (none here)."""
+        if tail.shape[0]:
+            raise ValueError(f"get_video_features gave {tail.shape[0]} rows beyond the frames")
+        return tail
 
     def _image_extra_options(self, model, kwargs) -> dict[str, Any]:
         return {}
@@ -154,8 +158,8 @@ class _LlavaVideoAdapter(Adapter):
             return None
         out = call_with_supported(
             model.model.get_image_features,
-            pixel_values=pv.to(self._tower_dtype(model)),
-            image_sizes=kwargs.get("image_sizes"),
+            pv.to(self._tower_dtype(model)),
+            kwargs.get("image_sizes"),
             return_dict=True,
             **self._vision_options(model, kwargs),
             **self._image_extra_options(model, kwargs),
@@ -175,6 +179,18 @@ class LlavaOnevisionAdapter(_LlavaVideoAdapter):
         vc = model.config.vision_config
         p = vc.image_size // vc.patch_size
         return math.ceil(p / 2) ** 2
+
+    def _extras(self, model: torch.nn.Module, tail: torch.Tensor) -> torch.Tensor:
+        """The newline after the frames: ``get_video_features`` appends it since transformers
+        5.18; before, the model's forward appended ``image_newline`` itself."""
+        if tail.shape[0] == self.extra_tokens:
+            return tail
+        if tail.shape[0] == 0:
+            return model.model.image_newline[None].to(dtype=tail.dtype, device=tail.device)
+        raise ValueError(
+            f"get_video_features gave {tail.shape[0]} rows beyond the frames, expected "
+            f"{self.extra_tokens} (the newline) or none"
+        )
 
     def _image_extra_options(self, model, kwargs) -> dict[str, Any]:
         ratio = kwargs.get("vision_aspect_ratio")

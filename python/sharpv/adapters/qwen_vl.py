@@ -5,9 +5,19 @@ grid ``(t, h, w)`` enters the LLM as ``t`` "frames" of ``f = (h / 2) * (w / 2)``
 ``(t, h, w)`` order: Visual SharpV prunes over those ``t`` temporal groups. Kept tokens keep
 the 3-D positions the dense prompt gives them (computed with the model's own
 ``get_rope_index``), and text after the video continues at its dense positions.
+
+How a transformers release carries 3-D positions through ``generate`` differs (4.x and 5.0
+slice a 3-D ``position_ids`` argument on the batch dimension at every decode step; later
+releases rebuild positions from ``rope_deltas`` in two different ways), so the adapter
+passes none to ``generate``: it hands the positions to the language model directly, where
+every release takes them the same way (:class:`_MRopePositions`).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -26,6 +36,43 @@ def _mm_token_type_ids(
         types[input_ids == image_id] = 1
     types[input_ids == video_id] = 2
     return types
+
+
+class _MRopePositions:
+    """Forward pre-hook of the language model that sets ``position_ids`` of a pruned prompt.
+
+    The first call (the prefill) gets ``prefill`` (``(3, B, S')``); every later call (one
+    decode step of ``s`` tokens) gets ``next_positions[:, b] + step + arange(s)`` for sample
+    ``b``, row by row: generated text continues where the dense model's would. Batches
+    expanded by ``generate`` (``num_return_sequences``, beams) repeat each sample's rows.
+    """
+
+    def __init__(self, prefill: torch.Tensor, next_positions: torch.Tensor) -> None:
+        self.prefill = prefill
+        self.next_positions = next_positions
+        self.seen = 0  # tokens the language model has been given so far
+
+    def __call__(
+        self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]
+    ) -> tuple[tuple, dict[str, Any]]:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            raise RuntimeError("SharpV's M-RoPE positions need inputs_embeds in the language model")
+        batch, s = embeds.shape[0], embeds.shape[1]
+        copies = batch // self.prefill.shape[1]  # generate's expansion (beams, sequences)
+        if self.seen == 0:
+            if s != self.prefill.shape[2]:
+                raise RuntimeError(
+                    f"prefill of {s} tokens, but the pruned prompt has {self.prefill.shape[2]}"
+                )
+            pos = self.prefill.repeat_interleave(copies, dim=1)
+        else:
+            start = self.next_positions + (self.seen - self.prefill.shape[2])
+            steps = torch.arange(s, device=start.device, dtype=start.dtype)
+            pos = (start[:, :, None] + steps).repeat_interleave(copies, dim=1)
+        self.seen += s
+        kwargs["position_ids"] = pos.to(embeds.device)
+        return args, kwargs
 
 
 @register_adapter("qwen2_5_vl", "qwen2_vl")
@@ -49,39 +96,32 @@ class QwenVLAdapter(Adapter):
         grid = kwargs.get("video_grid_thw")
         if grid is None:
             raise ValueError("Qwen-VL video inputs need video_grid_thw next to pixel_values_videos")
-        pv = kwargs["pixel_values_videos"]
         out = call_with_supported(
             model.model.get_video_features,
-            pixel_values_videos=pv,
-            video_grid_thw=grid,
+            kwargs["pixel_values_videos"],
+            grid,
             return_dict=True,
         )
-        feats = pooled(out)
         m = self._merge(model)
-        sizes = [int(t) * (int(h) // m) * (int(w) // m) for t, h, w in grid.tolist()]
+        thw = [(int(t), int(h) // m, int(w) // m) for t, h, w in grid.tolist()]
+        feats = pooled(out)
         if isinstance(feats, torch.Tensor):
-            feats = torch.split(feats.reshape(-1, feats.shape[-1]), sizes)
-        frames, extras = [], []
-        for x, (t, h, w) in zip(feats, grid.tolist(), strict=True):
-            f = (int(h) // m) * (int(w) // m)
-            frames.append(x.reshape(int(t), f, x.shape[-1]))
-            extras.append(x[:0])
-        return VideoFeatures(frames=frames, extras=extras)
+            feats = torch.split(pooled_rows(feats), [t * h * w for t, h, w in thw])
+        frames = [x.reshape(t, h * w, x.shape[-1]) for x, (t, h, w) in zip(feats, thw, strict=True)]
+        return VideoFeatures(frames=frames, extras=[x[:0, 0] for x in frames])
 
     def image_features(self, model, kwargs) -> torch.Tensor | None:
         pv = kwargs.get("pixel_values")
         if pv is None:
             return None
         out = call_with_supported(
-            model.model.get_image_features,
-            pixel_values=pv,
-            image_grid_thw=kwargs.get("image_grid_thw"),
-            return_dict=True,
+            model.model.get_image_features, pv, kwargs.get("image_grid_thw"), return_dict=True
         )
         return pooled_rows(out)
 
     def dense_position_ids(self, model, kwargs, input_ids, attention_mask) -> torch.Tensor:
-        """``(3, batch, seq)`` M-RoPE positions of the dense prompt (model's own rule)."""
+        """``(3, batch, seq)`` M-RoPE positions of the dense prompt (the model's own rule;
+        ``mm_token_type_ids``, which 5.x takes, is built from the ids when not given)."""
         mm_types = kwargs.get("mm_token_type_ids")
         if mm_types is None:
             mm_types = _mm_token_type_ids(
@@ -89,7 +129,7 @@ class QwenVLAdapter(Adapter):
             )
         pos, _ = call_with_supported(
             model.model.get_rope_index,
-            input_ids=input_ids,
+            input_ids,
             mm_token_type_ids=mm_types,
             image_grid_thw=kwargs.get("image_grid_thw"),
             video_grid_thw=kwargs.get("video_grid_thw"),
@@ -98,8 +138,22 @@ class QwenVLAdapter(Adapter):
         )
         return pos
 
-    def set_rope_deltas(self, model: torch.nn.Module, deltas: torch.Tensor) -> None:
-        model.model.rope_deltas = deltas
-
-    def release(self, model: torch.nn.Module) -> None:
-        model.model.rope_deltas = None
+    @contextlib.contextmanager
+    def generating(
+        self,
+        model: torch.nn.Module,
+        position_ids: torch.Tensor | None,
+        next_positions: torch.Tensor | None,
+    ) -> Iterator[None]:
+        if position_ids is None or next_positions is None:
+            raise ValueError("Qwen-VL needs the dense M-RoPE positions of the pruned prompt")
+        inner = model.model
+        saved = inner.rope_deltas
+        handle = inner.language_model.register_forward_pre_hook(
+            _MRopePositions(position_ids, next_positions), with_kwargs=True
+        )
+        try:
+            yield
+        finally:
+            handle.remove()
+            inner.rope_deltas = saved

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# CI lane: the integration-level tests on one transformers release, in a venv built from nothing.
+#
+#   bash scripts/lane-transformers.sh VERSION      # 4.57.6, 5.17.0, 5.19.0 or 5.23.0
+#
+# Builds .venv-tf-VERSION (removed first unless SHARPV_LANE_KEEP=1), installs the CPU build
+# of torch, then this package with its hf and test extras under the pins of
+# scripts/constraints-cpu.txt, except the transformers stack (transformers, tokenizers,
+# huggingface_hub, safetensors), which comes from scripts/constraints-tf-VERSION.txt, and
+# runs pytest on the tests that depend on transformers (the kernel tests do not; they stay
+# in the main lane). Exits non-zero when the install or any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=${1:?usage: scripts/lane-transformers.sh TRANSFORMERS_VERSION}
+PINS=scripts/constraints-tf-$VERSION.txt
+[ -f "$PINS" ] || { echo "no $PINS: transformers $VERSION is not a tested lane" >&2; exit 2; }
+VENV=.venv-tf-$VERSION
+PY=${PYTHON:-python3}
+TESTS=(tests/test_integration.py tests/test_baselines.py tests/test_memory_sharpv.py
+       tests/test_memory_cache.py tests/test_cli.py)
+start=$(date +%s)
+[ "${SHARPV_LANE_KEEP:-0}" = 1 ] || rm -rf "$VENV"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+grep -v -E '^(transformers|tokenizers|huggingface_hub|safetensors)==' scripts/constraints-cpu.txt \
+  >"$constraints"
+cat "$PINS" >>"$constraints"
+log=$VENV/install.log
+install() {
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  "$VENV/bin/python" -c "import torch" 2>/dev/null \
+    || "$VENV/bin/python" -m pip install -q torch==2.13.0   # CPU build, before anything pulls torch
+  "$VENV/bin/python" -m pip install -q -c "$constraints" -e ".[hf,test]"
+}
+if ! install >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "lane transformers $VERSION: install failed (full log: $log)" >&2
+  exit 2
+fi
+got=$("$VENV/bin/python" -c "import transformers; print(transformers.__version__)")
+[ "$got" = "$VERSION" ] || { echo "lane wanted transformers $VERSION, got $got" >&2; exit 2; }
+echo "lane transformers $VERSION: venv ready in $(( $(date +%s) - start )) s"
+status=0
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" || status=$?
+echo "lane transformers $VERSION: exit $status after $(( $(date +%s) - start )) s"
+exit $status
