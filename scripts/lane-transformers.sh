@@ -9,6 +9,8 @@
 # huggingface_hub, safetensors), which comes from scripts/constraints-tf-VERSION.txt, and
 # runs pytest on the tests that depend on transformers (the kernel tests do not; they stay
 # in the main lane). Exits non-zero when the install or any test fails.
+# SHARPV_LANE_STEP=build|test runs one half (.ci/run builds the lanes' venvs in the
+# background while the core lane runs, then tests them one at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${1:?usage: scripts/lane-transformers.sh TRANSFORMERS_VERSION}
@@ -18,7 +20,9 @@ VENV=.venv-tf-$VERSION
 PY=${PYTHON:-python3}
 TESTS=(tests/test_integration.py tests/test_baselines.py tests/test_memory_sharpv.py
        tests/test_memory_cache.py tests/test_cli.py)
+STEP=${SHARPV_LANE_STEP:-all}
 start=$(date +%s)
+if [ "$STEP" != test ]; then
 [ "${SHARPV_LANE_KEEP:-0}" = 1 ] || rm -rf "$VENV"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 constraints=$(mktemp)
@@ -38,9 +42,11 @@ if ! install >"$log" 2>&1; then
   echo "lane transformers $VERSION: install failed (full log: $log)" >&2
   exit 2
 fi
+echo "lane transformers $VERSION: venv ready in $(( $(date +%s) - start )) s"
+fi
+[ "$STEP" != build ] || exit 0
 got=$("$VENV/bin/python" -c "import transformers; print(transformers.__version__)")
 [ "$got" = "$VERSION" ] || { echo "lane wanted transformers $VERSION, got $got" >&2; exit 2; }
-echo "lane transformers $VERSION: venv ready in $(( $(date +%s) - start )) s"
 status=0
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" || status=$?
 echo "lane transformers $VERSION: exit $status after $(( $(date +%s) - start )) s"
