@@ -345,9 +345,9 @@ def test_no_host_sync_inside_decode_steps(attn):
     context = sharpv.memory_sharpv(model, vis, threshold=2.0)
     state, seq, log, steps = _decode_host_traffic(model, context, emb, attn_mask)
     assert state.dropped[1:].all() and len(steps) == 3
+    # only this project's code is held to it: transformers' own decode path makes a host
+    # tensor per step on some releases (5.19), none on others (5.23)
     assert [name for name, ours in log if ours] == []
-    if attn == "eager":  # transformers' eager decode path itself reads nothing either
-        assert log == []
     # the recorder sees host reads and host-made tensors, and tells this project's code apart
     log.clear()
     with _record_host_traffic(log):
@@ -365,7 +365,7 @@ def test_fastv_decode_steps_have_no_host_sync():
     context = fastv(model, vis, layer=2, keep_ratio=0.5)
     state, _, log, steps = _decode_host_traffic(model, context, emb, attn_mask)
     assert state.kept.shape == (1, 5) and len(steps) == 3
-    assert log == []
+    assert [name for name, ours in log if ours] == []
 
 
 # ---------------------------------------------------------------- the hooks base
