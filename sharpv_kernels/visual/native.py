@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,12 +70,15 @@ def native_unavailable_reason() -> str | None:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of at least ``workers`` threads, made anew in a forked child (threads do
+    not survive a fork, and an executor inherited from the parent would never run a task)."""
+    key = (os.getpid(), workers)
     with _lock:
-        pool = _state.get("pool")
-        if pool is None or pool._max_workers < workers:  # type: ignore[attr-defined]
-            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sharpv-native")
-            _state["pool"] = pool
-    return pool  # type: ignore[return-value]
+        if _state.get("pool_key") != key:
+            _state["pool"] = ThreadPoolExecutor(max_workers=workers,
+                                                thread_name_prefix="sharpv-native")  # fmt: skip
+            _state["pool_key"] = key
+        return _state["pool"]  # type: ignore[return-value]
 
 
 def unit_distances_native(
