@@ -26,6 +26,8 @@ setup(
     python_requires=">=3.10",
     packages=_kernel_pkgs + _model_pkgs,
     package_dir={"sharpv": "python/sharpv"},
+    # the native CPU kernel's C source, compiled on first use (sharpv_kernels/_native.py)
+    package_data={"sharpv_kernels.visual": ["*.c"]},
     install_requires=["torch>=2.5", "triton>=3.1", "numpy"],
     extras_require={
         "hf": ["transformers>=4.57,<6", "av", "matplotlib", "tqdm", "pillow"],

@@ -8,8 +8,9 @@ Providers:
     cache-blocked pass the op runs; on a GPU one unblocked pass of about 25 aten ops (the
     GPU baseline, as ``SHARPV_BACKEND=torch`` runs it);
   * ``compiled``: ``torch.compile`` of that eager implementation;
-  * ``sharpv``: ``sharpv_kernels.visual_prune`` (Triton kernels on CUDA; on CPU the PyTorch
-    path behind the op, so it adds the op's checks and dispatch).
+  * ``sharpv``: ``sharpv_kernels.visual_prune`` as users call it (Triton kernels on CUDA; on
+    CPU the native kernel's score pass and the PyTorch path's selection and gather, with the
+    op's checks and dispatch; the PyTorch path alone where no C compiler is found).
 
 Every provider of a shape is timed interleaved, round-robin, in the same run (one call of
 each per round), so that load on the machine hits them alike; rows give the median and the
@@ -39,6 +40,7 @@ import torch
 
 from sharpv_kernels import visual_prune
 from sharpv_kernels.visual.naive import visual_prune_reference
+from sharpv_kernels.visual.native import native_unavailable_reason
 from sharpv_kernels.visual.torch_path import visual_prune_torch
 
 from .common import copy_bandwidth, environment, sync, write_result
@@ -192,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         args.device, args.shapes, args.providers, args.mode,
         [getattr(torch, n) for n in names], rounds=args.rounds,
     )  # fmt: skip
+    if args.device == "cpu":  # what the ``sharpv`` provider ran on
+        why = native_unavailable_reason()
+        result["sharpv_cpu_backend"] = "native" if why is None else f"torch ({why})"
     result["command"] = "python -m bench.bench_visual " + " ".join(
         sys.argv[1:] if argv is None else argv
     )

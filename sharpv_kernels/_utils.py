@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -22,8 +23,9 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: Environment variable that picks the implementation behind every ``torch.ops.sharpv`` op.
 BACKEND_ENV = "SHARPV_BACKEND"
-#: Its values: ``auto`` (Triton on CUDA, PyTorch elsewhere), ``triton``, ``torch``.
-BACKENDS = ("auto", "triton", "torch")
+#: Its values: ``auto`` (Triton on CUDA; on CPU the native kernel where an op has one and it
+#: builds, else PyTorch), ``triton``, ``torch``, ``native``.
+BACKENDS = ("auto", "triton", "torch", "native")
 
 
 def is_interpreting() -> bool:
@@ -31,30 +33,53 @@ def is_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def select_backend(device: torch.device) -> str:
-    """``"triton"`` or ``"torch"``: the implementation an op runs for tensors on ``device``.
+def select_backend(
+    device: torch.device, native_unavailable: Callable[[], str | None] | None = None
+) -> str:
+    """``"triton"``, ``"torch"`` or ``"native"``: the implementation an op runs on ``device``.
 
     Reads ``SHARPV_BACKEND`` at every call (``auto`` when unset):
 
-    * ``auto``: the Triton kernels on CUDA, the plain PyTorch path on any other device;
+    * ``auto``: the Triton kernels on CUDA; on other devices the op's native CPU kernel when
+      it has one and it builds here, else the plain PyTorch path;
     * ``triton``: the Triton kernels; on CPU tensors only under Triton's interpreter
       (``TRITON_INTERPRET=1``, how CI runs the kernels), an error otherwise;
-    * ``torch``: the plain PyTorch path on any device (on CUDA: the eager GPU baseline).
+    * ``torch``: the plain PyTorch path on any device (on CUDA: the eager GPU baseline);
+    * ``native``: the op's native CPU kernel on CPU tensors (an error when it cannot be
+      built); ops without one run their PyTorch path.
+
+    Args:
+        device: the device of the op's tensors.
+        native_unavailable: for an op with a native CPU kernel, a function returning ``None``
+            when that kernel is usable, else the reason it is not.
 
     Examples:
-        >>> select_backend(torch.device("cpu"))  # SHARPV_BACKEND unset
+        >>> select_backend(torch.device("cpu"))  # SHARPV_BACKEND unset, no native kernel
         'torch'
     """
     choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {choice!r}")
     if choice == "auto":
-        return "triton" if device.type == "cuda" else "torch"
+        if device.type == "cuda":
+            return "triton"
+        if device.type == "cpu" and native_unavailable is not None and not native_unavailable():
+            return "native"
+        return "torch"
     if choice == "triton" and device.type != "cuda" and not is_interpreting():
         raise RuntimeError(
             f"{BACKEND_ENV}=triton needs CUDA tensors, or TRITON_INTERPRET=1 set before triton "
             f"is imported to run the kernels on {device.type} tensors with Triton's interpreter"
         )
+    if choice == "native":
+        if native_unavailable is None:
+            return "torch"
+        if device.type != "cpu":
+            raise RuntimeError(f"{BACKEND_ENV}=native runs CPU tensors only, got {device.type}")
+        reason = native_unavailable()
+        if reason is not None:
+            raise RuntimeError(f"{BACKEND_ENV}=native: the native CPU kernel is unavailable: "
+                               f"{reason}")  # fmt: skip
     return choice
 
 

@@ -1,4 +1,4 @@
-"""``SHARPV_BACKEND=auto|triton|torch``: read at every call, the same for both families."""
+"""``SHARPV_BACKEND=auto|triton|torch|native``: read at every call, the same for both families."""
 
 from __future__ import annotations
 
@@ -23,14 +23,27 @@ def _memory_args():
     return h, s, n, keys, values, lengths, sim
 
 
-def test_auto_picks_torch_on_cpu_and_triton_on_cuda(monkeypatch):
+def test_auto_picks_native_or_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     monkeypatch.delenv("SHARPV_BACKEND", raising=False)
-    assert select_backend(torch.device("cpu")) == "torch"
+    assert select_backend(torch.device("cpu")) == "torch"  # an op without a native kernel
+    assert select_backend(torch.device("cpu"), lambda: None) == "native"
+    assert select_backend(torch.device("cpu"), lambda: "no compiler") == "torch"
     assert select_backend(torch.device("cuda", 0)) == "triton"
+    assert select_backend(torch.device("cuda", 0), lambda: None) == "triton"
     monkeypatch.setenv("SHARPV_BACKEND", "torch")
     assert select_backend(torch.device("cuda", 0)) == "torch"  # the eager GPU baseline
     monkeypatch.setenv("SHARPV_BACKEND", " Triton ")
     assert select_backend(torch.device("cpu")) == "triton"  # interpreted (conftest)
+
+
+def test_native_backend_rules(monkeypatch):
+    monkeypatch.setenv("SHARPV_BACKEND", "native")
+    assert select_backend(torch.device("cpu")) == "torch"  # no native kernel: PyTorch path
+    assert select_backend(torch.device("cpu"), lambda: None) == "native"
+    with pytest.raises(RuntimeError, match="CPU tensors only"):
+        select_backend(torch.device("cuda", 0), lambda: None)
+    with pytest.raises(RuntimeError, match="unavailable: no compiler"):
+        select_backend(torch.device("cpu"), lambda: "no compiler")
 
 
 def test_unknown_backend_is_an_error_naming_the_variable(monkeypatch):
@@ -73,6 +86,8 @@ def test_the_switch_is_read_at_every_call(monkeypatch):
         visual_prune(x)
     monkeypatch.setenv("SHARPV_BACKEND", "auto")
     assert visual_prune(x).tokens.dtype == torch.float64
+    monkeypatch.setenv("SHARPV_BACKEND", "native")  # float64: the native kernel hands over
+    assert visual_prune(x).tokens.dtype == torch.float64
 
 
 def test_backends_agree():
@@ -87,10 +102,12 @@ def test_backends_agree():
             k, v, lens = [t.clone() for t in keys], [t.clone() for t in values], lengths.clone()
             kv_compact_(k, v, lens, s, n, sim, 0.2)
         outs[name] = (res, out, k, v, lens)
-    (res_a, out_a, k_a, v_a, len_a), (res_b, out_b, k_b, v_b, len_b) = outs.values()
-    torch.testing.assert_close(res_a.scores, res_b.scores, atol=1e-6, rtol=0)
-    assert torch.equal(res_a.counts, res_b.counts) and torch.equal(res_a.indices, res_b.indices)
-    torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=0)
-    assert torch.equal(len_a, len_b)
-    for a, b in zip(k_a + v_a, k_b + v_b, strict=True):
-        assert torch.equal(a, b)
+    res_a, out_a, k_a, v_a, len_a = outs.pop("torch")
+    for res_b, out_b, k_b, v_b, len_b in outs.values():
+        torch.testing.assert_close(res_a.scores, res_b.scores, atol=1e-6, rtol=0)
+        assert torch.equal(res_a.counts, res_b.counts)
+        assert torch.equal(res_a.indices, res_b.indices)
+        torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=0)
+        assert torch.equal(len_a, len_b)
+        for a, b in zip(k_a + v_a, k_b + v_b, strict=True):
+            assert torch.equal(a, b)

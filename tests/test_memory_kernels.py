@@ -17,10 +17,10 @@ from sharpv_kernels.memory import (
     layer_similarity_reference,
 )
 
-from .backends import BACKENDS, use_backend
+from .backends import MEMORY_BACKENDS, use_backend
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-PATHS = BACKENDS
+PATHS = MEMORY_BACKENDS
 
 # (span_start, span_len) per sample for a sequence of 24 rows: start, middle, end (empty
 # suffix), empty span

@@ -27,6 +27,11 @@ import torch
 from .._utils import next_power_of_2
 from ..vocab import (
     BUDGET_BISECTION_STEPS,
+    DEFAULT_METRIC,
+    DEFAULT_MIN_KEEP,
+    DEFAULT_MODE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_W,
     METRICS,
     VISUAL_MODES,
     ZERO_NORM_EPS,
@@ -308,13 +313,13 @@ def visual_prune_triton(
     features: torch.Tensor,
     cu_frames: torch.Tensor,
     *,
-    mode: str = "adaptive",
-    w: float = 1.0,
-    threshold: float = 1.6,
+    mode: str = DEFAULT_MODE,
+    w: float = DEFAULT_W,
+    threshold: float = DEFAULT_THRESHOLD,
     keep_ratio: float | None = None,
     budget: float | None = None,
-    min_keep: int = 1,
-    metric: str = "dissim",
+    min_keep: int = DEFAULT_MIN_KEEP,
+    metric: str = DEFAULT_METRIC,
     plan: LaunchPlan | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Visual SharpV on the Triton kernels: five launches, one read-back at the end.

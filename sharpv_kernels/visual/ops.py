@@ -1,9 +1,10 @@
 """``torch.ops.sharpv.visual_prune`` and ``torch.ops.sharpv.visual_scores``.
 
 One body per op picks the implementation with the backend switch
-(:func:`sharpv_kernels._utils.select_backend`, ``SHARPV_BACKEND=auto|triton|torch``, read at
-every call): the Triton kernels (``launch.py``) or the plain PyTorch path
-(``torch_path.py``). The fake implementations give the data-dependent output size an
+(:func:`sharpv_kernels._utils.select_backend`, ``SHARPV_BACKEND=auto|triton|torch|native``,
+read at every call): the Triton kernels (``launch.py``), the plain PyTorch path
+(``torch_path.py``), or that path with its score pass on the native CPU kernel
+(``native.py``). The fake implementations give the data-dependent output size an
 unbacked symbol, so a function calling the op traces under ``torch.compile(fullgraph=True)``.
 """
 
@@ -14,6 +15,7 @@ import torch
 from .._utils import select_backend
 from .checks import check_visual_args, prepare_cu_frames, raise_bad_features
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
+from .native import NATIVE_DTYPES, native_unavailable_reason
 from .torch_path import visual_prune_torch, visual_scores_torch
 
 __all__ = ["visual_prune_op", "visual_scores_op"]
@@ -23,7 +25,9 @@ _Out6 = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
 
 def _backend(features: torch.Tensor) -> str:
     """The backend for these features, after the checks the kernels need."""
-    backend = select_backend(features.device)
+    backend = select_backend(features.device, native_unavailable_reason)
+    if backend == "native" and features.dtype not in NATIVE_DTYPES:
+        return "torch"  # float64: the PyTorch path keeps float64 throughout
     if backend == "triton":
         if features.dtype == torch.float64:
             raise TypeError("features must be float32, float16 or bfloat16 for the Triton kernels")
@@ -56,12 +60,14 @@ def visual_prune_op(
         budget=budget, min_keep=min_keep, metric=metric,
     )  # fmt: skip
     backend = _backend(features)
-    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend == "torch")
-    run = visual_prune_triton if backend == "triton" else visual_prune_torch
-    tokens, indices, counts, ratios, cu_tokens, scores = run(
-        features, cu, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
-        budget=budget, min_keep=min_keep, metric=metric,
-    )  # fmt: skip
+    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend != "triton")
+    kw = dict(mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio, budget=budget,
+              min_keep=min_keep, metric=metric)  # fmt: skip
+    if backend == "triton":
+        out = visual_prune_triton(features, cu, **kw)
+    else:
+        out = visual_prune_torch(features, cu, native=backend == "native", **kw)
+    tokens, indices, counts, ratios, cu_tokens, scores = out
     if not return_scores:
         scores = scores.new_empty(0)
     return tokens, indices, counts, ratios, cu_tokens, scores
@@ -94,10 +100,10 @@ def visual_scores_op(
         budget=None, min_keep=0, metric=metric,
     )  # fmt: skip
     backend = _backend(features)
-    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend == "torch")
+    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend != "triton")
     if backend == "triton":
         return visual_scores_triton(features, cu, w=w, metric=metric)
-    S, T, I, r, norms = visual_scores_torch(features, cu, w, metric)
+    S, T, I, r, norms = visual_scores_torch(features, cu, w, metric, native=backend == "native")
     raise_bad_features(features, norms)
     return tuple(v.to(torch.float32) for v in (S, T, I, r))
 

@@ -20,12 +20,23 @@ import math
 
 import torch
 
-from ..vocab import BUDGET_BISECTION_STEPS, ZERO_NORM_EPS, ratio_keep_count
+from ..vocab import (
+    BUDGET_BISECTION_STEPS,
+    DEFAULT_METRIC,
+    DEFAULT_MIN_KEEP,
+    DEFAULT_MODE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_W,
+    ZERO_NORM_EPS,
+    ratio_keep_count,
+)
 from .checks import raise_bad_features
+from .native import unit_distances_native
 
 __all__ = [
     "visual_prune_torch",
     "visual_scores_torch",
+    "unit_distances_torch",
     "frame_video_ids",
     "frame_counts_torch",
     "budget_quotas_torch",
@@ -76,31 +87,27 @@ def pair_scores(
     return torch.where(nz_a & nz_b, 0.5 * d.square(), 1.0)
 
 
-def visual_scores_torch(
-    features: torch.Tensor, cu_frames: torch.Tensor, w: float, metric: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scores of Visual SharpV in plain tensor ops; arguments already validated.
+def unit_distances_torch(
+    features: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit-vector distances of every token in plain tensor ops (any device).
 
-    Per token ``u = x * (1 / ||x||)`` (0 for a zero token), in float32 (float64 for float64
-    input); the frame mean is taken over the raw tokens and normalised the same way;
-    ``S = score(u, u_mean)``, ``T = score(u_t, u_{t-1})`` from the differences of unit
-    vectors. The features are read once, one block of frames at a time, into reused
-    buffers (no whole-tensor temporaries).
+    The features are read one block of frames at a time (:func:`frames_per_block`) into
+    reused buffers, converted to the compute dtype (float32; float64 for float64 input)
+    inside the loop; norms, unit vectors and the frame mean are computed while the block is
+    in cache.
 
     Args:
         features: ``(total_frames, f, d)`` float32/float16/bfloat16/float64, any strides.
-        cu_frames: ``(B + 1,)`` int32 frame offsets on the features' device, valid.
-        w: weight of ``S`` in ``I``; metric: ``"dissim"`` or ``"cosine"``.
     Returns:
-        ``S, T, I`` ``(total_frames, f)``, ``r`` ``(total_frames,)`` (float32; float64 for
-        float64 input) and the ``(total_frames, f)`` token norms (non-finite where the
-        features are NaN/Inf or too large; see :func:`~.checks.raise_bad_features`).
+        ``dm`` ``(total_frames, f)``: ``||u(x_t,i) - u(mean_t)||``; ``dt``: ``||u(x_t,i) -
+        u(x_t-1,i)||`` (0 for frame 0); the token norms ``(total_frames, f)``; the frame
+        means' norms ``(total_frames, 1)``. In the compute dtype.
 
     Examples:
-        >>> x = torch.randn(4, 6, 8)
-        >>> S, T, I, r, norms = visual_scores_torch(x, torch.tensor([0, 4]), 1.0, "dissim")
-        >>> S.shape, r.shape
-        (torch.Size([4, 6]), torch.Size([4]))
+        >>> dm, dt, norms, mean_norms = unit_distances_torch(torch.randn(4, 6, 8))
+        >>> dm.shape, mean_norms.shape
+        (torch.Size([4, 6]), torch.Size([4, 1]))
     """
     n_frames, f, d = features.shape
     dev = features.device
@@ -128,6 +135,45 @@ def visual_scores_torch(
         torch.sub(u[0], u[0] if prev_u is None else prev_u, out=diff[0])
         torch.linalg.vector_norm(diff[:m], dim=-1, out=dt[a:b])
         prev_u = u[-1]
+    return dm, dt, norms, mean_norms
+
+
+def visual_scores_torch(
+    features: torch.Tensor,
+    cu_frames: torch.Tensor,
+    w: float,
+    metric: str,
+    *,
+    native: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores of Visual SharpV in plain tensor ops; arguments already validated.
+
+    Per token ``u = x * (1 / ||x||)`` (0 for a zero token), in float32 (float64 for float64
+    input); the frame mean is taken over the raw tokens and normalised the same way;
+    ``S = score(u, u_mean)``, ``T = score(u_t, u_{t-1})`` from the distances of
+    :func:`unit_distances_torch`, or of the native CPU kernel
+    (:func:`~.native.unit_distances_native`) with ``native=True``.
+
+    Args:
+        features: ``(total_frames, f, d)`` float32/float16/bfloat16/float64, any strides
+            (not float64 with ``native``).
+        cu_frames: ``(B + 1,)`` int32 frame offsets on the features' device, valid.
+        w: weight of ``S`` in ``I``; metric: ``"dissim"`` or ``"cosine"``.
+        native: take the distances from the native CPU kernel (CPU tensors).
+    Returns:
+        ``S, T, I`` ``(total_frames, f)``, ``r`` ``(total_frames,)`` (float32; float64 for
+        float64 input) and the ``(total_frames, f)`` token norms (non-finite where the
+        features are NaN/Inf or too large; see :func:`~.checks.raise_bad_features`).
+
+    Examples:
+        >>> x = torch.randn(4, 6, 8)
+        >>> S, T, I, r, norms = visual_scores_torch(x, torch.tensor([0, 4]), 1.0, "dissim")
+        >>> S.shape, r.shape
+        (torch.Size([4, 6]), torch.Size([4]))
+    """
+    f = features.shape[1]
+    distances = unit_distances_native if native else unit_distances_torch
+    dm, dt, norms, mean_norms = distances(features)
     nz = norms > ZERO_NORM_EPS
     S = pair_scores(dm, nz, mean_norms > ZERO_NORM_EPS, metric)
     T = pair_scores(dt, nz, torch.cat([nz[:1], nz[:-1]]), metric)
@@ -246,19 +292,21 @@ def visual_prune_torch(
     features: torch.Tensor,
     cu_frames: torch.Tensor,
     *,
-    mode: str = "adaptive",
-    w: float = 1.0,
-    threshold: float = 1.6,
+    mode: str = DEFAULT_MODE,
+    w: float = DEFAULT_W,
+    threshold: float = DEFAULT_THRESHOLD,
     keep_ratio: float | None = None,
     budget: float | None = None,
-    min_keep: int = 1,
-    metric: str = "dissim",
+    min_keep: int = DEFAULT_MIN_KEEP,
+    metric: str = DEFAULT_METRIC,
+    native: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Visual SharpV in plain tensor ops on any device; arguments already validated.
 
     Args:
         features: ``(total_frames, f, d)`` float32/float16/bfloat16/float64, any strides.
         cu_frames: ``(B + 1,)`` int32 valid frame offsets on the features' device.
+        native: run the score pass on the native CPU kernel (CPU tensors, not float64).
     Returns:
         ``(tokens, indices, counts, ratios, cu_tokens, scores)`` as the Triton launcher;
         ``ratios`` and ``scores`` float32.
@@ -272,7 +320,8 @@ def visual_prune_torch(
         >>> out[2].tolist()
         [3, 3, 3, 3]
     """
-    _, _, scores, ratios, norms = visual_scores_torch(features, cu_frames, w, metric)
+    _, _, scores, ratios, norms = visual_scores_torch(features, cu_frames, w, metric,
+                                                      native=native)  # fmt: skip
     raise_bad_features(features, norms)
     scores, ratios = scores.to(torch.float32), ratios.to(torch.float32)
     k = frame_counts_torch(

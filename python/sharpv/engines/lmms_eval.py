@@ -36,7 +36,7 @@ from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 from tqdm import tqdm
 
-from ..adapters import get_adapter
+from ..adapters import load_model
 from ..integration import apply_sharpv
 from ..video import read_video, sample_indices
 from .lmms.options import LmmsOptions, parse_model_args
@@ -144,18 +144,13 @@ class SharpVLMM(lmms):
     # ------------------------------------------------------------------ loading
     @staticmethod
     def _load(opts: LmmsOptions, device: str) -> tuple[torch.nn.Module, Any]:
-        import transformers
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoProcessor
 
-        config = AutoConfig.from_pretrained(opts.pretrained)
-        get_adapter(config)  # unsupported model_type: fail before loading any weight
-        names = getattr(config, "architectures", None) or []
-        cls = getattr(transformers, names[0], None) if names else None
-        cls = cls or transformers.AutoModelForImageTextToText
-        kwargs: dict[str, Any] = {"dtype": _dtype(opts.dtype, device)}
+        kwargs: dict[str, Any] = {}
         if opts.attn_implementation is not None:
             kwargs["attn_implementation"] = opts.attn_implementation
-        model = cls.from_pretrained(opts.pretrained, **kwargs).to(device).eval()
+        model, _ = load_model(opts.pretrained, dtype=_dtype(opts.dtype, device), device=device,
+                              **kwargs)  # fmt: skip
         processor = AutoProcessor.from_pretrained(opts.pretrained)
         return model, processor
 

@@ -1,0 +1,127 @@
+"""Launcher of the native CPU kernel of Visual SharpV's score pass (``native_scores.c``).
+
+The kernel reads each frame once for its token norms and column sums and once more, from
+cache, for the unit-vector differences against the frame mean and the previous frame: no
+intermediate tensor, about three reads of the features in all (the PyTorch path makes about
+a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensors under
+``SHARPV_BACKEND=auto`` when a C compiler is present (``native``), with the rest of the op
+(scores from the distances, counts, top-K, gather) shared with the PyTorch path.
+
+Work is split over ``torch.get_num_threads()`` threads by frame ranges (ctypes releases the
+GIL during each call).
+
+Examples:
+    >>> x = torch.randn(4, 6, 8)
+    >>> dm, dt, norms, mean_norms = unit_distances_native(x)  # doctest: +SKIP
+    >>> dm.shape, mean_norms.shape  # doctest: +SKIP
+    (torch.Size([4, 6]), torch.Size([4, 1]))
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from .._native import NativeUnavailable, load_library
+from ..vocab import ZERO_NORM_EPS
+
+__all__ = ["NATIVE_DTYPES", "native_unavailable_reason", "unit_distances_native"]
+
+#: Input dtypes of the native kernel (its codes in ``native_scores.c``).
+NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _library() -> ctypes.CDLL:
+    """The loaded kernel; the first call builds it, a failure is remembered and re-raised."""
+    with _lock:
+        if "lib" not in _state:
+            try:
+                lib = load_library(__package__, "native_scores.c")
+            except NativeUnavailable as e:
+                _state["lib"] = e
+            else:
+                fn = lib.sharpv_visual_distances
+                i64, ptr = ctypes.c_int64, ctypes.c_void_p
+                fn.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, i64, ctypes.c_double,
+                               ptr, ptr, ptr, ptr]  # fmt: skip
+                fn.restype = ctypes.c_int
+                _state["lib"] = lib
+        lib = _state["lib"]
+    if isinstance(lib, NativeUnavailable):
+        raise lib
+    return lib  # type: ignore[return-value]
+
+
+def native_unavailable_reason() -> str | None:
+    """``None`` when the native kernel is usable here, else why not (building it on the
+    first call)."""
+    try:
+        _library()
+    except NativeUnavailable as e:
+        return str(e)
+    return None
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of at least ``workers`` threads, made anew in a forked child (threads do
+    not survive a fork, and an executor inherited from the parent would never run a task)."""
+    key = (os.getpid(), workers)
+    with _lock:
+        if _state.get("pool_key") != key:
+            _state["pool"] = ThreadPoolExecutor(max_workers=workers,
+                                                thread_name_prefix="sharpv-native")  # fmt: skip
+            _state["pool_key"] = key
+        return _state["pool"]  # type: ignore[return-value]
+
+
+def unit_distances_native(
+    features: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit-vector distances of every token, on the native CPU kernel.
+
+    Args:
+        features: ``(total_frames, f, d)`` float32/bfloat16/float16 CPU tensor, any strides.
+    Returns:
+        ``dm`` ``(total_frames, f)``: ``||u(x_t,i) - u(mean_t)||``; ``dt`` ``(total_frames, f)``:
+        ``||u(x_t,i) - u(x_t-1,i)||`` (0 for frame 0; links across videos are the caller's
+        to replace); ``norms`` ``(total_frames, f)`` (``+inf`` where the squared norm
+        overflows float32, NaN for NaN/Inf tokens); ``mean_norms`` ``(total_frames, 1)``.
+        All float32.
+    Raises:
+        NativeUnavailable: the kernel cannot be built here.
+        MemoryError: the kernel could not allocate its scratch rows.
+    """
+    lib = _library()
+    if features.stride(2) != 1:
+        features = features.contiguous()
+    n, f, d = features.shape
+    out = [torch.empty((n, f), dtype=torch.float32) for _ in range(3)]  # dm, dt, norms
+    out.append(torch.empty((n, 1), dtype=torch.float32))  # mean norms
+    if n == 0 or f == 0:
+        return out[0], out[1], out[2], out[3]
+    code = NATIVE_DTYPES[features.dtype]
+    ptrs = [t.data_ptr() for t in out]
+    st, si = features.stride(0), features.stride(1)
+    chunks = max(1, min(torch.get_num_threads(), n))
+    bounds = [n * c // chunks for c in range(chunks + 1)]
+
+    def run(c: int) -> int:
+        return lib.sharpv_visual_distances(
+            features.data_ptr(), code, bounds[c], bounds[c + 1], f, d, st, si, ZERO_NORM_EPS,
+            *ptrs,
+        )  # fmt: skip
+
+    if chunks == 1:
+        codes = [run(0)]
+    else:
+        codes = list(_pool(chunks).map(run, range(chunks)))
+    if any(codes):
+        raise MemoryError("the native Visual SharpV kernel could not allocate its scratch rows")
+    return out[0], out[1], out[2], out[3]

@@ -1,0 +1,184 @@
+"""The native CPU kernel of Visual SharpV's score pass (``visual/native_scores.c``).
+
+Its distances are compared with a float64 evaluation of the same definitions at the SPEC's
+tolerance on odd shapes, every input dtype, strided inputs, several threads, norm spreads of
+1e±6, zero tokens, exact rescalings (exactly 0) and overflowing or non-finite tokens. The op
+level (``SHARPV_BACKEND=native``) runs in every backend-parametrised test; here also the
+build: it must succeed where a C compiler exists, fail with a clear reason otherwise, and
+``auto`` then falls back to the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from sharpv_kernels import visual_prune
+from sharpv_kernels._native import NativeUnavailable, load_library
+from sharpv_kernels.visual.native import native_unavailable_reason, unit_distances_native
+
+from .backends import use_backend
+from .visual_cases import make_features
+
+HAS_CC = any(shutil.which(c) for c in (os.environ.get("CC") or "cc", "gcc", "clang"))
+needs_native = pytest.mark.skipif(
+    native_unavailable_reason() is not None, reason=f"{native_unavailable_reason()}"
+)
+
+ATOL = 1e-5  # SPEC Visual item 1
+
+
+def _reference(x: torch.Tensor):
+    """float64 distances from the values the kernel reads."""
+    x = x.double()
+    nrm = x.norm(dim=-1, keepdim=True)
+    u = torch.where(nrm > 1e-12, x / nrm, 0.0)
+    mean = x.mean(dim=1, keepdim=True)
+    mn = mean.norm(dim=-1, keepdim=True)
+    um = torch.where(mn > 1e-12, mean / mn, 0.0)
+    dm = (u - um).norm(dim=-1)
+    dt = torch.zeros_like(dm)
+    dt[1:] = (u[1:] - u[:-1]).norm(dim=-1)
+    return dm, dt, nrm[..., 0], mn[..., 0]
+
+
+def test_builds_where_a_c_compiler_exists():
+    if not HAS_CC:
+        pytest.skip("no C compiler on this machine")
+    assert native_unavailable_reason() is None
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (7, 13, 130), (4, 3, 513)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_distances_match_float64(dtype, shape, threads):
+    n, f, d = shape
+    g = torch.Generator().manual_seed(n * 100 + d)
+    e = 3 if dtype == torch.float16 else 6  # float16 holds 1e-3..6e4
+    spread = torch.logspace(-e, e, f)[None, :, None] if f > 1 else 1.0
+    x = (torch.randn(n, f, d, generator=g) * spread).to(dtype)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = unit_distances_native(x)
+    finally:
+        torch.set_num_threads(old)
+    want = _reference(x)
+    for name, a, b in zip(("dm", "dt"), got[:2], want[:2], strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b, atol=ATOL, rtol=0, msg=name)
+    torch.testing.assert_close(got[2].double(), want[2], rtol=1e-6, atol=0)
+    torch.testing.assert_close(got[3].double(), want[3], rtol=1e-5, atol=1e-30)
+
+
+@needs_native
+def test_strided_inputs():
+    base = torch.randn(6, 9, 40)
+    views = (base[::2], base[:, ::3], base[..., ::2], base.transpose(0, 1),
+             base[:1].expand(4, 9, 40))  # fmt: skip
+    for x in views:
+        got, want = unit_distances_native(x), _reference(x)
+        for a, b in zip(got[:2], want[:2], strict=True):
+            torch.testing.assert_close(a.double(), b, atol=ATOL, rtol=0)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_exact_zeros(dtype):
+    a = make_features(1, 11, 37, torch.float32, "cpu", seed=3)[0]
+    a = (a + 0.5 * a.sign()).to(dtype)  # |a| >= 0.5: every rescaling below is exact in float16
+    x = torch.stack([a, a * 64, a / 8, a, a * 2**-10])
+    dm, dt, _, _ = unit_distances_native(x)
+    assert torch.equal(dt[1:], torch.zeros_like(dt[1:]))  # rescalings: T exactly 0
+    assert torch.equal(dm[1], dm[0]) and torch.equal(dm[2], dm[0])
+
+
+@needs_native
+def test_zero_tokens_overflow_and_nonfinite():
+    x = torch.randn(3, 4, 16)
+    x[0, 1] = 0.0
+    x[1, 2] = 3e19  # finite, squared norm beyond float32
+    x[2, 3, 5] = float("nan")
+    dm, dt, norms, _ = unit_distances_native(x)
+    assert norms[0, 1] == 0 and torch.isclose(dm[0, 1], torch.tensor(1.0))  # u = 0 vs a unit
+    assert torch.isinf(norms[1, 2]) and torch.isnan(norms[2, 3])
+    ok = torch.ones_like(norms, dtype=torch.bool)
+    ok[1, 2] = ok[2, 3] = False
+    assert torch.isfinite(norms[ok]).all()
+
+
+@needs_native
+def test_op_errors_match_the_torch_path():
+    x = torch.randn(3, 4, 16)
+    x[1, 2] = 3e19
+    for name in ("torch", "native"):
+        with use_backend(name), pytest.raises(ValueError, match="magnitude"):
+            visual_prune(x)
+    x[1, 2] = float("inf")
+    for name in ("torch", "native"):
+        with use_backend(name), pytest.raises(ValueError, match="NaN|Inf|finite"):
+            visual_prune(x)
+
+
+@needs_native
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_threads_work_in_a_forked_child():
+    """The thread pool made in the parent is not inherited by a forked child."""
+    x = torch.randn(6, 5, 16)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = unit_distances_native(x)[0]  # the parent's pool exists now
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 if the kernel runs and agrees
+            code = 1
+            signal.alarm(60)  # a hung pool kills the child instead of the test run
+            try:
+                code = 0 if torch.equal(unit_distances_native(x)[0], want) else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        torch.set_num_threads(old)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_failing_compiler_is_a_clear_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHARPV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", shutil.which("false") or "false")
+    if not shutil.which("false"):
+        pytest.skip("no `false` command to stand in for a broken compiler")
+    with pytest.raises(NativeUnavailable, match="failed"):
+        load_library("sharpv_kernels.visual", "native_scores.c")
+    assert not list(tmp_path.glob("*.so"))  # no partial library is left behind
+
+
+def test_auto_falls_back_to_pytorch_without_a_compiler(tmp_path):
+    """A fresh process with no compiler: ``auto`` runs the PyTorch path, same answer."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from sharpv_kernels import visual_prune
+        from sharpv_kernels.visual.native import native_unavailable_reason
+        assert "no C compiler" in native_unavailable_reason()
+        x = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
+        print(visual_prune(x).indices.tolist())
+        """
+    )
+    env = {**os.environ, "PATH": str(tmp_path), "SHARPV_CACHE_DIR": str(tmp_path),
+           "SHARPV_BACKEND": "auto"}  # fmt: skip
+    env.pop("CC", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    x = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
+    with use_backend("torch"):
+        assert out.stdout.strip() == str(visual_prune(x).indices.tolist())
