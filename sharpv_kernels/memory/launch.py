@@ -12,7 +12,7 @@ How the work is cut is a :class:`SimilarityPlan` / :class:`CompactPlan` from
 
 Examples:
     >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
-    SimilarityPlan(block_t=2, block_d=512, warps=4, stages=3)
+    SimilarityPlan(block_t=1, block_d=1024, warps=4, stages=8)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "SimilarityPlan",
     "CompactPlan",
     "plan_similarity",
+    "similarity_residency",
     "plan_compact",
     "layer_similarity_triton",
     "kv_compact_triton",
@@ -63,21 +64,82 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+#: Shared memory of one SM, bytes: H100's 228 KB, the most of the GPUs these kernels target
+#: (A100: 164 KB). A residency computed from it is an upper bound on every one of them.
+SHARED_PER_SM = 228 * 1024
+#: Shared memory the driver reserves for each resident CTA (sm_80 and later), bytes.
+SHARED_RESERVED_PER_CTA = 1024
+#: Warps one SM holds at once (sm_80 and sm_90).
+MAX_WARPS_PER_SM = 64
+#: Waves of ``_sim_partial_kernel`` CTAs the plan aims for: CTAs over resident slots.
+SIM_MIN_WAVES = 2
+#: Warps of a ``_sim_partial_kernel`` CTA and its pipeline depths: the usual one, then the
+#: deepest, which also bounds the resident CTAs by their shared memory.
+SIM_WARPS = 4
+SIM_STAGES = (3, 8)
+
+
+def similarity_residency(
+    plan: SimilarityPlan, element_size: int, shared_per_sm: int = SHARED_PER_SM
+) -> int:
+    """At most this many ``_sim_partial_kernel`` CTAs of ``plan`` are resident on one SM.
+
+    The bound by warps (``MAX_WARPS_PER_SM // warps``) and by shared memory: a CTA's
+    software pipeline keeps ``stages - 1`` tiles of ``hidden`` and of ``reference`` in shared
+    memory (``(stages - 1) * block_t * block_d * 2 * element_size`` bytes, plus the driver's
+    1 KB). Registers can only lower the residency, so the bound holds whatever the compiler
+    allocates.
+
+    Examples:
+        >>> similarity_residency(SimilarityPlan(1, 1024, 4, stages=8), 2)
+        7
+    """
+    pipeline = (plan.stages - 1) * plan.block_t * plan.block_d * 2 * element_size
+    by_shared = shared_per_sm // (max(0, pipeline) + SHARED_RESERVED_PER_CTA)
+    return max(1, min(MAX_WARPS_PER_SM // plan.warps, by_shared))
+
+
 def plan_similarity(shape: tuple[int, int, int], element_size: int, sms: int) -> SimilarityPlan:
     """Plan for hidden states of ``shape = (B, S, d)`` on ``sms`` SMs.
 
-    Tiles of about 2K elements (rows of up to 1 KB), as few rows per program as it takes to
-    launch at least four programs per SM over the sequence (the span is only known on the
-    device, so the grid covers ``S``; programs past the span exit at once).
+    On a GPU: tiles of one 16-byte load per thread and tensor (``128 * 16 / element_size``
+    elements, 1024 in 16-bit types), whole rows when ``d`` is smaller. The largest number of
+    rows per tile such that the grid holds at least ``SIM_MIN_WAVES`` (2) waves of CTAs,
+    ``B * ceil(S / block_t) >= 2 * sms * R``, with three pipeline stages or else the deepest
+    (8); ``R`` is :func:`similarity_residency`, the CTAs that fit on one SM by warps and by
+    the pipeline's shared memory on a 228 KB SM.
+
+    Residency assumed: ``R``. Registers can only lower it, so the two waves hold whatever
+    the compiler allocates; at the benchmark shapes (4 warps, 48 registers: 10 CTAs per SM
+    by registers) the 8-stage pipeline's shared memory sets it: 7 one-row CTAs of 1024
+    16-bit channels per H100 SM, 5 on A100's 164 KB (more waves there), as ``python -m
+    bench model`` confirms. A deep pipeline keeps up to ``stages - 1`` tiles in flight per
+    CTA, so fewer resident CTAs keep as many loads outstanding; when a row fits in one tile
+    the extra stages only reserve the shared memory that limits the residency. When no plan
+    reaches two waves (small inputs), one-row tiles with three stages. The grid covers
+    ``S`` (the span is only known on the device); programs past the span exit at once.
+
+    In Triton's interpreter (``sms <= 1``): few, wide programs (up to 16 rows of 1 KB).
+
+    Examples:
+        >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
+        SimilarityPlan(block_t=1, block_d=1024, warps=4, stages=8)
     """
     bsz, seq, d = shape
-    block_d = max(16, min(next_power_of_2(d), 1024 // element_size))
     if sms <= 1:
+        block_d = max(16, min(next_power_of_2(d), 1024 // element_size))
         return SimilarityPlan(block_t=min(16, next_power_of_2(seq)), block_d=block_d, warps=4)
-    block_t = max(1, min(2048 // block_d, 16))
-    while block_t > 1 and bsz * math.ceil(seq / block_t) < 4 * sms:
+    tile = 32 * SIM_WARPS * max(1, 16 // element_size)
+    block_d = max(16, min(next_power_of_2(d), tile))
+    block_t = max(1, min(16, tile // block_d))
+    while block_t >= 1:
+        ctas = bsz * math.ceil(seq / block_t)
+        for stages in SIM_STAGES:
+            plan = SimilarityPlan(block_t, block_d, SIM_WARPS, stages)
+            if ctas >= SIM_MIN_WAVES * sms * similarity_residency(plan, element_size):
+                return plan
         block_t //= 2
-    return SimilarityPlan(block_t=block_t, block_d=block_d, warps=4)
+    return SimilarityPlan(block_t=1, block_d=block_d, warps=SIM_WARPS, stages=SIM_STAGES[0])
 
 
 def plan_compact(shape: tuple[int, int, int, int], element_size: int) -> CompactPlan:
