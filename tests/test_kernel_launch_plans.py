@@ -7,8 +7,15 @@ import math
 
 import pytest
 
+from bench.model import MEMORY_SHAPES, TEXT_AFTER, TEXT_BEFORE
 from bench.visual_cases import SHAPES
-from sharpv_kernels.memory.launch import plan_compact, plan_similarity
+from sharpv_kernels.memory.launch import (
+    SHARED_PER_SM,
+    SimilarityPlan,
+    plan_compact,
+    plan_similarity,
+    similarity_residency,
+)
 from sharpv_kernels.visual.launch import LaunchPlan, plan_launch
 
 
@@ -40,6 +47,54 @@ def test_similarity_plan_gives_four_programs_per_sm(d, sms):
     p = plan_similarity((1, span + 64, d), 2, sms)
     assert math.ceil(span / p.block_t) >= 4 * sms
     assert p.block_d * 2 >= 256
+
+
+#: shared memory per SM of the model's GPUs (H100, A100), bytes
+SHARED = {132: 228 * 1024, 108: 164 * 1024}
+
+
+@pytest.mark.parametrize("sms", [132, 108])
+@pytest.mark.parametrize("elt", [2, 4])
+@pytest.mark.parametrize("shape", list(MEMORY_SHAPES), ids=list(MEMORY_SHAPES))
+def test_similarity_plan_gives_two_waves(shape, elt, sms):
+    """At the benchmark shapes the grid holds >= 2 waves at the residency the planner assumes
+    (and more on the GPU's own shared memory, at most the 228 KB assumed)."""
+    m = MEMORY_SHAPES[shape]
+    seq = TEXT_BEFORE + m["visual"] + TEXT_AFTER
+    p = plan_similarity((1, seq, m["hidden"]), elt, sms)
+    ctas = math.ceil(seq / p.block_t)
+    assert SHARED[sms] <= SHARED_PER_SM
+    for shared in (SHARED_PER_SM, SHARED[sms]):
+        assert ctas >= 2 * sms * similarity_residency(p, elt, shared)
+    assert p.block_t * p.block_d * elt == 128 * 16  # one 16-byte load per thread and tensor
+    assert p.warps == 4
+
+
+def test_similarity_residency_by_warps_and_shared_memory():
+    """Hand-computed: 7 pipeline tiles of 2 x 1024 bf16 channels (28 KB) + the driver's 1 KB
+    per CTA fit 7 times in 228 KB and 5 times in 164 KB; without a pipeline, 64 / 4 warps."""
+    deep = SimilarityPlan(block_t=1, block_d=1024, warps=4, stages=8)
+    assert similarity_residency(deep, 2) == 7
+    assert similarity_residency(deep, 2, 164 * 1024) == 5
+    assert similarity_residency(SimilarityPlan(1, 1024, 4, stages=1), 2) == 16
+    assert similarity_residency(SimilarityPlan(1, 1024, 16, stages=1), 2) == 4
+
+
+@pytest.mark.parametrize("sms", [132, 108])
+def test_similarity_plan_keeps_three_stages_when_the_grid_is_large(sms):
+    """Eight 1946-row prompts already give two waves at 3 stages (16 CTAs per SM by warps)."""
+    p = plan_similarity((8, 1946, 3584), 2, sms)
+    assert p.stages == 3 and 8 * math.ceil(1946 / p.block_t) >= 2 * sms * 16
+
+
+def test_similarity_plan_for_a_small_input_is_one_row_tiles():
+    """300 rows cannot make two waves on 132 SMs: as many programs as rows, 3 stages."""
+    assert plan_similarity((1, 300, 896), 2, 132) == SimilarityPlan(1, 1024, 4, stages=3)
+
+
+def test_similarity_interpreter_plan_uses_few_wide_programs():
+    p = plan_similarity((1, 1946, 3584), 2, 1)
+    assert p.block_t == 16 and p.block_d * 2 == 1024
 
 
 @pytest.mark.parametrize("hd", [64, 128])
