@@ -53,38 +53,43 @@ def test_similarity_plan_gives_four_programs_per_sm(d, sms):
 SHARED = {132: 228 * 1024, 108: 164 * 1024}
 
 
+@pytest.mark.parametrize("told", [True, False], ids=["shared-given", "shared-default"])
 @pytest.mark.parametrize("sms", [132, 108])
 @pytest.mark.parametrize("elt", [2, 4])
 @pytest.mark.parametrize("shape", list(MEMORY_SHAPES), ids=list(MEMORY_SHAPES))
-def test_similarity_plan_gives_two_waves(shape, elt, sms):
-    """At the benchmark shapes the grid holds >= 2 waves at the residency the planner assumes
-    (and more on the GPU's own shared memory, at most the 228 KB assumed)."""
+def test_similarity_plan_gives_two_waves(shape, elt, sms, told):
+    """At the benchmark shapes the grid holds >= 2 waves at the residency the planner states,
+    on the GPU's own shared memory; planned for the default 228 KB it holds them on any SM
+    with less (A100) as well."""
     m = MEMORY_SHAPES[shape]
     seq = TEXT_BEFORE + m["visual"] + TEXT_AFTER
-    p = plan_similarity((1, seq, m["hidden"]), elt, sms)
+    kw = {"shared_per_sm": SHARED[sms]} if told else {}
+    p = plan_similarity((1, seq, m["hidden"]), elt, sms, **kw)
     ctas = math.ceil(seq / p.block_t)
-    assert SHARED[sms] <= SHARED_PER_SM
-    for shared in (SHARED_PER_SM, SHARED[sms]):
-        assert ctas >= 2 * sms * similarity_residency(p, elt, shared)
-    assert p.block_t * p.block_d * elt == 128 * 16  # one 16-byte load per thread and tensor
-    assert p.warps == 4
+    for shared in {SHARED[sms], kw.get("shared_per_sm", SHARED_PER_SM)}:
+        resident = similarity_residency(p, elt, shared)
+        assert resident >= 1 and ctas >= 2 * sms * resident
+    assert p.block_t * p.block_d * elt == 4096  # 4 KB tiles: two 16-byte loads per thread
+    assert p.warps == 4 and 3 <= p.stages <= 9
 
 
 def test_similarity_residency_by_warps_and_shared_memory():
-    """Hand-computed: 7 pipeline tiles of 2 x 1024 bf16 channels (28 KB) + the driver's 1 KB
-    per CTA fit 7 times in 228 KB and 5 times in 164 KB; without a pipeline, 64 / 4 warps."""
-    deep = SimilarityPlan(block_t=1, block_d=1024, warps=4, stages=8)
-    assert similarity_residency(deep, 2) == 7
-    assert similarity_residency(deep, 2, 164 * 1024) == 5
-    assert similarity_residency(SimilarityPlan(1, 1024, 4, stages=1), 2) == 16
-    assert similarity_residency(SimilarityPlan(1, 1024, 16, stages=1), 2) == 4
+    """Hand-computed: 8 pipeline tiles of 2 x 2048 bf16 elements (64 KB) + the driver's 1 KB
+    per CTA fit 3 times in 228 KB; 7 of them (56 KB) twice in 164 KB; without a pipeline
+    64 / 4 warps; a pipeline larger than the SM's shared memory not at all."""
+    assert similarity_residency(SimilarityPlan(2, 1024, 4, stages=9), 2) == 3
+    assert similarity_residency(SimilarityPlan(4, 512, 4, stages=8), 2, 164 * 1024) == 2
+    assert similarity_residency(SimilarityPlan(4, 512, 4, stages=1), 2) == 16
+    assert similarity_residency(SimilarityPlan(4, 512, 16, stages=1), 2) == 4
+    assert similarity_residency(SimilarityPlan(4, 512, 4, stages=9), 2, 64 * 1024) == 0
 
 
 @pytest.mark.parametrize("sms", [132, 108])
 def test_similarity_plan_keeps_three_stages_when_the_grid_is_large(sms):
-    """Eight 1946-row prompts already give two waves at 3 stages (16 CTAs per SM by warps)."""
-    p = plan_similarity((8, 1946, 3584), 2, sms)
-    assert p.stages == 3 and 8 * math.ceil(1946 / p.block_t) >= 2 * sms * 16
+    """Eight 1946-row prompts give two waves of 4-row tiles at 3 stages."""
+    p = plan_similarity((8, 1946, 3584), 2, sms, SHARED[sms])
+    assert p == SimilarityPlan(4, 512, 4, stages=3)
+    assert 8 * math.ceil(1946 / 4) >= 2 * sms * similarity_residency(p, 2, SHARED[sms])
 
 
 def test_similarity_plan_for_a_small_input_is_one_row_tiles():
