@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import inspect
 import json
 import math
 import os
@@ -211,7 +212,9 @@ def _plan(gpu: GPU, family: str, shape: tuple[int, ...], element_size: int) -> d
             return {}
         return {"plan": VL.plan_launch(shape, element_size, gpu.sms)}
     if family == "similarity" and hasattr(ML, "plan_similarity"):
-        return {"plan": ML.plan_similarity(shape, element_size, gpu.sms)}
+        takes_shared = "shared_per_sm" in inspect.signature(ML.plan_similarity).parameters
+        extra = {"shared_per_sm": gpu.shared_per_sm} if takes_shared else {}
+        return {"plan": ML.plan_similarity(shape, element_size, gpu.sms, **extra)}
     if family == "compact" and hasattr(ML, "plan_compact"):
         return {"plan": ML.plan_compact(shape, element_size)}
     return {}

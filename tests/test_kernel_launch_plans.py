@@ -7,8 +7,15 @@ import math
 
 import pytest
 
+from bench.model import MEMORY_SHAPES, TEXT_AFTER, TEXT_BEFORE
 from bench.visual_cases import SHAPES
-from sharpv_kernels.memory.launch import plan_compact, plan_similarity
+from sharpv_kernels.memory.launch import (
+    SHARED_PER_SM,
+    SimilarityPlan,
+    plan_compact,
+    plan_similarity,
+    similarity_residency,
+)
 from sharpv_kernels.visual.launch import LaunchPlan, plan_launch
 
 
@@ -40,6 +47,59 @@ def test_similarity_plan_gives_four_programs_per_sm(d, sms):
     p = plan_similarity((1, span + 64, d), 2, sms)
     assert math.ceil(span / p.block_t) >= 4 * sms
     assert p.block_d * 2 >= 256
+
+
+#: shared memory per SM of the model's GPUs (H100, A100), bytes
+SHARED = {132: 228 * 1024, 108: 164 * 1024}
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["shared-given", "shared-default"])
+@pytest.mark.parametrize("sms", [132, 108])
+@pytest.mark.parametrize("elt", [2, 4])
+@pytest.mark.parametrize("shape", list(MEMORY_SHAPES), ids=list(MEMORY_SHAPES))
+def test_similarity_plan_gives_two_waves(shape, elt, sms, told):
+    """At the benchmark shapes the grid holds >= 2 waves at the residency the planner states,
+    on the GPU's own shared memory; planned for the default 228 KB it holds them on any SM
+    with less (A100) as well."""
+    m = MEMORY_SHAPES[shape]
+    seq = TEXT_BEFORE + m["visual"] + TEXT_AFTER
+    kw = {"shared_per_sm": SHARED[sms]} if told else {}
+    p = plan_similarity((1, seq, m["hidden"]), elt, sms, **kw)
+    ctas = math.ceil(seq / p.block_t)
+    for shared in {SHARED[sms], kw.get("shared_per_sm", SHARED_PER_SM)}:
+        resident = similarity_residency(p, elt, shared)
+        assert resident >= 1 and ctas >= 2 * sms * resident
+    assert p.block_t * p.block_d * elt == 4096  # 4 KB tiles: two 16-byte loads per thread
+    assert p.warps == 4 and 3 <= p.stages <= 9
+
+
+def test_similarity_residency_by_warps_and_shared_memory():
+    """Hand-computed: 8 pipeline tiles of 2 x 2048 bf16 elements (64 KB) + the driver's 1 KB
+    per CTA fit 3 times in 228 KB; 7 of them (56 KB) twice in 164 KB; without a pipeline
+    64 / 4 warps; a pipeline larger than the SM's shared memory not at all."""
+    assert similarity_residency(SimilarityPlan(2, 1024, 4, stages=9), 2) == 3
+    assert similarity_residency(SimilarityPlan(4, 512, 4, stages=8), 2, 164 * 1024) == 2
+    assert similarity_residency(SimilarityPlan(4, 512, 4, stages=1), 2) == 16
+    assert similarity_residency(SimilarityPlan(4, 512, 16, stages=1), 2) == 4
+    assert similarity_residency(SimilarityPlan(4, 512, 4, stages=9), 2, 64 * 1024) == 0
+
+
+@pytest.mark.parametrize("sms", [132, 108])
+def test_similarity_plan_keeps_three_stages_when_the_grid_is_large(sms):
+    """Eight 1946-row prompts give two waves of 4-row tiles at 3 stages."""
+    p = plan_similarity((8, 1946, 3584), 2, sms, SHARED[sms])
+    assert p == SimilarityPlan(4, 512, 4, stages=3)
+    assert 8 * math.ceil(1946 / 4) >= 2 * sms * similarity_residency(p, 2, SHARED[sms])
+
+
+def test_similarity_plan_for_a_small_input_is_one_row_tiles():
+    """300 rows cannot make two waves on 132 SMs: as many programs as rows, 3 stages."""
+    assert plan_similarity((1, 300, 896), 2, 132) == SimilarityPlan(1, 1024, 4, stages=3)
+
+
+def test_similarity_interpreter_plan_uses_few_wide_programs():
+    p = plan_similarity((1, 1946, 3584), 2, 1)
+    assert p.block_t == 16 and p.block_d * 2 == 1024
 
 
 @pytest.mark.parametrize("hd", [64, 128])

@@ -16,8 +16,9 @@ from sharpv_kernels.memory.launch import (
     SimilarityPlan,
     kv_compact_triton,
     layer_similarity_triton,
+    plan_similarity,
 )
-from sharpv_kernels.memory.naive import kv_compact_reference
+from sharpv_kernels.memory.naive import kv_compact_reference, layer_similarity_reference
 
 ATOL = 1e-5
 
@@ -45,10 +46,14 @@ def _strided(values: list[int], dtype: torch.dtype, device: str) -> torch.Tensor
     return view
 
 
-PLANS = [None, SimilarityPlan(block_t=2, block_d=16, warps=4, stages=2)]
+PLANS = [
+    None,
+    SimilarityPlan(block_t=2, block_d=16, warps=4, stages=2),
+    SimilarityPlan(block_t=4, block_d=16, warps=4, stages=9),
+]
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=["default", "small-tiles"])
+@pytest.mark.parametrize("plan", PLANS, ids=["default", "small-tiles", "9-stages"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_similarity_strided_spans_and_out(plan, dtype, device):
     torch.manual_seed(1)
@@ -89,6 +94,42 @@ def test_similarity_parallel_rows_of_very_different_norms(device):
     layer_similarity_triton(v * c, v, torch.tensor([0], device=device),
                             torch.tensor([10], device=device), out, 0)  # fmt: skip
     assert abs(float(out[0, 0]) - 1.0) < ATOL
+
+
+#: (plan, channels): the GPU plans at LLaVA-OV-7B's benchmark shape on H100 (2-row tiles of
+#: 1024 channels, 9 stages) and A100 (4 x 512, 8 stages) over several channel tiles, the last
+#: one partial; the same depths with 16-channel tiles, and with tiles wider than the row.
+GPU_PLANS = {
+    "h100-benchmark-plan": (plan_similarity((1, 1946, 3584), 2, 132), 1100),
+    "a100-benchmark-plan": (plan_similarity((1, 1946, 3584), 2, 108, 164 * 1024), 1100),
+    "2-row-16-channels-9-stages": (SimilarityPlan(block_t=2, block_d=16, warps=4, stages=9), 37),
+    "4-row-wide-tile-8-stages": (SimilarityPlan(block_t=4, block_d=64, warps=4, stages=8), 37),
+}
+
+
+@pytest.mark.parametrize("name", list(GPU_PLANS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_similarity_two_wave_plans(name, dtype, device):
+    """The deep-pipeline plans against the reference and float64: odd sizes (partial row and
+    channel tiles), a zero row, NaN-poisoned output."""
+    plan, d = GPU_PLANS[name]
+    assert plan.stages >= 8 and plan.block_t > 1
+    torch.manual_seed(5)
+    bsz, seq = 3, 23
+    starts, lens = [0, 5, 21], [23, 11, 2]  # whole sequence, middle, last two rows
+    h = torch.randn(bsz, seq, d, device=device)
+    r = (0.6 * h + 0.8 * torch.randn(bsz, seq, d, device=device)).to(dtype)
+    h = h.to(dtype)
+    h[1, 7] = 0.0  # a zero row: cosine 0
+    out = torch.full((3, bsz), float("nan"), device=device)
+    s = torch.tensor(starts, device=device)
+    n = torch.tensor(lens, dtype=torch.int32, device=device)
+    layer_similarity_triton(h, r, s, n, out, 1, plan=plan)
+    got = out[1].double().cpu()
+    torch.testing.assert_close(got, _sim64(h, r, starts, lens), atol=ATOL, rtol=0)
+    want = layer_similarity_reference(h.cpu(), r.cpu(), s.cpu(), n.cpu()).double()
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    assert torch.isnan(out[[0, 2]]).all()  # only row ``layer``
 
 
 def _cache(n_layers, bsz, heads, cap, hd, dtype, device, offset=0):

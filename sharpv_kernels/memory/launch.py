@@ -12,7 +12,7 @@ How the work is cut is a :class:`SimilarityPlan` / :class:`CompactPlan` from
 
 Examples:
     >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
-    SimilarityPlan(block_t=2, block_d=512, warps=4, stages=3)
+    SimilarityPlan(block_t=2, block_d=1024, warps=4, stages=9)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "SimilarityPlan",
     "CompactPlan",
     "plan_similarity",
+    "similarity_residency",
     "plan_compact",
     "layer_similarity_triton",
     "kv_compact_triton",
@@ -63,21 +64,106 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def plan_similarity(shape: tuple[int, int, int], element_size: int, sms: int) -> SimilarityPlan:
-    """Plan for hidden states of ``shape = (B, S, d)`` on ``sms`` SMs.
+def _shared_per_sm(device: torch.device) -> int:
+    if device.type != "cuda":
+        return SHARED_PER_SM
+    return torch.cuda.get_device_properties(device).shared_memory_per_multiprocessor
 
-    Tiles of about 2K elements (rows of up to 1 KB), as few rows per program as it takes to
-    launch at least four programs per SM over the sequence (the span is only known on the
-    device, so the grid covers ``S``; programs past the span exit at once).
+
+#: Shared memory of one SM, bytes, when the planner is not told: H100's 228 KB, the most of
+#: the GPUs these kernels target (A100: 164 KB), so a residency computed from it bounds
+#: every one of them.
+SHARED_PER_SM = 228 * 1024
+#: Shared memory the driver reserves for each resident CTA (sm_80 and later), bytes.
+SHARED_RESERVED_PER_CTA = 1024
+#: Warps one SM holds at once (sm_80 and sm_90).
+MAX_WARPS_PER_SM = 64
+#: Waves of ``_sim_partial_kernel`` CTAs the plan aims for: CTAs over resident slots.
+SIM_MIN_WAVES = 2
+#: ``_sim_partial_kernel``: warps per CTA, bytes of each tensor per tile (two 16-byte loads
+#: per thread), the least bytes of a row a tile covers (or the whole row) and the range of
+#: pipeline depths tried.
+SIM_WARPS = 4
+SIM_TILE_BYTES = 4096
+SIM_MIN_ROW_BYTES = 1024
+SIM_STAGES = (3, 9)
+
+
+def similarity_residency(
+    plan: SimilarityPlan, element_size: int, shared_per_sm: int = SHARED_PER_SM
+) -> int:
+    """At most this many ``_sim_partial_kernel`` CTAs of ``plan`` are resident on one SM.
+
+    The bound by warps (``MAX_WARPS_PER_SM // warps``) and by shared memory: a CTA's
+    software pipeline keeps ``stages - 1`` tiles of ``hidden`` and of ``reference`` in shared
+    memory (``(stages - 1) * block_t * block_d * 2 * element_size`` bytes, plus the driver's
+    1 KB). Registers can only lower the residency, so the bound holds whatever the compiler
+    allocates. 0 when the pipeline does not fit in ``shared_per_sm`` at all.
+
+    Examples:
+        >>> similarity_residency(SimilarityPlan(2, 1024, 4, stages=9), 2)
+        3
+        >>> similarity_residency(SimilarityPlan(4, 512, 4, stages=8), 2, 164 * 1024)
+        2
+    """
+    pipeline = max(0, plan.stages - 1) * plan.block_t * plan.block_d * 2 * element_size
+    by_shared = shared_per_sm // (pipeline + SHARED_RESERVED_PER_CTA)
+    return min(MAX_WARPS_PER_SM // plan.warps, by_shared)
+
+
+def plan_similarity(
+    shape: tuple[int, int, int],
+    element_size: int,
+    sms: int,
+    shared_per_sm: int = SHARED_PER_SM,
+) -> SimilarityPlan:
+    """Plan for hidden states of ``shape = (B, S, d)`` on ``sms`` SMs of ``shared_per_sm`` bytes.
+
+    On a GPU: tiles of 4 KB of each tensor (``block_t * block_d = 4096 / element_size``),
+    each row piece at least 1 KB or the whole row. The fewest CTAs first (the most rows per
+    tile), then the fewest pipeline stages (3 to 9), such that the grid holds at least
+    ``SIM_MIN_WAVES`` (2) waves of CTAs: ``B * ceil(S / block_t) >= 2 * sms * R``, with ``R``
+    = :func:`similarity_residency` on an SM of ``shared_per_sm`` bytes.
+
+    Residency assumed: ``R``, the CTAs that fit by warps and by the pipeline's shared
+    memory. Registers can only lower it, so the two waves hold whatever the compiler
+    allocates. At the benchmark shapes (4 warps of 64-72 registers: 7-8 CTAs per SM by
+    registers) shared memory sets it, as ``python -m bench model`` confirms: 2-row tiles
+    of 1024 16-bit channels with 9 stages, 3 CTAs per H100 SM (228 KB); 4-row tiles of 512
+    with 8 stages, 2 CTAs per A100 SM (164 KB). A deep pipeline keeps up to ``stages - 1``
+    tiles in flight per CTA, so few resident CTAs keep many loads outstanding; when a row
+    fits in one tile the extra stages only reserve the shared memory that limits the
+    residency. When no plan reaches two waves (small inputs), one-row tiles with three
+    stages. The grid covers ``S`` (the span is only known on the device); programs past the
+    span exit at once.
+
+    In Triton's interpreter (``sms <= 1``): few, wide programs (up to 16 rows of 1 KB).
+
+    Examples:
+        >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
+        SimilarityPlan(block_t=2, block_d=1024, warps=4, stages=9)
+        >>> plan_similarity((1, 1946, 3584), element_size=2, sms=108, shared_per_sm=164 * 1024)
+        SimilarityPlan(block_t=4, block_d=512, warps=4, stages=8)
     """
     bsz, seq, d = shape
-    block_d = max(16, min(next_power_of_2(d), 1024 // element_size))
+    row = next_power_of_2(d)
     if sms <= 1:
+        block_d = max(16, min(row, 1024 // element_size))
         return SimilarityPlan(block_t=min(16, next_power_of_2(seq)), block_d=block_d, warps=4)
-    block_t = max(1, min(2048 // block_d, 16))
-    while block_t > 1 and bsz * math.ceil(seq / block_t) < 4 * sms:
+    tile = SIM_TILE_BYTES // element_size
+    piece = max(16, min(row, SIM_MIN_ROW_BYTES // element_size))
+    block_t = max(1, min(16, tile // piece))
+    while block_t >= 1:
+        block_d = max(16, min(row, tile // block_t))
+        ctas = bsz * math.ceil(seq / block_t)
+        for stages in range(SIM_STAGES[0], SIM_STAGES[1] + 1):
+            plan = SimilarityPlan(block_t, block_d, SIM_WARPS, stages)
+            resident = similarity_residency(plan, element_size, shared_per_sm)
+            if resident and ctas >= SIM_MIN_WAVES * sms * resident:
+                return plan
         block_t //= 2
-    return SimilarityPlan(block_t=block_t, block_d=block_d, warps=4)
+    block_d = max(16, min(row, tile))
+    return SimilarityPlan(block_t=1, block_d=block_d, warps=SIM_WARPS, stages=SIM_STAGES[0])
 
 
 def plan_compact(shape: tuple[int, int, int, int], element_size: int) -> CompactPlan:
@@ -118,7 +204,9 @@ def layer_similarity_triton(
         reference = reference.contiguous()
     bsz, seq, d = hidden.shape
     if plan is None:
-        plan = plan_similarity((bsz, seq, d), hidden.element_size(), _num_sms(hidden.device))
+        dev = hidden.device
+        plan = plan_similarity((bsz, seq, d), hidden.element_size(), _num_sms(dev),
+                               _shared_per_sm(dev))  # fmt: skip
     start, length = span_start.contiguous(), span_len.contiguous()
     n_tiles = max(1, triton.cdiv(seq, plan.block_t))
     part = torch.empty((bsz, n_tiles), dtype=torch.float32, device=hidden.device)
