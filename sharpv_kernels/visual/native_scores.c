@@ -8,15 +8,17 @@
  *   mnorm[t]    = || mean_t ||   (float32)
  * with u(v) = v * (1 / ||v||) rounded to float32, and 0 when ||v|| <= eps.
  *
- * One read of each frame for the norms and the column sums, then one more (from cache) for
- * the differences, against the previous frame's rows; no intermediate tensor. Column sums are
- * float32 (as in the Triton kernels); sums of squares are float32 over short blocks, added
- * in double. Every sum of squares of a row goes through one non-inlined function, so
- * identical rows give bit-identical unit vectors (a difference of exactly 0), and so do rows
- * that are power-of-two rescalings of one another (products and sums scale exactly, and so
- * do 1/sqrt and the rounding to float32).
- * Build flags (native.py): -O3 -fopenmp-simd (vectorised reductions, no OpenMP runtime) and
- * -ffp-contract=off (a fused multiply-add would round u on one side of a difference only).
+ * Frames are swept in pairs: the sweep of frame t reads each row of frame t + 1 (its norm,
+ * the column sums, its difference to frame t's row) and, in the same step, the row of
+ * frame t again (from cache) for its difference to the mean of frame t, whose column sums
+ * the previous sweep completed. Each row is read twice in all; no intermediate tensor.
+ * Column sums are float32 (as in the Triton kernels); sums of squares are float32 over
+ * blocks of 256 (16 interleaved lanes), added in double. Every sum of squares of a row goes
+ * through one non-inlined function, so identical rows give bit-identical unit vectors (a
+ * difference of exactly 0), and so do rows that are power-of-two rescalings of one another
+ * (products and sums scale exactly, and so do 1/sqrt and the rounding to float32).
+ * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off (a fused
+ * multiply-add would round u on one side of a difference only).
  *
  * Returns 0, or -1 when scratch memory cannot be allocated.
  */
@@ -65,49 +67,71 @@ static const float *row_f32(const void *x, int dtype, int64_t t, int64_t i, int6
   return buf;
 }
 
-/* Sums of squares: float32 products summed in float32 over blocks of SUM_BLOCK elements
- * (vectorised: a few terms per lane), the block sums added in double. The relative error
- * stays near that of a float32 tree sum whatever d is. */
-#define SUM_BLOCK 64
+/* Sums of squares: float32 products summed in float32 in LANES interleaved partial sums
+ * over blocks of SUM_BLOCK elements (SUM_BLOCK / LANES terms each, then a pairwise sum of
+ * the lanes), the block sums added in double. The order is fixed by the code, not by the
+ * compiler's vectorisation (the lane loop vectorises as it stands), and the relative error
+ * of a block sum is at most about (SUM_BLOCK / LANES + log2 LANES) eps = 20 eps. */
+#define LANES 16
+#define SUM_BLOCK 256
+
+static float lanes_total(float *l) {
+  for (int w = LANES / 2; w > 0; w /= 2)
+    for (int q = 0; q < w; ++q) l[q] += l[q + w];
+  return l[0];
+}
 
 __attribute__((noinline)) static double sum_sq(const float *r, int64_t d) {
   double acc = 0.0;
   for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
-    int64_t k1 = k0 + SUM_BLOCK < d ? k0 + SUM_BLOCK : d;
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t k = k0; k < k1; ++k) s += r[k] * r[k];
-    acc += (double)s;
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+    float l[LANES] = {0.0f};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+      for (int q = 0; q < LANES; ++q) l[q] += r[k0 + j + q] * r[k0 + j + q];
+    for (int q = 0; j + q < n; ++q) l[q] += r[k0 + j + q] * r[k0 + j + q];
+    acc += (double)lanes_total(l);
   }
   return acc;
 }
 
 static void add_to(float *col, const float *r, int64_t d) {
-#pragma omp simd
   for (int64_t k = 0; k < d; ++k) col[k] += r[k];
 }
 
-/* Both squared distances of one row: to the mean's unit vector and to the previous row's. */
-__attribute__((noinline)) static void sum_sq_diffs(const float *r, float iv, const float *um,
-                                                   const float *p, float ip, int64_t d,
-                                                   double *s_mean, double *s_prev) {
-  double a = 0.0, b = 0.0;
+/* One read of two rows a (frame t) and b (frame t + 1, the same token): the squared
+ * distances of a's unit vector to the frame mean's (m) and of b's unit vector to a's. */
+__attribute__((noinline)) static void pair_sums(const float *a, float ia, const float *m,
+                                                const float *b, float ib, int64_t d,
+                                                double *s_mean, double *s_next) {
+  double sm = 0.0, sn = 0.0;
   for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
-    int64_t k1 = k0 + SUM_BLOCK < d ? k0 + SUM_BLOCK : d;
-    float sa = 0.0f, sb = 0.0f;
-#pragma omp simd reduction(+ : sa, sb)
-    for (int64_t k = k0; k < k1; ++k) {
-      float u = r[k] * iv;
-      float e = u - um[k];
-      float g = u - p[k] * ip;
-      sa += e * e;
-      sb += g * g;
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+    float lm[LANES] = {0.0f}, ln[LANES] = {0.0f};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+      for (int q = 0; q < LANES; ++q) {
+        int64_t k = k0 + j + q;
+        float u = a[k] * ia;
+        float e = u - m[k];
+        float g = b[k] * ib - u;
+        lm[q] += e * e;
+        ln[q] += g * g;
+      }
     }
-    a += (double)sa;
-    b += (double)sb;
+    for (int q = 0; j + q < n; ++q) {
+      int64_t k = k0 + j + q;
+      float u = a[k] * ia;
+      float e = u - m[k];
+      float g = b[k] * ib - u;
+      lm[q] += e * e;
+      ln[q] += g * g;
+    }
+    sm += (double)lanes_total(lm);
+    sn += (double)lanes_total(ln);
   }
-  *s_mean = a;
-  *s_prev = b;
+  *s_mean = sm;
+  *s_next = sn;
 }
 
 static float inv_norm(double sq, double eps) {
@@ -118,58 +142,84 @@ static float norm_out(double sq) {
   return sq > (double)FLT_MAX ? INFINITY : (float)sqrt(sq);
 }
 
+/* u(mean) of a frame from its column sums; returns the squared norm of the mean. */
+static double unit_mean(const float *col, int64_t f, int64_t d, double eps, float *mean,
+                        float *um) {
+  float inv_f = 1.0f / (float)f;
+  for (int64_t k = 0; k < d; ++k) mean[k] = col[k] * inv_f;
+  double msq = sum_sq(mean, d);
+  float mi = inv_norm(msq, eps);
+  for (int64_t k = 0; k < d; ++k) um[k] = mean[k] * mi;
+  return msq;
+}
+
 int sharpv_visual_distances(const void *x, int dtype, int64_t t0, int64_t t1, int64_t f,
                             int64_t d, int64_t st, int64_t si, double eps, float *dm,
                             float *dt, float *norms, float *mnorm) {
   float *col = malloc((size_t)d * sizeof(float));
-  double *sq = malloc((size_t)(2 * f) * sizeof(double)); /* this frame's and the previous */
-  float *um = malloc((size_t)d * sizeof(float));
   float *mean = malloc((size_t)d * sizeof(float));
-  float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* converted rows: this, previous */
-  int rc = (col && sq && um && mean && buf) ? 0 : -1;
-  if (rc == 0) {
-    double *sq_cur = sq, *sq_prev = sq + f;
-    if (t0 > 0) {
-      for (int64_t i = 0; i < f; ++i)
-        sq_prev[i] = sum_sq(row_f32(x, dtype, t0 - 1, i, d, st, si, buf), d);
+  float *um = malloc((size_t)(2 * d) * sizeof(float)); /* this frame's u(mean), the next's */
+  float *zero = calloc((size_t)d, sizeof(float));
+  double *sq = malloc((size_t)(2 * f) * sizeof(double)); /* this frame's, the next's */
+  float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* converted rows a and b */
+  int rc = (col && mean && um && zero && sq && buf) ? 0 : -1;
+  if (rc == 0 && t0 < t1) {
+    double *sq_cur = sq, *sq_nxt = sq + f;
+    float *um_cur = um, *um_nxt = um + d;
+    double s_mean, s_next;
+    /* frame t0: norms and column sums, and T against frame t0 - 1 (0 for the first frame) */
+    memset(col, 0, (size_t)d * sizeof(float));
+    for (int64_t i = 0; i < f; ++i) {
+      const float *r = row_f32(x, dtype, t0, i, d, st, si, buf + d);
+      sq_cur[i] = sum_sq(r, d);
+      add_to(col, r, d);
+      norms[t0 * f + i] = norm_out(sq_cur[i]);
+      dt[t0 * f + i] = 0.0f;
+      if (t0 > 0) {
+        const float *p = row_f32(x, dtype, t0 - 1, i, d, st, si, buf);
+        pair_sums(p, inv_norm(sum_sq(p, d), eps), zero, r, inv_norm(sq_cur[i], eps), d, &s_mean,
+                  &s_next);
+        dt[t0 * f + i] = (float)sqrt(s_next);
+      }
     }
+    mnorm[t0] = norm_out(unit_mean(col, f, d, eps, mean, um_cur));
+    /* frame t: S of frame t and, reading frame t + 1 in the same sweep, its norms, column
+     * sums and T: each row of frame t is read once more (from cache), never twice */
     for (int64_t t = t0; t < t1; ++t) {
-      memset(col, 0, (size_t)d * sizeof(float));
+      int has_next = t + 1 < t1;
+      if (has_next) memset(col, 0, (size_t)d * sizeof(float));
       for (int64_t i = 0; i < f; ++i) {
-        const float *r = row_f32(x, dtype, t, i, d, st, si, buf);
-        sq_cur[i] = sum_sq(r, d);
-        add_to(col, r, d);
-        norms[t * f + i] = norm_out(sq_cur[i]);
-      }
-      float inv_f = 1.0f / (float)f;
-      for (int64_t k = 0; k < d; ++k) mean[k] = col[k] * inv_f;
-      double msq = sum_sq(mean, d);
-      float mi = inv_norm(msq, eps);
-      for (int64_t k = 0; k < d; ++k) um[k] = mean[k] * mi;
-      mnorm[t] = norm_out(msq);
-      for (int64_t i = 0; i < f; ++i) {
-        const float *r = row_f32(x, dtype, t, i, d, st, si, buf);
-        float iv = inv_norm(sq_cur[i], eps);
-        const float *p = r;
-        float ip = iv;
-        if (t > 0) {
-          p = row_f32(x, dtype, t - 1, i, d, st, si, buf + d);
-          ip = inv_norm(sq_prev[i], eps);
+        const float *a = row_f32(x, dtype, t, i, d, st, si, buf);
+        float ia = inv_norm(sq_cur[i], eps);
+        const float *b = a;
+        float ib = ia;
+        if (has_next) {
+          b = row_f32(x, dtype, t + 1, i, d, st, si, buf + d);
+          sq_nxt[i] = sum_sq(b, d);
+          add_to(col, b, d);
+          norms[(t + 1) * f + i] = norm_out(sq_nxt[i]);
+          ib = inv_norm(sq_nxt[i], eps);
         }
-        double a, b;
-        sum_sq_diffs(r, iv, um, p, ip, d, &a, &b);
-        dm[t * f + i] = (float)sqrt(a);
-        dt[t * f + i] = (float)sqrt(b);
+        pair_sums(a, ia, um_cur, b, ib, d, &s_mean, &s_next);
+        dm[t * f + i] = (float)sqrt(s_mean);
+        if (has_next) dt[(t + 1) * f + i] = (float)sqrt(s_next);
       }
-      double *tmp = sq_prev;
-      sq_prev = sq_cur;
-      sq_cur = tmp;
+      if (has_next) {
+        mnorm[t + 1] = norm_out(unit_mean(col, f, d, eps, mean, um_nxt));
+        double *ts = sq_cur;
+        sq_cur = sq_nxt;
+        sq_nxt = ts;
+        float *tu = um_cur;
+        um_cur = um_nxt;
+        um_nxt = tu;
+      }
     }
   }
   free(col);
-  free(sq);
-  free(um);
   free(mean);
+  free(um);
+  free(zero);
+  free(sq);
   free(buf);
   return rc;
 }
