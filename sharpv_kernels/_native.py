@@ -4,10 +4,12 @@ A kernel is one C file shipped inside the package. :func:`load_library` compiles
 with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into a shared library
 cached under ``$SHARPV_CACHE_DIR`` (default ``~/.cache/sharpv``, or the temporary directory
 when that is not writable), keyed by the source, the compiler, the flags and the CPU, and
-loads it with :mod:`ctypes`. The C code includes no Python or torch header, so one build
-serves every Python and torch version; ctypes releases the GIL during a call, so callers
-can split work over threads. Building takes about a second; a missing or failing compiler
-raises :class:`NativeUnavailable` with the reason, and callers fall back to PyTorch.
+loads it with :mod:`ctypes` (which releases the GIL during a call). The C code includes no
+Python or torch header, so one build serves every Python and torch version. A kernel may
+use OpenMP: built with ``-fopenmp`` and loaded after torch, it binds to the OpenMP runtime
+torch already loaded (the same ``libgomp.so.1``), so its threads are torch's intra-op
+threads. Building takes about a second; a missing or failing compiler raises
+:class:`NativeUnavailable` with the reason, and callers fall back to PyTorch.
 
 Examples:
     >>> lib = load_library("sharpv_kernels.visual", "native_scores.c")  # doctest: +SKIP
@@ -23,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["CACHE_ENV", "CFLAGS", "NativeUnavailable", "cache_dir", "load_library"]
@@ -76,12 +79,19 @@ def _cpu_signature() -> str:
     return sig
 
 
-def load_library(package: str, source: str) -> ctypes.CDLL:
+def load_library(
+    package: str, source: str, variants: Sequence[Sequence[str]] = ((),)
+) -> ctypes.CDLL:
     """The shared library built from the C file ``source`` of ``package``: built on the
     first call on this machine, loaded from the cache afterwards (callers keep the handle).
 
+    Args:
+        package, source: where the C file is (``importlib.resources``).
+        variants: extra compiler flags to try, in order (e.g. ``("-fopenmp",)`` then none);
+            the first that builds and loads is used.
+
     Raises:
-        NativeUnavailable: no C compiler, no writable cache folder, or the build failed
+        NativeUnavailable: no C compiler, no writable cache folder, or every variant failed
             (the message holds the compiler's output).
     """
     code = importlib.resources.files(package).joinpath(source).read_bytes()
@@ -91,28 +101,38 @@ def load_library(package: str, source: str) -> ctypes.CDLL:
                                  timeout=30).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"C compiler {cc} does not run: {e}") from e
-    parts = [code, cc, version, " ".join(CFLAGS), _cpu_signature()]
-    key = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
     folder = cache_dir()
-    lib_path = folder / f"{Path(source).stem}-{key}.so"
-    if not lib_path.exists():
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
+    errors = []
+    for extra in variants:
+        flags = [*CFLAGS, *extra]
+        parts = [code, cc, version, " ".join(flags), _cpu_signature()]
+        key = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+        lib_path = folder / f"{Path(source).stem}-{key}.so"
+        try:
+            if not lib_path.exists():
+                _build(cc, flags, source, code, folder, lib_path)
+            return ctypes.CDLL(str(lib_path))
+        except (NativeUnavailable, OSError) as e:
+            errors.append(f"[{' '.join(flags)}] {e}")
+    raise NativeUnavailable(f"building {source} with {cc} failed:\n" + "\n".join(errors))
+
+
+def _build(cc: str, flags: list[str], source: str, code: bytes, folder: Path, out: Path) -> None:
+    """Compile ``code`` into ``out``, atomically (concurrent builders never see a partial
+    file)."""
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+    os.close(fd)
+    try:
         with tempfile.TemporaryDirectory() as src_dir:
             src = Path(src_dir) / source
             src.write_bytes(code)
-            try:
-                out = subprocess.run([cc, *CFLAGS, str(src), "-o", tmp, "-lm"],
-                                     capture_output=True, text=True,
-                                     timeout=_BUILD_TIMEOUT_S)  # fmt: skip
-            except (OSError, subprocess.SubprocessError) as e:
-                os.unlink(tmp)
-                raise NativeUnavailable(f"building {source} with {cc} failed: {e}") from e
-        if out.returncode != 0:
+            res = subprocess.run([cc, *flags, str(src), "-o", tmp, "-lm"], capture_output=True,
+                                 text=True, timeout=_BUILD_TIMEOUT_S)  # fmt: skip
+        if res.returncode != 0:
+            raise NativeUnavailable(res.stderr[-2000:] or f"exit code {res.returncode}")
+        os.replace(tmp, out)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeUnavailable(str(e)) from e
+    finally:
+        if os.path.exists(tmp):
             os.unlink(tmp)
-            raise NativeUnavailable(f"building {source} with {cc} failed:\n{out.stderr[-2000:]}")
-        os.replace(tmp, lib_path)  # atomic: concurrent builders never see a partial file
-    try:
-        return ctypes.CDLL(str(lib_path))
-    except OSError as e:
-        raise NativeUnavailable(f"loading {lib_path} failed: {e}") from e

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -126,29 +125,6 @@ def test_op_errors_match_the_torch_path():
     for name in ("torch", "native"):
         with use_backend(name), pytest.raises(ValueError, match="NaN|Inf|finite"):
             visual_prune(x)
-
-
-@needs_native
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_threads_work_in_a_forked_child():
-    """The thread pool made in the parent is not inherited by a forked child."""
-    x = torch.randn(6, 5, 16)
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        want = unit_distances_native(x)[0]  # the parent's pool exists now
-        pid = os.fork()
-        if pid == 0:  # the child: exit code 0 if the kernel runs and agrees
-            code = 1
-            signal.alarm(60)  # a hung pool kills the child instead of the test run
-            try:
-                code = 0 if torch.equal(unit_distances_native(x)[0], want) else 1
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        torch.set_num_threads(old)
-    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_failing_compiler_is_a_clear_reason(tmp_path, monkeypatch):

@@ -7,8 +7,9 @@ a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensor
 ``SHARPV_BACKEND=auto`` when a C compiler is present (``native``), with the rest of the op
 (scores from the distances, counts, top-K, gather) shared with the PyTorch path.
 
-Work is split over ``torch.get_num_threads()`` threads by frame ranges (ctypes releases the
-GIL during each call).
+Work is split over ``torch.get_num_threads()`` OpenMP threads by frame ranges; built with
+OpenMP after torch is loaded, the kernel shares torch's OpenMP runtime and so its threads
+(without OpenMP, the ranges run in turn).
 
 Examples:
     >>> x = torch.randn(4, 6, 8)
@@ -20,9 +21,7 @@ Examples:
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -43,14 +42,14 @@ def _library() -> ctypes.CDLL:
     with _lock:
         if "lib" not in _state:
             try:
-                lib = load_library(__package__, "native_scores.c")
+                lib = load_library(__package__, "native_scores.c", (("-fopenmp",), ()))
             except NativeUnavailable as e:
                 _state["lib"] = e
             else:
                 fn = lib.sharpv_visual_distances
                 i64, ptr = ctypes.c_int64, ctypes.c_void_p
-                fn.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, i64, ctypes.c_double,
-                               ptr, ptr, ptr, ptr]  # fmt: skip
+                fn.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, ctypes.c_double,
+                               ptr, ptr, ptr, ptr, ctypes.c_int]  # fmt: skip
                 fn.restype = ctypes.c_int
                 _state["lib"] = lib
         lib = _state["lib"]
@@ -67,18 +66,6 @@ def native_unavailable_reason() -> str | None:
     except NativeUnavailable as e:
         return str(e)
     return None
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A thread pool of at least ``workers`` threads, made anew in a forked child (threads do
-    not survive a fork, and an executor inherited from the parent would never run a task)."""
-    key = (os.getpid(), workers)
-    with _lock:
-        if _state.get("pool_key") != key:
-            _state["pool"] = ThreadPoolExecutor(max_workers=workers,
-                                                thread_name_prefix="sharpv-native")  # fmt: skip
-            _state["pool_key"] = key
-        return _state["pool"]  # type: ignore[return-value]
 
 
 def unit_distances_native(
@@ -109,19 +96,8 @@ def unit_distances_native(
     code = NATIVE_DTYPES[features.dtype]
     ptrs = [t.data_ptr() for t in out]
     st, si = features.stride(0), features.stride(1)
-    chunks = max(1, min(torch.get_num_threads(), n))
-    bounds = [n * c // chunks for c in range(chunks + 1)]
-
-    def run(c: int) -> int:
-        return lib.sharpv_visual_distances(
-            features.data_ptr(), code, bounds[c], bounds[c + 1], f, d, st, si, ZERO_NORM_EPS,
-            *ptrs,
-        )  # fmt: skip
-
-    if chunks == 1:
-        codes = [run(0)]
-    else:
-        codes = list(_pool(chunks).map(run, range(chunks)))
-    if any(codes):
+    rc = lib.sharpv_visual_distances(features.data_ptr(), code, n, f, d, st, si, ZERO_NORM_EPS,
+                                     *ptrs, max(1, torch.get_num_threads()))  # fmt: skip
+    if rc:
         raise MemoryError("the native Visual SharpV kernel could not allocate its scratch rows")
     return out[0], out[1], out[2], out[3]

@@ -1,7 +1,7 @@
 /*
  * The native CPU kernel of Visual SharpV's score pass (built and loaded by native.py).
  *
- * For the frames [t0, t1) of features x (total_frames, f, d), channel stride 1, it writes
+ * For the frames of features x (total_frames, f, d), channel stride 1, it writes
  *   dm[t, i]    = || u(x[t, i]) - u(mean_t) ||   (float32)
  *   dt[t, i]    = || u(x[t, i]) - u(x[t-1, i]) ||, 0 for t = 0   (float32)
  *   norms[t, i] = || x[t, i] ||, +inf where the squared norm exceeds FLT_MAX (float32)
@@ -20,7 +20,7 @@
  * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off (a fused
  * multiply-add would round u on one side of a difference only).
  *
- * Returns 0, or -1 when scratch memory cannot be allocated.
+ * Returns 0, or nonzero when scratch memory cannot be allocated.
  */
 #include <float.h>
 #include <math.h>
@@ -153,7 +153,7 @@ static double unit_mean(const float *col, int64_t f, int64_t d, double eps, floa
   return msq;
 }
 
-int sharpv_visual_distances(const void *x, int dtype, int64_t t0, int64_t t1, int64_t f,
+static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int64_t f,
                             int64_t d, int64_t st, int64_t si, double eps, float *dm,
                             float *dt, float *norms, float *mnorm) {
   float *col = malloc((size_t)d * sizeof(float));
@@ -221,5 +221,23 @@ int sharpv_visual_distances(const void *x, int dtype, int64_t t0, int64_t t1, in
   free(zero);
   free(sq);
   free(buf);
+  return rc;
+}
+
+/* All frames [0, n): the frame ranges of up to `threads` OpenMP threads. Built with -fopenmp
+ * after torch is loaded, the library shares torch's OpenMP runtime (the same libgomp.so.1),
+ * so its threads are torch's intra-op threads: no second pool competing for the cores with
+ * the first one's spinning workers. Built without OpenMP, the ranges run one after another
+ * (the same results: a range's first frame re-reads the frame before it). */
+int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int64_t d,
+                            int64_t st, int64_t si, double eps, float *dm, float *dt,
+                            float *norms, float *mnorm, int threads) {
+  int64_t chunks = threads < n ? threads : n;
+  if (chunks < 1) chunks = 1;
+  int rc = 0;
+#pragma omp parallel for num_threads(chunks) schedule(static) reduction(| : rc)
+  for (int64_t c = 0; c < chunks; ++c)
+    rc |= distances_range(x, dtype, n * c / chunks, n * (c + 1) / chunks, f, d, st, si, eps, dm,
+                          dt, norms, mnorm);
   return rc;
 }
