@@ -8,12 +8,14 @@ Five kernels, launched in order on one stream with no host synchronisation betwe
    over the slice, the slice's column sums (for ``mean_t``) and its partial ``|mean_t|^2``,
    plus error bits (NaN/Inf, squared-norm overflow). The column sums are accumulated
    elementwise in registers and reduced across threads once, after the row loop.
-2. ``frame_scores_kernel``, grid ``(token tiles, channel slices, videos)``, pass 2: program
-   ``(i, s, b)`` walks the frames of video ``b`` from the last to the first (the reverse of
-   pass 1, so the frames read last by pass 1 are read first here, while still in L2), keeps
-   the unit vectors of the next frame's tile in registers and writes per-slice partial sums
-   of ``|u_t - u(mean_t)|^2`` and ``|u_{t+1} - u_t|^2``. Unit vectors are ``x * (1/|x|)``
-   (0 for a zero token), so identical or power-of-two-rescaled tokens give exactly 0.
+2. ``frame_scores_kernel``, grid ``(token tiles, channel slices, frame chunks)``, pass 2:
+   program ``(i, s, c)`` walks the frames of its chunk from the last to the first (the reverse
+   of pass 1, so the frames read last by pass 1 are read first here, while still in L2), two
+   frames per iteration, keeps the unit vectors of the frame after the pair in registers and
+   writes per-slice partial sums of ``|u_t - u(mean_t)|^2`` and ``|u_t - u_{t-1}|^2``; it also
+   reads the frame before its chunk. Video boundaries play no part (T of a video's first frame
+   is never read). Unit vectors are ``x * (1/|x|)`` (0 for a zero token), so identical or
+   power-of-two-rescaled tokens give exactly 0.
 3. ``frame_select_kernel``, grid ``(total_frames,)``: sums the partials, forms S, T, I and
    ``r_t``, ranks each frame's tokens (ties to the lower index) and, in every mode but
    ``budget``, its kept count; validates ``cu_frames`` (program 0) and gathers the error bits
@@ -127,6 +129,34 @@ def frame_norms_kernel(
 
 
 @triton.jit
+def _sumsq_rows(v, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``sum(v * v, axis=1)`` of a ``(BLOCK_T, BLOCK_D)`` tile: the four quarter-tiles of
+    columns are squared and added elementwise (fused multiply-adds), then one tree sum."""
+    if BLOCK_D >= 64:
+        q = tl.permute(tl.reshape(v, (BLOCK_T, 2, 2, BLOCK_D // 4)), (0, 3, 1, 2))
+        h0, h1 = tl.split(q)
+        a, b = tl.split(h0)
+        c, e = tl.split(h1)
+        acc = a * a
+        acc += b * b
+        acc += c * c
+        acc += e * e
+        return tl.sum(acc, axis=1)
+    else:
+        return tl.sum(v * v, axis=1)
+
+
+@triton.jit
+def _to_f32(x):
+    """float32 of a float16/bfloat16/float32 tensor; bfloat16 as its bits shifted into place
+    (the same value as a conversion, in one integer operation per element on the GPU)."""
+    if x.dtype == tl.bfloat16:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
 def _frame_units(x_p, nrm_p, msq_p, col_p, cmask, inv_f, EPS: tl.constexpr, EVEN_D: tl.constexpr):
     """Unit vectors of one frame's ``(rows, cols)`` tile and ``u(mean_t)`` over ``cols``.
 
@@ -135,10 +165,10 @@ def _frame_units(x_p, nrm_p, msq_p, col_p, cmask, inv_f, EPS: tl.constexpr, EVEN
     its column sums over ``cols``. Columns past ``d`` (``cmask`` false) read zeros.
     """
     if EVEN_D:
-        x = tl.load(x_p).to(tl.float32)
+        x = _to_f32(tl.load(x_p))
         col = tl.load(col_p)
     else:
-        x = tl.load(x_p, mask=cmask[None, :], other=0.0).to(tl.float32)
+        x = _to_f32(tl.load(x_p, mask=cmask[None, :], other=0.0))
         col = tl.load(col_p, mask=cmask, other=0.0)
     u = x * _inv_norm(tl.sum(tl.load(nrm_p), axis=1), EPS)[:, None]
     msq = tl.sum(tl.load(msq_p), axis=0)
@@ -199,20 +229,20 @@ def frame_scores_kernel(
         hb = (i + 1 < n_walk).to(tl.int64)  # frame b is walked
         ua, uma = _frame_units(x_p, nrm_p, msq_p, col_p, cmask, inv_f, EPS, EVEN_D)
         dt = u_next - ua  # T of frame a + 1, against frame a (none in the first iteration)
-        t_next = tl.sum(dt * dt, axis=1)
+        t_next = _sumsq_rows(dt, BLOCK_T, BLOCK_D)
         ds = ua - uma[None, :]
-        s_a = tl.sum(ds * ds, axis=1)
+        s_a = _sumsq_rows(ds, BLOCK_T, BLOCK_D)
         ub, umb = _frame_units(x_p - hb * stride_t, nrm_p - hb * f * BLOCK_S,
                                msq_p - hb * BLOCK_S, col_p - hb * d, cmask, inv_f, EPS,
                                EVEN_D)  # fmt: skip
         dt = ua - ub
-        t_a = tl.sum(dt * dt, axis=1)
+        t_a = _sumsq_rows(dt, BLOCK_T, BLOCK_D)
         vals = tl.join(tl.join(s_a, t_a), tl.join(s_next, t_next))  # (rows, S/T, frame)
         own_a = pair * 0 + i < hi - lo  # frame a is this program's (not frame lo - 1)
         live = rmask[:, None] & tl.where(pair == 0, own_a, pair * 0 + i > 0)[None, :]
         tl.store(out_p, vals, mask=live[:, None, :])
         ds = ub - umb[None, :]
-        s_next = tl.sum(ds * ds, axis=1)
+        s_next = _sumsq_rows(ds, BLOCK_T, BLOCK_D)
         u_next = ub
         x_p -= 2 * stride_t
         nrm_p -= 2 * f * BLOCK_S
