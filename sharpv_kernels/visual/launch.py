@@ -148,6 +148,8 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
     # pass 2: (token tile, channel slice, frame chunk) programs; 512-byte row pieces, 32
     # elements per thread and frame (two frames per iteration), at least four warps per SM
     c2, r2 = max(8, min(row_elems, next_power_of_2(d))), min(fb, 8 if sms > 1 else 16)
+    if sms > 1 and r2 // 2 * c2 >= 32 * SCORES_ELEMS_PER_THREAD and f % r2 and f % (r2 // 2) == 0:
+        r2 //= 2  # half-height tiles, when they cover f with no padded rows
     while math.ceil(f / r2) * math.ceil(d / c2) < want and (c2 > 32 or r2 > 4):
         if c2 > 32:
             c2 //= 2
