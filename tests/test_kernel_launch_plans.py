@@ -37,6 +37,7 @@ def test_visual_plan_fills_the_gpu(shape, elt, sms):
 def test_interpreter_plan_uses_the_fewest_programs():
     p = plan_launch((6, 7, 64), 4, 1)
     assert math.ceil(64 / p.norms_cols) == 1 and p.gather_cols_per_prog >= 64
+    assert p.scores_frames >= 6  # pass 2: one program per tile walks every frame
 
 
 @pytest.mark.parametrize("sms", [132, 108])

@@ -158,7 +158,7 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
     w2 = max(1, min(4, r2 * c2 // (32 * SCORES_ELEMS_PER_THREAD)))
     warps = math.ceil(f / r2) * math.ceil(d / c2) * w2
     chunks = min(math.ceil(4 * sms / warps), max(1, n_frames // MIN_SCORES_FRAMES))
-    k2 = math.ceil(n_frames / max(1, chunks))
+    k2 = math.ceil(n_frames / chunks) if sms > 1 else n_frames
     # gather: (frame, channel block) programs, each copying its kept rows in dense tiles
     g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
     return LaunchPlan(
