@@ -244,7 +244,7 @@ def frame_scores_kernel(
         ds = ub - umb[None, :]
         s_next = _sumsq_rows(ds, BLOCK_T, BLOCK_D)
         u_next = ub
-        x_p -= 2 * stride_t
+        x_p -= (last * 0 + 2) * stride_t  # in int64: a frame may hold over 2^30 elements
         nrm_p -= 2 * f * BLOCK_S
         msq_p -= 2 * BLOCK_S
         col_p -= 2 * d
