@@ -98,6 +98,11 @@ def traffic(launch: Launch, keep: float) -> Traffic:
     if name == "frame_scores_kernel":  # pass 2: unit-vector differences, frames in reverse
         x = _nbytes(a["x_ptr"][:, :, : a["d"]])
         small = sum(_nbytes(a[k]) for k in ("nrm_ptr", "col_ptr", "msq_ptr", "part_ptr"))
+        if "frames_per_prog" in a:  # chunks of frames, two per iteration, + the frame before
+            n, chunks = a["x_ptr"].shape[0], launch.grid[2]
+            walk = min(a["frames_per_prog"], n) + (chunks > 1)  # frames per program
+            extra = (chunks - 1) * x / n
+            return Traffic(x + extra + small, reread=x + extra, rounds=_cdiv(walk, 2))
         n_frames = a["x_ptr"].shape[0] // max(1, launch.grid[2])  # frames per video
         return Traffic(x + small, reread=x, rounds=n_frames)
     if name == "frame_select_kernel":

@@ -33,11 +33,18 @@ def test_visual_plan_fills_the_gpu(shape, elt, sms):
     assert 1 << (n1 - 1).bit_length() <= p.scores_cols  # pass 2 reads the slots in one tile
     assert p.norms_cols * elt >= 128 and p.gather_cols * elt >= 128  # whole 128-byte lines
     assert p.norms_rows * p.norms_cols <= 4096 and p.scores_rows * p.scores_cols <= 4096
+    # pass 2: at most 32 elements of a frame per thread, at least four warps per SM
+    assert p.scores_rows * p.scores_cols <= 32 * 32 * p.scores_warps
+    chunks = math.ceil(n / p.scores_frames)
+    tiles = math.ceil(f / p.scores_rows) * math.ceil(d / p.scores_cols)
+    assert tiles * chunks * p.scores_warps >= 4 * sms
+    assert chunks == 1 or p.scores_frames >= 8  # re-reads at most one frame in eight
 
 
 def test_interpreter_plan_uses_the_fewest_programs():
     p = plan_launch((6, 7, 64), 4, 1)
     assert math.ceil(64 / p.norms_cols) == 1 and p.gather_cols_per_prog >= 64
+    assert p.scores_frames >= 6  # pass 2: one program per tile walks every frame
 
 
 @pytest.mark.parametrize("sms", [132, 108])

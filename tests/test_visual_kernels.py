@@ -9,6 +9,8 @@ fails to write fails the comparison.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -323,3 +325,25 @@ def test_launch_plan_rejects_bad_blocks():
         LaunchPlan(norms_rows=3, norms_cols=32, norms_warps=4, scores_rows=4, scores_cols=16,
                    scores_warps=2, gather_rows=2, gather_cols=16, gather_cols_per_prog=32,
                    gather_warps=4)  # fmt: skip
+
+
+def test_launch_plan_rejects_no_frames_per_scores_program():
+    with pytest.raises(ValueError, match="scores_frames"):
+        dataclasses.replace(SMALL_PLAN, scores_frames=0)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 4])
+@pytest.mark.parametrize(("d", "cols"), [(130, 16), (64, 64)], ids=["ragged-d", "even-d"])
+def test_scores_frames_split_over_programs(frames, d, cols, device):
+    """Pass 2 with ``scores_frames`` frames per program: chunks that start and end inside
+    videos, at video boundaries, odd and even chunk lengths (two frames per iteration and a
+    lone last frame), re-reading the frame before each chunk; columns a multiple of the tile
+    (unmasked loads) or not. Scores against float64, the pruned tokens against the reference."""
+    n, f, cu = 9, 7, [0, 1, 4, 6, 9]
+    x = make_features(n, f, d, torch.bfloat16, device, seed=40 + frames)
+    x[5] = x[4] * 4  # a static pair across a chunk boundary: T = 0 exactly
+    plan = dataclasses.replace(SMALL_PLAN, scores_cols=cols, scores_frames=frames)
+    S, T, _, r = _check64(x, cu, metric="cosine", plan=plan)
+    assert T[5].eq(0).all() and r[5] == 0
+    out = _run(x, cu, "adaptive", {}, plan=plan)
+    check_result(x, cu, out, "adaptive", {})

@@ -8,12 +8,14 @@ Five kernels, launched in order on one stream with no host synchronisation betwe
    over the slice, the slice's column sums (for ``mean_t``) and its partial ``|mean_t|^2``,
    plus error bits (NaN/Inf, squared-norm overflow). The column sums are accumulated
    elementwise in registers and reduced across threads once, after the row loop.
-2. ``frame_scores_kernel``, grid ``(token tiles, channel slices, videos)``, pass 2: program
-   ``(i, s, b)`` walks the frames of video ``b`` from the last to the first (the reverse of
-   pass 1, so the frames read last by pass 1 are read first here, while still in L2), keeps
-   the unit vectors of the next frame's tile in registers and writes per-slice partial sums
-   of ``|u_t - u(mean_t)|^2`` and ``|u_{t+1} - u_t|^2``. Unit vectors are ``x * (1/|x|)``
-   (0 for a zero token), so identical or power-of-two-rescaled tokens give exactly 0.
+2. ``frame_scores_kernel``, grid ``(token tiles, channel slices, frame chunks)``, pass 2:
+   program ``(i, s, c)`` walks the frames of its chunk from the last to the first (the reverse
+   of pass 1, so the frames read last by pass 1 are read first here, while still in L2), two
+   frames per iteration, keeps the unit vectors of the frame after the pair in registers and
+   writes per-slice partial sums of ``|u_t - u(mean_t)|^2`` and ``|u_t - u_{t-1}|^2``; it also
+   reads the frame before its chunk. Video boundaries play no part (T of a video's first frame
+   is never read). Unit vectors are ``x * (1/|x|)`` (0 for a zero token), so identical or
+   power-of-two-rescaled tokens give exactly 0.
 3. ``frame_select_kernel``, grid ``(total_frames,)``: sums the partials, forms S, T, I and
    ``r_t``, ranks each frame's tokens (ties to the lower index) and, in every mode but
    ``budget``, its kept count; validates ``cu_frames`` (program 0) and gathers the error bits
@@ -126,15 +128,62 @@ def frame_norms_kernel(
     tl.store(flg_ptr + t * n_split + s, flags)
 
 
-@triton.jit(do_not_specialize=["f"])
+@triton.jit
+def _sumsq_rows(v, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``sum(v * v, axis=1)`` of a ``(BLOCK_T, BLOCK_D)`` tile: the four quarter-tiles of
+    columns are squared and added elementwise (fused multiply-adds), then one tree sum."""
+    if BLOCK_D >= 64:
+        q = tl.permute(tl.reshape(v, (BLOCK_T, 2, 2, BLOCK_D // 4)), (0, 3, 1, 2))
+        h0, h1 = tl.split(q)
+        a, b = tl.split(h0)
+        c, e = tl.split(h1)
+        acc = a * a
+        acc += b * b
+        acc += c * c
+        acc += e * e
+        return tl.sum(acc, axis=1)
+    else:
+        return tl.sum(v * v, axis=1)
+
+
+@triton.jit
+def _to_f32(x):
+    """float32 of a float16/bfloat16/float32 tensor; bfloat16 as its bits shifted into place
+    (the same value as a conversion, in one integer operation per element on the GPU)."""
+    if x.dtype == tl.bfloat16:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _frame_units(x_p, nrm_p, msq_p, col_p, cmask, inv_f, EPS: tl.constexpr, EVEN_D: tl.constexpr):
+    """Unit vectors of one frame's ``(rows, cols)`` tile and ``u(mean_t)`` over ``cols``.
+
+    ``x_p``: the tile's pointers; ``nrm_p``: ``(rows, BLOCK_S)`` pass-1 partials of the rows
+    (zero-padded slots); ``msq_p``: the frame's ``BLOCK_S`` partial ``|mean|^2``; ``col_p``:
+    its column sums over ``cols``. Columns past ``d`` (``cmask`` false) read zeros.
+    """
+    if EVEN_D:
+        x = _to_f32(tl.load(x_p))
+        col = tl.load(col_p)
+    else:
+        x = _to_f32(tl.load(x_p, mask=cmask[None, :], other=0.0))
+        col = tl.load(col_p, mask=cmask, other=0.0)
+    u = x * _inv_norm(tl.sum(tl.load(nrm_p), axis=1), EPS)[:, None]
+    msq = tl.sum(tl.load(msq_p), axis=0)
+    return u, col * (inv_f * _inv_norm(msq, EPS))  # u(mean_t) = mean_t / |mean_t|
+
+
+@triton.jit(do_not_specialize=["f", "n_frames", "frames_per_prog"])
 def frame_scores_kernel(
     x_ptr,  # (total_frames, f, d) features, channel stride 1
-    cu_ptr,  # (B + 1,) int32 frame offsets
     nrm_ptr,  # (total_frames, f, BLOCK_S) float32 from pass 1
     col_ptr,  # (total_frames, d) float32 from pass 1
     msq_ptr,  # (total_frames, BLOCK_S) float32 from pass 1
-    part_ptr,  # (total_frames, n_split2, 2, f) float32 partial d2 for S and T (out)
+    part_ptr,  # (total_frames, n_split2, f, 2) float32 partial d2 for S and T (out)
     n_frames,
+    frames_per_prog,
     f,
     d,
     stride_t,
@@ -143,41 +192,66 @@ def frame_scores_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    EVEN_D: tl.constexpr,
     STAGES: tl.constexpr,
 ):
     tile = tl.program_id(0)
     s = tl.program_id(1)
-    b = tl.program_id(2)
+    lo = tl.program_id(2) * frames_per_prog
+    hi = tl.minimum(lo + frames_per_prog, n_frames)
+    n_walk = hi - lo + (lo > 0).to(tl.int32)  # and frame lo - 1, for T of frame lo
     n_split2 = tl.num_programs(1)
-    start = tl.minimum(tl.maximum(tl.load(cu_ptr + b), 0), n_frames)
-    end = tl.minimum(tl.maximum(tl.load(cu_ptr + b + 1), start), n_frames)
     rows = tile * BLOCK_T + tl.arange(0, BLOCK_T)
     rmask = rows < f
+    rows_in = tl.minimum(rows, f - 1)  # rows past f re-read row f - 1: unmasked loads
     cols = s * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < d
-    m2 = rmask[:, None] & cmask[None, :]
-    row_off = rows.to(tl.int64)[:, None] * stride_i + cols[None, :]
     slots = tl.arange(0, BLOCK_S)
     inv_f = 1.0 / f.to(tl.float32)
+    # pointers of the last frame's tiles, stepped back two frames per iteration
+    last = (hi - 1).to(tl.int64)
+    x_p = x_ptr + last * stride_t + rows_in.to(tl.int64)[:, None] * stride_i + cols[None, :]
+    nrm_p = nrm_ptr + (last * f + rows_in[:, None]) * BLOCK_S + slots[None, :]
+    msq_p = msq_ptr + last * BLOCK_S + slots
+    col_p = col_ptr + last * d + cols
+    # (S, T) of a token sit side by side; frame t + 1's pair is ``step`` after frame t's
+    step = 2 * n_split2 * f
+    pair = tl.arange(0, 2)
+    out_p = part_ptr + last * step + (s * f + rows[:, None, None]) * 2 + pair[None, :, None] + \
+        pair[None, None, :] * step  # fmt: skip
     u_next = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
-    for i in tl.range(0, end - start, num_stages=STAGES):
-        t = end - 1 - i
-        t64 = t.to(tl.int64)
-        x = tl.load(x_ptr + t64 * stride_t + row_off, mask=m2, other=0.0).to(tl.float32)
-        # the pass-1 partials of this frame (zero-padded to BLOCK_S slots)
-        nrm = tl.load(nrm_ptr + (t64 * f + rows[:, None]) * BLOCK_S + slots[None, :],
-                      mask=rmask[:, None], other=0.0)  # fmt: skip
-        u = x * _inv_norm(tl.sum(nrm, axis=1), EPS)[:, None]
-        msq = tl.sum(tl.load(msq_ptr + t64 * BLOCK_S + slots), axis=0)
-        col = tl.load(col_ptr + t64 * d + cols, mask=cmask, other=0.0)
-        um = col * (inv_f * _inv_norm(msq, EPS))  # u(mean_t) = mean_t / |mean_t|
-        ds = u - um[None, :]
-        out = part_ptr + ((t64 * n_split2 + s) * 2) * f + rows
-        tl.store(out, tl.sum(ds * ds, axis=1), mask=rmask)
-        if i > 0:  # T of frame t + 1, against this frame
-            dt = u_next - u
-            tl.store(out + (2 * n_split2 + 1) * f, tl.sum(dt * dt, axis=1), mask=rmask)
-        u_next = u
+    s_next = tl.zeros((BLOCK_T,), dtype=tl.float32)
+    # Frames ``a = hi - 1 - i`` and ``b = a - 1`` per iteration (``b = a`` for a lone last
+    # frame). Each stores (S_a, T_a) and (S_{a+1}, T_{a+1}) and keeps S_b for the next.
+    # Video boundaries play no part: T of a video's first frame is computed against the
+    # previous video's last frame and never read.
+    for i in tl.range(0, n_walk, 2, num_stages=STAGES):
+        hb = (i + 1 < n_walk).to(tl.int64)  # frame b is walked
+        ua, uma = _frame_units(x_p, nrm_p, msq_p, col_p, cmask, inv_f, EPS, EVEN_D)
+        dt = u_next - ua  # T of frame a + 1, against frame a (none in the first iteration)
+        t_next = _sumsq_rows(dt, BLOCK_T, BLOCK_D)
+        ds = ua - uma[None, :]
+        s_a = _sumsq_rows(ds, BLOCK_T, BLOCK_D)
+        ub, umb = _frame_units(x_p - hb * stride_t, nrm_p - hb * f * BLOCK_S,
+                               msq_p - hb * BLOCK_S, col_p - hb * d, cmask, inv_f, EPS,
+                               EVEN_D)  # fmt: skip
+        dt = ua - ub
+        t_a = _sumsq_rows(dt, BLOCK_T, BLOCK_D)
+        vals = tl.join(tl.join(s_a, t_a), tl.join(s_next, t_next))  # (rows, S/T, frame)
+        own_a = pair * 0 + i < hi - lo  # frame a is this program's (not frame lo - 1)
+        live = rmask[:, None] & tl.where(pair == 0, own_a, pair * 0 + i > 0)[None, :]
+        tl.store(out_p, vals, mask=live[:, None, :])
+        ds = ub - umb[None, :]
+        s_next = _sumsq_rows(ds, BLOCK_T, BLOCK_D)
+        u_next = ub
+        x_p -= (last * 0 + 2) * stride_t  # in int64: a frame may hold over 2^30 elements
+        nrm_p -= 2 * f * BLOCK_S
+        msq_p -= 2 * BLOCK_S
+        col_p -= 2 * d
+        out_p -= 2 * step
+    # S of frame 0, the one frame no iteration stores as an ``a + 1``
+    if lo == 0:
+        tl.store(part_ptr + (s * f + rows) * 2, s_next, mask=rmask)
 
 
 @triton.jit
@@ -194,7 +268,7 @@ def frame_select_kernel(
     nrm_ptr,  # (total_frames, f, BLOCK_S) float32, zero-padded
     msq_ptr,  # (total_frames, BLOCK_S) float32, zero-padded
     flg_ptr,  # (total_frames, n_split1) int32
-    part_ptr,  # (total_frames, n_split2, 2, f) float32
+    part_ptr,  # (total_frames, n_split2, f, 2) float32
     cu_ptr,  # (B + 1,) int32
     hdr_ptr,  # (2,) int32: [output size, error flags]
     s_ptr,  # (total_frames, f) float32 spatial scores (out, if STORE_ST)
@@ -234,9 +308,9 @@ def frame_select_kernel(
     # every partial sum of this frame in one 2-D load each: no loop of dependent loads
     sp = tl.arange(0, BLOCK_S2)
     pm = (sp < n_split2)[:, None] & rmask[None, :]
-    base = part_ptr + (t64 * n_split2 + sp[:, None]) * 2 * f + rows[None, :]
+    base = part_ptr + ((t64 * n_split2 + sp[:, None]) * f + rows[None, :]) * 2
     d2s = tl.sum(tl.load(base, mask=pm, other=0.0), axis=0)
-    d2t = tl.sum(tl.load(base + f, mask=pm & pmask[None, :], other=0.0), axis=0)
+    d2t = tl.sum(tl.load(base + 1, mask=pm & pmask[None, :], other=0.0), axis=0)
     splits = tl.arange(0, BLOCK_S)
     smask = splits < n_split1
     msq = tl.sum(tl.load(msq_ptr + t * BLOCK_S + splits), axis=0)

@@ -13,8 +13,8 @@ small inputs, and ``bench/model.py`` can plan for a GPU it does not have.
 
 Examples:
     >>> plan = plan_launch((32, 196, 3584), element_size=2, sms=132)
-    >>> plan.norms_cols, plan.scores_rows, plan.scores_cols
-    (256, 16, 128)
+    >>> plan.norms_cols, plan.scores_rows, plan.scores_cols, plan.scores_warps
+    (256, 8, 256, 2)
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ assert MODE_CODES["budget"] == K.MODE_BUDGET.value and METRIC_CODES["cosine"] ==
 MAX_TOKENS_PER_FRAME = 16384
 #: frames and videos index the second and third grid dimensions of the two passes
 MAX_GRID_YZ = 65535
+#: pass 2: elements of a frame's tile per thread, and the fewest frames per program when the
+#: frames are split over programs to fill the GPU (each program re-reads one frame)
+SCORES_ELEMS_PER_THREAD = 32
+MIN_SCORES_FRAMES = 8
 
 
 class VisualInputError(ValueError):
@@ -75,8 +79,12 @@ class LaunchPlan:
             (``frame_norms_kernel``; one program per channel slice and frame).
         norms_warps: warps of pass 1.
         scores_rows, scores_cols: tokens and channels per program of pass 2
-            (``frame_scores_kernel``; one program per token tile, channel slice and video).
+            (``frame_scores_kernel``; one program per token tile, channel slice and chunk
+            of ``scores_frames`` frames).
         scores_warps: warps of pass 2.
+        scores_frames: frames per pass-2 program (any positive number; each program but the
+            first also reads the frame before its chunk, for T of its first frame). The
+            default walks every frame in one program.
         gather_rows, gather_cols: kept rows and channels per copy tile of ``gather_kernel``.
         gather_cols_per_prog: channels each gather program copies (a multiple of
             ``gather_cols``); ``ceil(d / gather_cols_per_prog)`` programs per frame.
@@ -98,6 +106,7 @@ class LaunchPlan:
     gather_cols: int
     gather_cols_per_prog: int
     gather_warps: int
+    scores_frames: int = MAX_GRID_YZ + 1
     block_n: int = 128
     block_b: int = 1024
     rank_cols: int = 16
@@ -109,8 +118,8 @@ class LaunchPlan:
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchPlan.{name} must be a power of two, got {v}")
-        if self.scores_cols * self.norms_cols < 1:  # pragma: no cover - powers of two
-            raise ValueError("LaunchPlan block sizes must be positive")
+        if self.scores_frames < 1:
+            raise ValueError(f"LaunchPlan.scores_frames must be >= 1, got {self.scores_frames}")
         if self.gather_cols_per_prog % self.gather_cols:
             raise ValueError("LaunchPlan.gather_cols_per_prog must be a multiple of gather_cols")
 
@@ -141,18 +150,25 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
     # pass 1: (channel slice, frame) programs; each walks all f rows of its slice
     n1 = _pick_cols(lambda s: s * n_frames, d, row_elems, max(8, row_elems // 8), want)
     t1 = max(1, min(fb, 4096 // n1))
-    # pass 2: (token tile, channel slice, video) programs walking their video's frames
-    c2, r2 = max(8, min(row_elems // 2, next_power_of_2(d))), min(fb, 16)
+    # pass 2: (token tile, channel slice, frame chunk) programs; 512-byte row pieces, 32
+    # elements per thread and frame (two frames per iteration), at least four warps per SM
+    c2, r2 = max(8, min(row_elems, next_power_of_2(d))), min(fb, 8 if sms > 1 else 16)
+    if sms > 1 and r2 // 2 * c2 >= 32 * SCORES_ELEMS_PER_THREAD and f % r2 and f % (r2 // 2) == 0:
+        r2 //= 2  # half-height tiles, when they cover f with no padded rows
     while math.ceil(f / r2) * math.ceil(d / c2) < want and (c2 > 32 or r2 > 4):
         if c2 > 32:
             c2 //= 2
         else:
             r2 //= 2
+    w2 = max(1, min(4, r2 * c2 // (32 * SCORES_ELEMS_PER_THREAD)))
+    warps = math.ceil(f / r2) * math.ceil(d / c2) * w2
+    chunks = min(math.ceil(4 * sms / warps), max(1, n_frames // MIN_SCORES_FRAMES))
+    k2 = math.ceil(n_frames / chunks) if sms > 1 else n_frames
     # gather: (frame, channel block) programs, each copying its kept rows in dense tiles
     g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
     return LaunchPlan(
         norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
-        scores_rows=r2, scores_cols=c2, scores_warps=4 if r2 * c2 >= 1024 else 2,
+        scores_rows=r2, scores_cols=c2, scores_warps=w2, scores_frames=k2,
         gather_rows=32, gather_cols=g_cols, gather_cols_per_prog=g_cols, gather_warps=4,
         block_n=min(128, next_power_of_2(n_frames)), block_b=1024,
         rank_cols=16 if fb >= 256 else min(fb, max(16, 4096 // fb)),
@@ -220,7 +236,7 @@ def _scores(
     col = torch.empty((n_frames, d), dtype=f32, device=dev)
     msq = torch.empty((n_frames, block_s), dtype=f32, device=dev)
     flg = torch.empty((n_frames, n1), dtype=torch.int32, device=dev)
-    part = torch.empty((n_frames, n2, 2, f), dtype=f32, device=dev)
+    part = torch.empty((n_frames, n2, f, 2), dtype=f32, device=dev)
     hdr = torch.empty(2, dtype=torch.int32, device=dev)
     st, si = features.stride(0), features.stride(1)
     K.frame_norms_kernel[(n1, n_frames)](
@@ -228,10 +244,11 @@ def _scores(
         BLOCK_T=plan.norms_rows, BLOCK_D=plan.norms_cols, BLOCK_S=block_s, STAGES=plan.stages,
         num_warps=plan.norms_warps,
     )  # fmt: skip
-    K.frame_scores_kernel[(math.ceil(f / plan.scores_rows), n2, n_videos)](
-        features, cu, nrm, col, msq, part, n_frames, f, d, st, si,
+    chunks = math.ceil(n_frames / plan.scores_frames)
+    K.frame_scores_kernel[(math.ceil(f / plan.scores_rows), n2, chunks)](
+        features, nrm, col, msq, part, n_frames, plan.scores_frames, f, d, st, si,
         EPS=ZERO_NORM_EPS, BLOCK_T=plan.scores_rows, BLOCK_D=plan.scores_cols, BLOCK_S=block_s,
-        STAGES=plan.stages, num_warps=plan.scores_warps,
+        EVEN_D=d % plan.scores_cols == 0, STAGES=plan.stages, num_warps=plan.scores_warps,
     )  # fmt: skip
     out = {
         "I": torch.empty((n_frames, f), dtype=f32, device=dev),
