@@ -21,7 +21,11 @@ import torch
 
 from sharpv_kernels import visual_prune
 from sharpv_kernels._native import NativeUnavailable, load_library
-from sharpv_kernels.visual.native import native_unavailable_reason, unit_distances_native
+from sharpv_kernels.visual.native import (
+    gather_rows_native,
+    native_unavailable_reason,
+    unit_distances_native,
+)
 
 from .backends import use_backend
 from .visual_cases import make_features
@@ -158,3 +162,13 @@ def test_auto_falls_back_to_pytorch_without_a_compiler(tmp_path):
     x = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
     with use_backend("torch"):
         assert out.stdout.strip() == str(visual_prune(x).indices.tolist())
+
+
+@needs_native
+@pytest.mark.parametrize("rows_n", [5, 4096])  # 4096 x 640 float32 = 10 MB: huge pages asked
+def test_gather_rows_matches_index_select(rows_n):
+    rows = torch.randn(rows_n, 640)
+    idx = torch.randperm(rows_n, generator=torch.Generator().manual_seed(1))[: rows_n - 1]
+    out = gather_rows_native(rows, idx)
+    assert out.is_contiguous() and torch.equal(out, rows.index_select(0, idx))
+    assert torch.equal(gather_rows_native(rows, idx[:0]), rows[:0])

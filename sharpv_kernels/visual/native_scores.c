@@ -27,6 +27,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 enum { SV_F32 = 0, SV_BF16 = 1, SV_F16 = 2 };
 
@@ -240,4 +243,21 @@ int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int6
     rc |= distances_range(x, dtype, n * c / chunks, n * (c + 1) / chunks, f, d, st, si, eps, dm,
                           dt, norms, mnorm);
   return rc;
+}
+
+/* Ask for transparent huge pages over the 2 MB-aligned interior of [p, p + n), memory not
+ * yet touched (a new output tensor): first-touch page faults then come 512 times less
+ * often. Advisory only (a no-op where the system has no such pages); returns 0 or -1. */
+int sharpv_advise_hugepages(void *p, size_t n) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = (uintptr_t)2 << 20;
+  uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+  uintptr_t b = ((uintptr_t)p + n) & ~(huge - 1);
+  if (b <= a) return 0;
+  return madvise((void *)a, (size_t)(b - a), MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)n;
+  return 0;
+#endif
 }

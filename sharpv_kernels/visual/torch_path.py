@@ -31,7 +31,7 @@ from ..vocab import (
     ratio_keep_count,
 )
 from .checks import raise_bad_features
-from .native import unit_distances_native
+from .native import gather_rows_native, unit_distances_native
 
 __all__ = [
     "visual_prune_torch",
@@ -331,7 +331,8 @@ def visual_prune_torch(
     indices = select_torch(scores, k)
     n, f, d = features.shape
     if f == 1 or features.stride(0) == f * features.stride(1):  # one (n f, d) view
-        tokens = features.view(n * f, d).index_select(0, indices)
+        rows = features.view(n * f, d)
+        tokens = gather_rows_native(rows, indices) if native else rows.index_select(0, indices)
     else:
         tokens = features[indices // f, indices % f]  # the kept rows only, any strides
     csum = torch.cat([k.new_zeros(1), torch.cumsum(k, 0)])
