@@ -102,6 +102,16 @@ static void add_to(float *col, const float *r, int64_t d) {
   for (int64_t k = 0; k < d; ++k) col[k] += r[k];
 }
 
+/* Element k of both squared differences, into the lane sums *lm and *ln. */
+static inline void pair_step(const float *a, float ia, const float *m, const float *b, float ib,
+                             int64_t k, float *lm, float *ln) {
+  float u = a[k] * ia;
+  float e = u - m[k];
+  float g = b[k] * ib - u;
+  *lm += e * e;
+  *ln += g * g;
+}
+
 /* One read of two rows a (frame t) and b (frame t + 1, the same token): the squared
  * distances of a's unit vector to the frame mean's (m) and of b's unit vector to a's. */
 __attribute__((noinline)) static void pair_sums(const float *a, float ia, const float *m,
@@ -112,24 +122,9 @@ __attribute__((noinline)) static void pair_sums(const float *a, float ia, const 
     int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
     float lm[LANES] = {0.0f}, ln[LANES] = {0.0f};
     int64_t j = 0;
-    for (; j + LANES <= n; j += LANES) {
-      for (int q = 0; q < LANES; ++q) {
-        int64_t k = k0 + j + q;
-        float u = a[k] * ia;
-        float e = u - m[k];
-        float g = b[k] * ib - u;
-        lm[q] += e * e;
-        ln[q] += g * g;
-      }
-    }
-    for (int q = 0; j + q < n; ++q) {
-      int64_t k = k0 + j + q;
-      float u = a[k] * ia;
-      float e = u - m[k];
-      float g = b[k] * ib - u;
-      lm[q] += e * e;
-      ln[q] += g * g;
-    }
+    for (; j + LANES <= n; j += LANES)
+      for (int q = 0; q < LANES; ++q) pair_step(a, ia, m, b, ib, k0 + j + q, lm + q, ln + q);
+    for (int q = 0; j + q < n; ++q) pair_step(a, ia, m, b, ib, k0 + j + q, lm + q, ln + q);
     sm += (double)lanes_total(lm);
     sn += (double)lanes_total(ln);
   }
