@@ -63,8 +63,9 @@ def cache_dir() -> Path:
 
 def _compiler() -> str:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return shutil.which(name)  # type: ignore[return-value]
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     raise NativeUnavailable("no C compiler found (set CC, or install gcc or clang)")
 
 

@@ -1,9 +1,9 @@
 """Launcher of the native CPU kernel of Visual SharpV's score pass (``native_scores.c``).
 
-The kernel reads each frame once for its token norms and column sums and once more, from
-cache, for the unit-vector differences against the frame mean and the previous frame: no
-intermediate tensor, about three reads of the features in all (the PyTorch path makes about
-a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensors under
+The kernel reads each row twice: once for its norm, its frame's column sums and its
+difference to the same token of the previous frame (``T``), and once more, from cache, for
+its difference to the frame mean (``S``); no intermediate tensor (the PyTorch path makes
+about a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensors under
 ``SHARPV_BACKEND=auto`` when a C compiler is present (``native``), with the rest of the op
 (scores from the distances, counts, top-K, gather) shared with the PyTorch path.
 

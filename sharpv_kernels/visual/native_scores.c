@@ -140,14 +140,14 @@ static float norm_out(double sq) {
   return sq > (double)FLT_MAX ? INFINITY : (float)sqrt(sq);
 }
 
-/* u(mean) of a frame from its column sums; returns the squared norm of the mean. */
-static double unit_mean(const float *col, int64_t f, int64_t d, double eps, float *mean,
-                        float *um) {
+/* u(mean) of a frame from its column sums, into um (the mean first, scaled in place);
+ * returns the squared norm of the mean. */
+static double unit_mean(const float *col, int64_t f, int64_t d, double eps, float *um) {
   float inv_f = 1.0f / (float)f;
-  for (int64_t k = 0; k < d; ++k) mean[k] = col[k] * inv_f;
-  double msq = sum_sq(mean, d);
+  for (int64_t k = 0; k < d; ++k) um[k] = col[k] * inv_f;
+  double msq = sum_sq(um, d);
   float mi = inv_norm(msq, eps);
-  for (int64_t k = 0; k < d; ++k) um[k] = mean[k] * mi;
+  for (int64_t k = 0; k < d; ++k) um[k] *= mi;
   return msq;
 }
 
@@ -155,12 +155,10 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
                             int64_t d, int64_t st, int64_t si, double eps, float *dm,
                             float *dt, float *norms, float *mnorm) {
   float *col = malloc((size_t)d * sizeof(float));
-  float *mean = malloc((size_t)d * sizeof(float));
   float *um = malloc((size_t)(2 * d) * sizeof(float)); /* this frame's u(mean), the next's */
-  float *zero = calloc((size_t)d, sizeof(float));
   double *sq = malloc((size_t)(2 * f) * sizeof(double)); /* this frame's, the next's */
   float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* converted rows a and b */
-  int rc = (col && mean && um && zero && sq && buf) ? 0 : -1;
+  int rc = (col && um && sq && buf) ? 0 : -1;
   if (rc == 0 && t0 < t1) {
     double *sq_cur = sq, *sq_nxt = sq + f;
     float *um_cur = um, *um_nxt = um + d;
@@ -175,14 +173,15 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
       dt[t0 * f + i] = 0.0f;
       if (t0 > 0) {
         const float *p = row_f32(x, dtype, t0 - 1, i, d, st, si, buf);
-        pair_sums(p, inv_norm(sum_sq(p, d), eps), zero, r, inv_norm(sq_cur[i], eps), d, &s_mean,
+        /* only T is wanted: p stands in for the mean, and that sum is dropped */
+        pair_sums(p, inv_norm(sum_sq(p, d), eps), p, r, inv_norm(sq_cur[i], eps), d, &s_mean,
                   &s_next);
         dt[t0 * f + i] = (float)sqrt(s_next);
       }
     }
-    mnorm[t0] = norm_out(unit_mean(col, f, d, eps, mean, um_cur));
-    /* frame t: S of frame t and, reading frame t + 1 in the same sweep, its norms, column
-     * sums and T: each row of frame t is read once more (from cache), never twice */
+    mnorm[t0] = norm_out(unit_mean(col, f, d, eps, um_cur));
+    /* the sweep of frame t: S of frame t (its rows read a second time, from cache) and,
+     * from the rows of frame t + 1 (their first read), their norms, column sums and T */
     for (int64_t t = t0; t < t1; ++t) {
       int has_next = t + 1 < t1;
       if (has_next) memset(col, 0, (size_t)d * sizeof(float));
@@ -203,7 +202,7 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
         if (has_next) dt[(t + 1) * f + i] = (float)sqrt(s_next);
       }
       if (has_next) {
-        mnorm[t + 1] = norm_out(unit_mean(col, f, d, eps, mean, um_nxt));
+        mnorm[t + 1] = norm_out(unit_mean(col, f, d, eps, um_nxt));
         double *ts = sq_cur;
         sq_cur = sq_nxt;
         sq_nxt = ts;
@@ -214,9 +213,7 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
     }
   }
   free(col);
-  free(mean);
   free(um);
-  free(zero);
   free(sq);
   free(buf);
   return rc;
