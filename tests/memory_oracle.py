@@ -13,13 +13,14 @@ def dense_masked(model, dropped: torch.Tensor, visual_mask: torch.Tensor):
     """The oracle: the dense model whose decode steps (not the prefill) see, in layer ``l``,
     no visual position of the samples ``b`` with ``dropped[l, b]``, through a per-layer 4-D
     additive mask. Padding comes from the 2-D mask the decoder stack receives."""
-    from sharpv.memory import find_text_model
+    from sharpv.hooks import cache_kwarg, find_text_model, get_cache
 
     text = find_text_model(model)
+    name = cache_kwarg(text)
     st = {"decode": False, "pad": None}
 
     def text_pre(module, args, kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = get_cache(kwargs, name)
         st["decode"] = cache is not None and cache.get_seq_length() > 0
         st["pad"] = kwargs.get("attention_mask")
         st["past"] = cache.get_seq_length() if cache is not None else 0

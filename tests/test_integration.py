@@ -18,6 +18,7 @@ import torch
 
 import sharpv
 from sharpv.adapters import UnsupportedModelError, get_adapter, supported_model_types
+from sharpv.hooks import cache_kwarg
 from sharpv.tiny_models import (
     BOS_ID,
     IMAGE_ID,
@@ -358,8 +359,8 @@ def mrope_greedy(model, embeds, mask, position_ids, steps: int) -> list[list[int
                 inputs_embeds=emb,
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_kwarg(model): cache},
             )
             tok = out.logits[:, -1].argmax(-1)
             tokens.append(tok.tolist())

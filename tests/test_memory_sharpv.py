@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import sharpv
-from sharpv.hooks import GenerationHooks, find_text_model, visual_spans
+from sharpv.hooks import GenerationHooks, cache_kwarg, find_text_model, get_cache, visual_spans
 from sharpv_kernels.memory import layer_similarity_reference
 
 from .memory_oracle import dense_masked
@@ -317,8 +317,10 @@ def _decode_host_traffic(model, context, emb, attn_mask, n_new=4):
     log: list[tuple[str, bool]] = []
     steps = []
 
+    name = cache_kwarg(text)
+
     def watched_forward(*args, **kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = get_cache(kwargs, name)
         if cache is None or cache.get_seq_length() == 0:
             return forward(*args, **kwargs)
         steps.append(cache.get_seq_length())

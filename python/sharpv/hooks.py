@@ -32,6 +32,7 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,6 +40,10 @@ import torch
 
 __all__ = [
     "GenerationHooks",
+    "HostMismatchError",
+    "CACHE_KWARGS",
+    "cache_kwarg",
+    "get_cache",
     "visual_spans",
     "find_text_model",
     "first_tensor",
@@ -49,6 +54,70 @@ __all__ = [
 
 #: the phases of a generation seen by the hooks
 IDLE, PREFILL, DECODE = "idle", "prefill", "decode"
+
+#: The keywords under which transformers passes the KV cache to a module's ``forward``, newest
+#: first: ``cache`` from 5.24 (``past_key_values`` is its deprecated alias there), before that
+#: ``past_key_values`` (``past_key_value`` in the attention modules of some older releases).
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
+
+
+class HostMismatchError(RuntimeError):
+    """The running host library (transformers) does not behave as the hooks expect: going on
+    would give a result that silently lacks the pruning, so the generation stops instead."""
+
+
+def host_mismatch(detail: str) -> HostMismatchError:
+    """A :class:`HostMismatchError` for ``detail``, naming the installed transformers and the
+    tested range (see :mod:`sharpv.hosts`)."""
+    from sharpv.hosts import describe
+
+    return HostMismatchError(f"{detail}; {describe('transformers')}")
+
+
+def cache_kwarg(module: torch.nn.Module) -> str:
+    """The keyword under which ``module.forward`` takes the KV cache in the running transformers.
+
+    Read from the signature (``deprecate_kwarg`` keeps the wrapped function's), newest name
+    first, so the same code serves transformers 4.57 through 5.x.
+
+    Raises:
+        HostMismatchError: the forward takes none of :data:`CACHE_KWARGS`.
+
+    Examples:
+        >>> import torch
+        >>> class Layer(torch.nn.Module):
+        ...     def forward(self, hidden_states, cache=None):
+        ...         return hidden_states
+        >>> cache_kwarg(Layer())
+        'cache'
+    """
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # a builtin or otherwise unreadable forward
+        params = {}
+    for name in CACHE_KWARGS:
+        if name in params:
+            return name
+    raise host_mismatch(
+        f"{type(module).__name__}.forward takes no KV-cache argument (none of "
+        f"{', '.join(CACHE_KWARGS)})"
+    )
+
+
+def get_cache(kwargs: dict, name: str) -> Any:
+    """The cache passed as ``kwargs[name]`` (``None`` if absent).
+
+    Raises:
+        HostMismatchError: a cache also arrives under another of :data:`CACHE_KWARGS`: the
+            module was called with a keyword the running transformers does not read.
+    """
+    cache = kwargs.get(name)
+    for other in CACHE_KWARGS:
+        if other != name and kwargs.get(other) is not None:
+            raise host_mismatch(
+                f"a KV cache was passed as {other!r}, but this transformers release reads {name!r}"
+            )
+    return cache
 
 
 def visual_spans(visual_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +223,8 @@ class GenerationHooks:
         span_start, span_len: ``(B,)`` int64 CPU tensors, each sample's visual span.
         batch, seq: the prompt shape the prefill must have.
         phase: ``"idle"``, ``"prefill"`` or ``"decode"``.
+        cache_kwarg: the keyword of the KV cache in the decoder stack's forward
+            (:func:`cache_kwarg`); :meth:`attention_cache` reads it in an attention hook.
 
     Subclasses set :attr:`layer_hooks` / :attr:`attention_hooks` (which layers get which
     hook), :attr:`needs_cache` (skip forwards called with ``use_cache=False``), and override
@@ -179,6 +250,8 @@ class GenerationHooks:
         self.text = find_text_model(model)
         self.layers: list[torch.nn.Module] = list(self.text.layers)
         self.batch, self.seq = (int(n) for n in visual_mask.shape)
+        self.cache_kwarg = cache_kwarg(self.text)
+        self._attention_kwarg = self.cache_kwarg
         self.phase = IDLE
         self._handles: list[Any] = []
 
@@ -224,6 +297,11 @@ class GenerationHooks:
 
     # ------------------------------------------------------------------ machinery
 
+    def attention_cache(self, kwargs: dict) -> Any:
+        """The KV cache an attention module was called with (``None`` if none), read under the
+        keyword the running transformers uses (:func:`get_cache`)."""
+        return get_cache(kwargs, self._attention_kwarg)
+
     def hook(
         self,
         module: torch.nn.Module,
@@ -238,7 +316,7 @@ class GenerationHooks:
             self._handles.append(module.register_forward_hook(post, with_kwargs=True))
 
     def _text_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
-        cache = kwargs.get("past_key_values")
+        cache = get_cache(kwargs, self.cache_kwarg)
         if cache is not None and cache.get_seq_length() > 0:
             return None  # a decode step
         if self.needs_cache and kwargs.get("use_cache") is False:
@@ -283,7 +361,9 @@ class GenerationHooks:
             for idx in self.layer_hooks():
                 self.hook(self.layers[idx], pre=self._layer_pre(idx))
             for idx in self.attention_hooks():
-                self.hook(self.layers[idx].self_attn, pre=self._attention_pre(idx))
+                attn = self.layers[idx].self_attn
+                self._attention_kwarg = cache_kwarg(attn)
+                self.hook(attn, pre=self._attention_pre(idx))
             self.install()
         except BaseException:
             self._remove()

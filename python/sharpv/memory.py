@@ -40,7 +40,14 @@ import torch
 from sharpv_kernels.vocab import DEFAULT_MEMORY_THRESHOLD
 
 from .cache import DEFAULT_CHUNK_SIZE, CompactingCache, check_chunk_size
-from .hooks import GenerationHooks, find_text_model, first_tensor, visual_spans
+from .hooks import (
+    GenerationHooks,
+    find_text_model,
+    first_tensor,
+    get_cache,
+    host_mismatch,
+    visual_spans,
+)
 
 # visual_spans and find_text_model live in sharpv.hooks; re-exported for existing imports
 __all__ = ["memory_sharpv", "MemorySharpV", "MemorySharpVState", "visual_spans", "find_text_model"]
@@ -148,10 +155,10 @@ class MemorySharpV(GenerationHooks):
         return self.state
 
     def start_prefill(self, args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("past_key_values")
+        cache = get_cache(kwargs, self.cache_kwarg)
         if not isinstance(cache, CompactingCache):
             cache = CompactingCache(self.num_layers, chunk_size=self.state.chunk_size)
-            kwargs["past_key_values"] = cache
+            kwargs[self.cache_kwarg] = cache
         dev = first_tensor(args, kwargs, "inputs_embeds", "input_ids").device
         self.state.cache = cache
         self._sim = torch.ones((self.num_layers, self.batch), dtype=torch.float32, device=dev)
@@ -178,6 +185,11 @@ class MemorySharpV(GenerationHooks):
         state, sim = self.state, self._sim
         start, length = self._spans
         self._reference = None
+        if not all(layer.is_initialized for layer in state.cache.layers):
+            raise host_mismatch(
+                "Memory SharpV's cache was not filled by the prefill (the model wrote its keys "
+                "and values to another cache)"
+            )
         compacted = state.cache.compact_(sim, state.threshold, start, length, first_layer=1)
         state.similarities = sim
         state.dropped = compacted & (length > 0)[None, :]
@@ -186,9 +198,15 @@ class MemorySharpV(GenerationHooks):
 
     def decode_attention(self, idx: int, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
         cache = self.state.cache
-        if cache is None or cache.is_uniform(idx):
-            return None
-        if kwargs.get("past_key_values", cache) is not cache:
+        seen = self.attention_cache(kwargs)
+        if cache is None or seen is None:
+            return None  # no generation of ours, or a forward without a cache
+        if seen is not cache:
+            raise host_mismatch(
+                f"decoder layer {idx} decodes with a KV cache other than the one Memory SharpV "
+                "installed at the prefill"
+            )
+        if cache.is_uniform(idx):
             return None
         hidden = first_tensor(args, kwargs, "hidden_states")
         kind = _attn_kind(module.config._attn_implementation)

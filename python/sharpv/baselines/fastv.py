@@ -211,7 +211,7 @@ class FastV(GenerationHooks):
 
     def decode_attention(self, idx: int, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
         am = kwargs.get("attention_mask")
-        cache = kwargs.get("past_key_values")
+        cache = self.attention_cache(kwargs)
         if not isinstance(am, torch.Tensor) or am.dim() != 4 or cache is None:
             return None
         hidden = first_tensor(args, kwargs, "hidden_states")
