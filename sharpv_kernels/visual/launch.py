@@ -244,8 +244,10 @@ def _validate(plan, shape, element_size, n_videos, limits) -> None:
     warps = (plan.norms_warps, plan.scores_warps, plan.gather_warps, _select_warps(fb))
     if 32 * max(warps) > limits.max_threads_per_block:
         raise ValueError(f"LaunchPlan: {max(warps)} warps exceed {limits.name}'s threads/block")
-    pipe = max(0, plan.stages - 1) * element_size * max(
-        plan.norms_rows * plan.norms_cols, 2 * plan.scores_rows * plan.scores_cols
+    pipe = (
+        max(0, plan.stages - 1)
+        * element_size
+        * max(plan.norms_rows * plan.norms_cols, 2 * plan.scores_rows * plan.scores_cols)
     )
     if pipe > limits.shared_per_block:
         raise ValueError(f"LaunchPlan: its pipelines need {pipe} B of shared memory, more than "
