@@ -210,7 +210,7 @@ def layer_similarity_triton(
             STAGES=plan.stages, num_warps=plan.warps,
         )  # fmt: skip
         block = min(1024, next_power_of_2(n_tiles))
-        row = out[layer]
+        row = out.select(0, layer)
         K._sim_finish_kernel[check_grid("_sim_finish_kernel", (bsz,))](
             part, length, row, row.stride(0), n_tiles, BLOCK=block, num_warps=4
         )
@@ -271,7 +271,8 @@ def _device_table(
     if device.type == "cuda":
         host = host.pin_memory()
     both = host.to(device, non_blocking=True)
-    return both[: 8 * len(rows)].view(len(rows), 8), both[8 * len(rows) :]
+    n = len(rows)
+    return both.narrow(0, 0, 8 * n).view(n, 8), both.narrow(0, 8 * n, n)
 
 
 def kv_compact_triton(
@@ -313,8 +314,8 @@ def kv_compact_triton(
         start, span = span_start.contiguous(), span_len.contiguous()
         # The lengths are decreased after the launch (stream order) so that every head's
         # program reads the original length.
-        s, n = start[None, :].to(lengths.dtype), span[None, :].to(lengths.dtype)
-        valid = (s >= 0) & (n > 0) & (s + n <= lengths) & (lengths <= cap[:, None])
+        s, n = start.unsqueeze(0).to(lengths.dtype), span.unsqueeze(0).to(lengths.dtype)
+        valid = (s >= 0) & (n > 0) & (s + n <= lengths) & (lengths <= cap.unsqueeze(1))
         drop = (similarity < threshold) & valid
         grid = check_grid("_kv_compact_kernel", (n_layers * bsz, n_heads))
         K._kv_compact_kernel[grid](
