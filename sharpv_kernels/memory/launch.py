@@ -209,7 +209,7 @@ def layer_similarity_triton(
             n_tiles, EPS=ZERO_NORM_EPS, BLOCK_T=plan.block_t, BLOCK_D=plan.block_d,
             STAGES=plan.stages, num_warps=plan.warps,
         )  # fmt: skip
-        block = min(1024, next_power_of_2(n_tiles))
+        block = 128 if n_tiles <= 128 else 1024  # two variants, any S
         row = out.select(0, layer)
         K._sim_finish_kernel[check_grid("_sim_finish_kernel", (bsz,))](
             part, length, row, row.stride(0), n_tiles, BLOCK=block, num_warps=4

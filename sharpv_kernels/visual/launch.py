@@ -190,7 +190,7 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
         norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
         scores_rows=r2, scores_cols=c2, scores_warps=w2, scores_frames=k2,
         gather_rows=32, gather_cols=g_cols, gather_cols_per_prog=g_cols, gather_warps=4,
-        block_n=min(128, next_power_of_2(n_frames)), block_b=1024,
+        block_n=32 if n_frames <= 32 else 128, block_b=1024,  # two variants, any count
         rank_cols=16 if fb >= 256 else min(fb, max(16, 4096 // fb)),
     )  # fmt: skip
 
@@ -265,6 +265,12 @@ def _grids(plan: LaunchPlan, shape: tuple[int, int, int], n_videos: int) -> dict
         "video_counts_kernel": (n_videos,),
         "gather_kernel": (n_frames, math.ceil(d / plan.gather_cols_per_prog)),
     }  # fmt: skip
+
+
+def _video_block(plan: LaunchPlan, n_videos: int) -> int:
+    """Videos per chunk of the loops over ``cu_frames``: 16 up to 15 videos, then powers of
+    two (a few compiled variants for any number of videos)."""
+    return min(plan.block_b, max(16, next_power_of_2(n_videos + 1)))
 
 
 def _select_warps(block_f: int) -> int:
@@ -355,7 +361,7 @@ def _scores(
         n_videos, n_frames, f, n1, n2, float(w), float(threshold), int(k_fixed), int(min_keep),
         EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
         STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
-        BLOCK_B=min(plan.block_b, next_power_of_2(n_videos + 1)), BLOCK_S=block_s,
+        BLOCK_B=_video_block(plan, n_videos), BLOCK_S=block_s,
         BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f),
     )  # fmt: skip
     return out
@@ -470,7 +476,7 @@ def visual_prune_triton(
             cu, out["r"], counts, offsets, cu_tokens, out["hdr"], n_videos, n_frames, f,
             int(min_keep), float(budget if mode == "budget" else 0.0),
             MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
-            BLOCK_B=min(plan.block_b, next_power_of_2(n_videos + 1)),
+            BLOCK_B=_video_block(plan, n_videos),
             num_warps=1 if plan.block_n <= 32 else 4,
         )  # fmt: skip
         tokens = torch.empty((capacity, d), dtype=features.dtype, device=dev)
