@@ -14,7 +14,7 @@ small inputs, and ``bench/model.py`` can plan for a GPU it does not have.
 Examples:
     >>> plan = plan_launch((32, 196, 3584), element_size=2, sms=132)
     >>> plan.norms_cols, plan.scores_rows, plan.scores_cols, plan.scores_warps
-    (256, 8, 256, 2)
+    (256, 4, 256, 1)
 """
 
 from __future__ import annotations
