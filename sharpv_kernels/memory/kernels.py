@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["S", "n_tiles"])
 def _sim_partial_kernel(
     h_ptr,
     r_ptr,
@@ -32,7 +32,7 @@ def _sim_partial_kernel(
     BLOCK_D: tl.constexpr,
     STAGES: tl.constexpr,
 ):
-    """Program (b, tile): sum over its <= BLOCK_T span rows of cos(h[b, i], r[b, i]).
+    """Program (tile, b): sum over its <= BLOCK_T span rows of cos(h[b, i], r[b, i]).
 
     Writes ``part[b, tile]`` (float32), 0 for tiles past the span. Rows outside ``[0, S)`` are
     never read (the span is clamped), so bad spans cannot read out of bounds.
@@ -41,8 +41,8 @@ def _sim_partial_kernel(
     (sums rescaled when the max grows, as in an online softmax), so ``|h|^2`` never overflows
     even for entries near the float32 maximum.
     """
-    b = tl.program_id(0)
-    tile = tl.program_id(1)
+    tile = tl.program_id(0)  # axis x: up to 2^31 - 1 tiles, any S
+    b = tl.program_id(1)
     start = tl.load(start_ptr + b).to(tl.int64)
     n = tl.load(len_ptr + b).to(tl.int64)
     t0 = tile * BLOCK_T
@@ -83,10 +83,10 @@ def _sim_partial_kernel(
         den = tl.where(ok, tl.sqrt(hh) * tl.sqrt(rr), 1.0)
         cos = tl.where(ok, tl.minimum(tl.maximum(dot / den, -1.0), 1.0), 0.0)
         total = tl.sum(cos, axis=0)
-    tl.store(part_ptr + b * n_tiles + tile, total)
+    tl.store(part_ptr + b.to(tl.int64) * n_tiles + tile, total)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tiles"])
 def _sim_finish_kernel(
     part_ptr,
     len_ptr,
@@ -101,7 +101,7 @@ def _sim_finish_kernel(
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for t0 in range(0, n_tiles, BLOCK):
         offs = t0 + tl.arange(0, BLOCK)
-        acc += tl.load(part_ptr + b * n_tiles + offs, mask=offs < n_tiles, other=0.0)
+        acc += tl.load(part_ptr + b.to(tl.int64) * n_tiles + offs, mask=offs < n_tiles, other=0.0)
     total = tl.sum(acc, axis=0)
     res = tl.where(n > 0, total / tl.maximum(n, 1.0), 1.0)
     tl.store(out_ptr + b * stride_out, res)

@@ -17,12 +17,14 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import triton
 
+from .._gpu import MAX_GRID_YZ, check_grid, device_limits, launch_scope
 from .._utils import next_power_of_2
 from ..vocab import ZERO_NORM_EPS
 from . import kernels as K
@@ -31,6 +33,7 @@ __all__ = [
     "SimilarityPlan",
     "CompactPlan",
     "plan_similarity",
+    "similarity_grid",
     "similarity_residency",
     "plan_compact",
     "layer_similarity_triton",
@@ -56,18 +59,6 @@ class CompactPlan:
     block_t: int
     block_d: int
     warps: int
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1  # Triton's interpreter: fewest, widest programs
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _shared_per_sm(device: torch.device) -> int:
-    if device.type != "cuda":
-        return SHARED_PER_SM
-    return torch.cuda.get_device_properties(device).shared_memory_per_multiprocessor
 
 
 #: Shared memory of one SM, bytes, when the planner is not told: H100's 228 KB, the most of
@@ -134,8 +125,8 @@ def plan_similarity(
     tiles in flight per CTA, so few resident CTAs keep many loads outstanding; when a row
     fits in one tile the extra stages only reserve the shared memory that limits the
     residency. When no plan reaches two waves (small inputs), one-row tiles with three
-    stages. The grid covers ``S`` (the span is only known on the device); programs past the
-    span exit at once.
+    stages. The grid covers ``S`` (the span is only known on the device; see
+    :func:`similarity_grid`); programs past the span exit at once.
 
     In Triton's interpreter (``sms <= 1``): few, wide programs (up to 16 rows of 1 KB).
 
@@ -203,23 +194,41 @@ def layer_similarity_triton(
     if reference.stride(2) != 1:
         reference = reference.contiguous()
     bsz, seq, d = hidden.shape
+    dev = hidden.device
     if plan is None:
-        dev = hidden.device
-        plan = plan_similarity((bsz, seq, d), hidden.element_size(), _num_sms(dev),
-                               _shared_per_sm(dev))  # fmt: skip
+        limits = device_limits(dev)
+        plan = plan_similarity((bsz, seq, d), hidden.element_size(), limits.sms,
+                               limits.shared_per_sm)  # fmt: skip
+    grid, n_tiles = similarity_grid(plan, bsz, seq)
     start, length = span_start.contiguous(), span_len.contiguous()
+    with launch_scope(dev):
+        part = torch.empty((bsz, n_tiles), dtype=torch.float32, device=dev)
+        K._sim_partial_kernel[grid](
+            hidden, reference, start, length, part, seq, d,
+            hidden.stride(0), hidden.stride(1), reference.stride(0), reference.stride(1),
+            n_tiles, EPS=ZERO_NORM_EPS, BLOCK_T=plan.block_t, BLOCK_D=plan.block_d,
+            STAGES=plan.stages, num_warps=plan.warps,
+        )  # fmt: skip
+        block = 128 if n_tiles <= 128 else 1024  # two variants, any S
+        row = out.select(0, layer)
+        K._sim_finish_kernel[check_grid("_sim_finish_kernel", (bsz,))](
+            part, length, row, row.stride(0), n_tiles, BLOCK=block, num_warps=4
+        )
+
+
+def similarity_grid(plan: SimilarityPlan, bsz: int, seq: int) -> tuple[tuple[int, int], int]:
+    """``((n_tiles, bsz), n_tiles)``: the grid of ``_sim_partial_kernel``, row tiles on axis x
+    (up to 2^31 - 1 programs: any ``S`` a GPU holds) and samples on axis y (at most 65,535),
+    checked against CUDA's limits.
+
+    Examples:
+        >>> similarity_grid(SimilarityPlan(4, 512, 4), 1, 300_000)
+        ((75000, 1), 75000)
+    """
+    if bsz > MAX_GRID_YZ:
+        raise ValueError(f"layer_similarity takes at most {MAX_GRID_YZ} samples, got {bsz}")
     n_tiles = max(1, triton.cdiv(seq, plan.block_t))
-    part = torch.empty((bsz, n_tiles), dtype=torch.float32, device=hidden.device)
-    K._sim_partial_kernel[(bsz, n_tiles)](
-        hidden, reference, start, length, part, seq, d,
-        hidden.stride(0), hidden.stride(1), reference.stride(0), reference.stride(1), n_tiles,
-        EPS=ZERO_NORM_EPS, BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, STAGES=plan.stages,
-        num_warps=plan.warps,
-    )  # fmt: skip
-    block = min(1024, next_power_of_2(n_tiles))
-    row = out[layer]
-    K._sim_finish_kernel[(bsz,)](part, length, row, row.stride(0), n_tiles, BLOCK=block,
-                                 num_warps=4)  # fmt: skip
+    return check_grid("_sim_partial_kernel", (n_tiles, max(1, bsz))), n_tiles
 
 
 def compact_table(
@@ -232,7 +241,7 @@ def compact_table(
     to ``base``; ``caps`` ``(L,)`` int64 the capacity ``T_l`` of each layer; ``align`` the
     largest power of two (at most 16 bytes' worth of elements) dividing every entry of the
     table. The tensors live on the device of ``base`` (one small host-to-device copy, no
-    synchronisation).
+    synchronisation; none when the layout was seen before).
     """
     base = keys[0]
     elt = base.element_size()
@@ -248,9 +257,22 @@ def compact_table(
     align = max(1, 16 // elt)
     while align > 1 and (p0 % (align * elt) or any(x % align for r in rows for x in r)):
         align //= 2
-    table = torch.tensor(rows, dtype=torch.int64).to(base.device, non_blocking=True)
-    cap = torch.tensor(caps, dtype=torch.int64).to(base.device, non_blocking=True)
+    table, cap = _device_table(base.device, tuple(map(tuple, rows)), tuple(caps))
     return base, table, cap, align
+
+
+@functools.lru_cache(maxsize=64)
+def _device_table(
+    device: torch.device, rows: tuple[tuple[int, ...], ...], caps: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The table and capacities on ``device``, kept for the next call with the same caches
+    (a KV cache keeps its buffers: one small pinned, non-blocking copy per cache layout)."""
+    host = torch.tensor([x for r in rows for x in r] + list(caps), dtype=torch.int64)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    both = host.to(device, non_blocking=True)
+    n = len(rows)
+    return both.narrow(0, 0, 8 * n).view(n, 8), both.narrow(0, 8 * n, n)
 
 
 def kv_compact_triton(
@@ -285,18 +307,21 @@ def kv_compact_triton(
     bsz, n_heads, _, d = keys[0].shape
     if n_layers == 0 or bsz == 0 or n_heads == 0:
         return
-    base, table, cap, align = compact_table(keys, values)
-    if plan is None:
-        plan = plan_compact(tuple(keys[0].shape), base.element_size())
-    start, span = span_start.contiguous(), span_len.contiguous()
-    # The lengths are decreased after the launch (stream order) so that every head's program
-    # reads the original length.
-    s, n = start[None, :].to(lengths.dtype), span[None, :].to(lengths.dtype)
-    valid = (s >= 0) & (n > 0) & (s + n <= lengths) & (lengths <= cap[:, None])
-    drop = (similarity < threshold) & valid
-    K._kv_compact_kernel[(n_layers * bsz, n_heads)](
-        base, table, cap, lengths, start, span, similarity, float(threshold),
-        bsz, d, lengths.stride(0), lengths.stride(1), similarity.stride(0), similarity.stride(1),
-        BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, ALIGN=align, num_warps=plan.warps,
-    )  # fmt: skip
-    lengths.sub_(torch.where(drop, n, 0))
+    with launch_scope(keys[0].device):
+        base, table, cap, align = compact_table(keys, values)
+        if plan is None:
+            plan = plan_compact(tuple(keys[0].shape), base.element_size())
+        start, span = span_start.contiguous(), span_len.contiguous()
+        # The lengths are decreased after the launch (stream order) so that every head's
+        # program reads the original length.
+        s, n = start.unsqueeze(0).to(lengths.dtype), span.unsqueeze(0).to(lengths.dtype)
+        valid = (s >= 0) & (n > 0) & (s + n <= lengths) & (lengths <= cap.unsqueeze(1))
+        drop = (similarity < threshold) & valid
+        grid = check_grid("_kv_compact_kernel", (n_layers * bsz, n_heads))
+        K._kv_compact_kernel[grid](
+            base, table, cap, lengths, start, span, similarity, float(threshold),
+            bsz, d, lengths.stride(0), lengths.stride(1), similarity.stride(0),
+            similarity.stride(1), BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, ALIGN=align,
+            num_warps=plan.warps,
+        )  # fmt: skip
+        lengths.sub_(torch.where(drop, n, 0))

@@ -94,8 +94,12 @@ def kv_compact_op(
     """See :func:`sharpv_kernels.kv_compact_`."""
     check_compact_args(keys, values, lengths, span_start, span_len, similarity, threshold)
     check_written_memory(keys=keys, values=values, lengths=lengths)
-    check_compact_values(keys, lengths, span_start, span_len, similarity, threshold)
     backend = select_backend(keys[0].device)
+    if keys[0].device.type == "cpu" or backend != "triton":
+        # free on the host; on CUDA it would copy to the host (a synchronisation) at every
+        # call, so there the kernel skips every (layer, sample) whose span or length is
+        # invalid instead (left as it is, its length unchanged)
+        check_compact_values(keys, lengths, span_start, span_len, similarity, threshold)
     run = _compact_triton if backend == "triton" else kv_compact_torch
     run(keys, values, lengths, span_start, span_len, similarity, threshold)
 

@@ -92,14 +92,19 @@ def prepare_cu_frames(
 ) -> torch.Tensor:
     """Contiguous int32 ``cu_frames`` on the features' device, from a checked tensor.
 
-    A CPU tensor is value-checked here (free: no device involved). A tensor on the features'
+    A CPU tensor is value-checked here (free: no device involved) and copied from pinned
+    memory without blocking. A tensor on the features'
     device is value-checked here only with ``check_on_host`` (one synchronisation); else it
     is converted with saturation (values outside int32 become -1 or ``2**31 - 1``, which no
     valid ``cu_frames`` holds), and the kernels check it on the device.
     """
     if cu_frames.device.type == "cpu" or check_on_host:
         check_cu_values(cu_frames, features.shape[0])
-        return cu_frames.to(device=features.device, dtype=torch.int32).contiguous()
+        cu = cu_frames.to(dtype=torch.int32).contiguous()
+        if features.device.type == "cuda" and cu.device.type == "cpu":
+            # a pinned, non-blocking copy: queued on the stream, no wait for the GPU
+            return cu.pin_memory().to(features.device, non_blocking=True)
+        return cu.to(features.device)
     if cu_frames.dtype == torch.int64:
         cu_frames = cu_frames.clamp(-1, _INT32_MAX)
     return cu_frames.to(torch.int32).contiguous()

@@ -263,7 +263,7 @@ def _score(d2, nz_a, nz_b, METRIC: tl.constexpr):
         return tl.where(nz_a & nz_b, 0.5 * d2, 1.0)
 
 
-@triton.jit(do_not_specialize=["f", "min_keep", "k_fixed"])
+@triton.jit(do_not_specialize=["f", "min_keep", "k_fixed", "n_videos", "n_frames"])
 def frame_select_kernel(
     nrm_ptr,  # (total_frames, f, BLOCK_S) float32, zero-padded
     msq_ptr,  # (total_frames, BLOCK_S) float32, zero-padded
@@ -419,7 +419,7 @@ def _budget_quota(lam, r, valid, pinned_video, f, min_keep):
     return tl.where(valid, x, 0.0)
 
 
-@triton.jit(do_not_specialize=["f", "min_keep"])
+@triton.jit(do_not_specialize=["f", "min_keep", "n_videos", "n_frames"])
 def video_counts_kernel(
     cu_ptr,  # (B + 1,) int32 frame offsets
     r_ptr,  # (total_frames,) float32 keep ratios
@@ -523,7 +523,7 @@ def video_counts_kernel(
         tl.store(cu_tok_ptr + n_videos, run)
 
 
-@triton.jit(do_not_specialize=["f"])
+@triton.jit(do_not_specialize=["f", "capacity"])
 def gather_kernel(
     x_ptr,  # (total_frames, f, d) features, channel stride 1
     rank_ptr,  # (total_frames, f) int32 token ranks

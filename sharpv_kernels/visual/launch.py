@@ -14,16 +14,25 @@ small inputs, and ``bench/model.py`` can plan for a GPU it does not have.
 Examples:
     >>> plan = plan_launch((32, 196, 3584), element_size=2, sms=132)
     >>> plan.norms_cols, plan.scores_rows, plan.scores_cols, plan.scores_warps
-    (256, 8, 256, 2)
+    (256, 4, 256, 1)
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
+from .._gpu import (
+    MAX_BLOCK_NUMEL,
+    MAX_GRID_YZ,
+    DeviceLimits,
+    check_grid,
+    device_limits,
+    launch_scope,
+)
 from .._utils import next_power_of_2
 from ..vocab import (
     BUDGET_BISECTION_STEPS,
@@ -45,6 +54,7 @@ __all__ = [
     "MAX_TOKENS_PER_FRAME",
     "LaunchPlan",
     "plan_launch",
+    "validate_plan",
     "visual_prune_triton",
     "visual_scores_triton",
     "VisualInputError",
@@ -57,8 +67,6 @@ assert MODE_CODES["budget"] == K.MODE_BUDGET.value and METRIC_CODES["cosine"] ==
 
 #: largest tokens-per-frame the kernels take (one frame's tokens sit in one select program)
 MAX_TOKENS_PER_FRAME = 16384
-#: frames and videos index the second and third grid dimensions of the two passes
-MAX_GRID_YZ = 65535
 #: pass 2: elements of a frame's tile per thread, and the fewest frames per program when the
 #: frames are split over programs to fill the GPU (each program re-reads one frame)
 SCORES_ELEMS_PER_THREAD = 32
@@ -149,7 +157,6 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
     fb = next_power_of_2(f)
     # pass 1: (channel slice, frame) programs; each walks all f rows of its slice
     n1 = _pick_cols(lambda s: s * n_frames, d, row_elems, max(8, row_elems // 8), want)
-    t1 = max(1, min(fb, 4096 // n1))
     # pass 2: (token tile, channel slice, frame chunk) programs; 512-byte row pieces, 32
     # elements per thread and frame (two frames per iteration), at least four warps per SM
     c2, r2 = max(8, min(row_elems, next_power_of_2(d))), min(fb, 8 if sms > 1 else 16)
@@ -160,25 +167,110 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
             c2 //= 2
         else:
             r2 //= 2
+    # the select kernel holds a frame's pass-2 partials, (slices2, f), in one block
+    while next_power_of_2(math.ceil(d / c2)) * fb > MAX_BLOCK_NUMEL:
+        c2 *= 2
+    while r2 > 1 and r2 * c2 > 4096:  # tiles of at most 4K elements
+        r2 //= 2
+    # pass 2 and the select kernel read a token's pass-1 slots, padded to a power of two, in
+    # one tile: at most scores_cols of them, and (slots, f) within Triton's largest block
+    slots = min(c2, MAX_BLOCK_NUMEL // fb)
+    while next_power_of_2(math.ceil(d / n1)) > slots:
+        n1 *= 2
+    t1 = max(1, min(fb, 4096 // n1))
     w2 = max(1, min(4, r2 * c2 // (32 * SCORES_ELEMS_PER_THREAD)))
     warps = math.ceil(f / r2) * math.ceil(d / c2) * w2
     chunks = min(math.ceil(4 * sms / warps), max(1, n_frames // MIN_SCORES_FRAMES))
     k2 = math.ceil(n_frames / chunks) if sms > 1 else n_frames
     # gather: (frame, channel block) programs, each copying its kept rows in dense tiles
     g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
+    while math.ceil(d / g_cols) > MAX_GRID_YZ:
+        g_cols *= 2
     return LaunchPlan(
         norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
         scores_rows=r2, scores_cols=c2, scores_warps=w2, scores_frames=k2,
         gather_rows=32, gather_cols=g_cols, gather_cols_per_prog=g_cols, gather_warps=4,
-        block_n=min(128, next_power_of_2(n_frames)), block_b=1024,
+        block_n=32 if n_frames <= 32 else 128, block_b=1024,  # two variants, any count
         rank_cols=16 if fb >= 256 else min(fb, max(16, 4096 // fb)),
     )  # fmt: skip
 
 
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1  # Triton's interpreter: fewest, widest programs
-    return torch.cuda.get_device_properties(device).multi_processor_count
+def validate_plan(
+    plan: LaunchPlan,
+    shape: tuple[int, int, int],
+    element_size: int,
+    n_videos: int = 1,
+    limits: DeviceLimits | None = None,
+) -> None:
+    """Raise ``ValueError`` unless every launch of ``plan`` on ``shape`` can run.
+
+    Checked: each kernel's grid within CUDA's limits; the pass-1 slots (padded to a power of
+    two) within one pass-2 tile; every block within Triton's largest tensor
+    (:data:`MAX_BLOCK_NUMEL`); warps within the device's threads per block; the software
+    pipelines' shared memory (``(stages - 1)`` tiles) within its shared memory per block.
+    Run before every launch (cached per plan and shape).
+    """
+    _validate(plan, tuple(shape), element_size, n_videos, limits or device_limits(_CPU))
+
+
+_CPU = torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=256)
+def _validate(plan, shape, element_size, n_videos, limits) -> None:
+    n_frames, f, d = shape
+    fb = next_power_of_2(f)
+    n1, n2 = math.ceil(d / plan.norms_cols), math.ceil(d / plan.scores_cols)
+    block_s, block_s2 = next_power_of_2(n1), next_power_of_2(n2)
+    for kernel, grid in _grids(plan, shape, n_videos).items():
+        check_grid(kernel, grid)
+    if block_s > plan.scores_cols:
+        raise ValueError(
+            f"LaunchPlan: pass 2 reads the {n1} pass-1 slices of a token in one "
+            f"{plan.scores_cols}-column tile; raise norms_cols or scores_cols"
+        )
+    blocks = {
+        "norms tile": plan.norms_rows * max(plan.norms_cols, block_s),
+        "scores tile": plan.scores_rows * plan.scores_cols,
+        "select slots": fb * max(block_s, block_s2),
+        "select rank tile": fb * min(fb, plan.rank_cols),
+        "gather match": plan.gather_rows * fb,
+        "gather tile": plan.gather_rows * plan.gather_cols,
+    }
+    for what, numel in blocks.items():
+        if numel > MAX_BLOCK_NUMEL:
+            raise ValueError(f"LaunchPlan: the {what} holds {numel} elements, more than "
+                             f"Triton's {MAX_BLOCK_NUMEL}")  # fmt: skip
+    warps = (plan.norms_warps, plan.scores_warps, plan.gather_warps, _select_warps(fb))
+    if 32 * max(warps) > limits.max_threads_per_block:
+        raise ValueError(f"LaunchPlan: {max(warps)} warps exceed {limits.name}'s threads/block")
+    pipe = (
+        max(0, plan.stages - 1)
+        * element_size
+        * max(plan.norms_rows * plan.norms_cols, 2 * plan.scores_rows * plan.scores_cols)
+    )
+    if pipe > limits.shared_per_block:
+        raise ValueError(f"LaunchPlan: its pipelines need {pipe} B of shared memory, more than "
+                         f"{limits.name}'s {limits.shared_per_block} B per block")  # fmt: skip
+
+
+def _grids(plan: LaunchPlan, shape: tuple[int, int, int], n_videos: int) -> dict:
+    """The grid of each kernel of ``visual_prune`` for ``plan`` on ``shape``."""
+    n_frames, f, d = shape
+    return {
+        "frame_norms_kernel": (math.ceil(d / plan.norms_cols), n_frames),
+        "frame_scores_kernel": (math.ceil(f / plan.scores_rows), math.ceil(d / plan.scores_cols),
+                                math.ceil(n_frames / plan.scores_frames)),
+        "frame_select_kernel": (n_frames,),
+        "video_counts_kernel": (n_videos,),
+        "gather_kernel": (n_frames, math.ceil(d / plan.gather_cols_per_prog)),
+    }  # fmt: skip
+
+
+def _video_block(plan: LaunchPlan, n_videos: int) -> int:
+    """Videos per chunk of the loops over ``cu_frames``: 16 up to 15 videos, then powers of
+    two (a few compiled variants for any number of videos)."""
+    return min(plan.block_b, max(16, next_power_of_2(n_videos + 1)))
 
 
 def _select_warps(block_f: int) -> int:
@@ -186,17 +278,26 @@ def _select_warps(block_f: int) -> int:
 
 
 def _prepare(features: torch.Tensor, cu_frames: torch.Tensor, plan: LaunchPlan | None):
-    """Channel-contiguous features, a contiguous int32 ``cu_frames`` and the plan.
+    """Channel-contiguous features, a contiguous int32 ``cu_frames`` and the checked plan.
 
     ``cu_frames`` values are checked by the caller (host tensors) or on the device (the
     select kernel); any strides are read here by copying the tiny tensor, never assumed.
     """
     if features.stride(2) != 1:
         features = features.contiguous()
-    cu = cu_frames.to(device=features.device, dtype=torch.int32).contiguous()
+    cu = cu_frames
+    if cu.device != features.device or cu.dtype != torch.int32 or not cu.is_contiguous():
+        cu = cu.to(device=features.device, dtype=torch.int32).contiguous()
+    limits = device_limits(features.device)
+    shape = tuple(features.shape)
+    if max(shape[0], cu.numel() - 1) > MAX_GRID_YZ:
+        raise ValueError(
+            f"features.shape[0] and the number of videos must be <= {MAX_GRID_YZ} on the "
+            f"Triton path (a CUDA grid limit), got {shape[0]} frames, {cu.numel() - 1} videos"
+        )
     if plan is None:
-        plan = plan_launch(tuple(features.shape), features.element_size(),
-                           _num_sms(features.device))  # fmt: skip
+        plan = plan_launch(shape, features.element_size(), limits.sms)
+    _validate(plan, shape, features.element_size(), cu.numel() - 1, limits)
     return features, cu, plan
 
 
@@ -218,19 +319,9 @@ def _scores(
     n_frames, f, d = features.shape
     dev = features.device
     n_videos = cu.numel() - 1
-    if max(n_frames, n_videos) > MAX_GRID_YZ:
-        raise ValueError(
-            f"features.shape[0] and the number of videos must be <= {MAX_GRID_YZ} on the "
-            f"Triton path (a CUDA grid limit), got {n_frames} frames, {n_videos} videos"
-        )
     n1 = math.ceil(d / plan.norms_cols)
     n2 = math.ceil(d / plan.scores_cols)
     block_s = next_power_of_2(n1)
-    if block_s > plan.scores_cols:
-        raise ValueError(
-            f"LaunchPlan: pass 2 reads the {n1} pass-1 slices of a token in one "
-            f"{plan.scores_cols}-column tile; raise norms_cols or scores_cols"
-        )
     f32 = torch.float32
     nrm = torch.empty((n_frames, f, block_s), dtype=f32, device=dev)
     col = torch.empty((n_frames, d), dtype=f32, device=dev)
@@ -270,7 +361,7 @@ def _scores(
         n_videos, n_frames, f, n1, n2, float(w), float(threshold), int(k_fixed), int(min_keep),
         EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
         STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
-        BLOCK_B=min(plan.block_b, next_power_of_2(n_videos + 1)), BLOCK_S=block_s,
+        BLOCK_B=_video_block(plan, n_videos), BLOCK_S=block_s,
         BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f),
     )  # fmt: skip
     return out
@@ -316,11 +407,12 @@ def visual_scores_triton(
     Examples:
         >>> S, T, I, r = visual_scores_triton(x, cu, w=1.0, metric="dissim")  # doctest: +SKIP
     """
-    features, cu, plan = _prepare(features, cu_frames, plan)
-    out = _scores(
-        features, cu, plan, w=w, metric=metric, mode="adaptive", threshold=0.0,
-        k_fixed=0, min_keep=0, store_st=True, rank=False,
-    )  # fmt: skip
+    with launch_scope(features.device):
+        features, cu, plan = _prepare(features, cu_frames, plan)
+        out = _scores(
+            features, cu, plan, w=w, metric=metric, mode="adaptive", threshold=0.0,
+            k_fixed=0, min_keep=0, store_st=True, rank=False,
+        )  # fmt: skip
     if check:
         _raise_flags(int(out["hdr"][1].item()), w)
     return out["S"], out["T"], out["I"], out["r"]
@@ -362,39 +454,40 @@ def visual_prune_triton(
     Examples:
         >>> tokens, idx, counts, r, cu_tok, I = visual_prune_triton(x, cu)  # doctest: +SKIP
     """
-    features, cu, plan = _prepare(features, cu_frames, plan)
-    n_frames, f, d = features.shape
-    dev = features.device
-    n_videos = cu.numel() - 1
-    k_fixed = ratio_keep_count(keep_ratio, f, min_keep) if mode == "ratio" else 0
-    out = _scores(
-        features, cu, plan, w=w, metric=metric, mode=mode, threshold=threshold,
-        k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True,
-    )  # fmt: skip
-    if mode == "ratio":
-        capacity = n_frames * k_fixed
-    elif mode == "budget" and n_videos == 1:
-        capacity = budget_token_count(budget, n_frames, f, min_keep)
-    else:
-        capacity = n_frames * f
-    counts, offsets = out["counts"], torch.empty(n_frames, dtype=torch.int32, device=dev)
-    cu_tokens = torch.empty(n_videos + 1, dtype=torch.int32, device=dev)
-    K.video_counts_kernel[(n_videos,)](
-        cu, out["r"], counts, offsets, cu_tokens, out["hdr"], n_videos, n_frames, f,
-        int(min_keep), float(budget if mode == "budget" else 0.0),
-        MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
-        BLOCK_B=min(plan.block_b, next_power_of_2(n_videos + 1)),
-        num_warps=1 if plan.block_n <= 32 else 4,
-    )  # fmt: skip
-    tokens = torch.empty((capacity, d), dtype=features.dtype, device=dev)
-    indices = torch.empty(capacity, dtype=torch.int64, device=dev)
-    per_prog = plan.gather_cols_per_prog
-    K.gather_kernel[(n_frames, math.ceil(d / per_prog))](
-        features, out["rank"], counts, offsets, tokens, indices, capacity, f, d,
-        features.stride(0), features.stride(1),
-        BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
-        D_PER_PROG=per_prog, num_warps=plan.gather_warps,
-    )  # fmt: skip
+    with launch_scope(features.device):
+        features, cu, plan = _prepare(features, cu_frames, plan)
+        n_frames, f, d = features.shape
+        dev = features.device
+        n_videos = cu.numel() - 1
+        k_fixed = ratio_keep_count(keep_ratio, f, min_keep) if mode == "ratio" else 0
+        out = _scores(
+            features, cu, plan, w=w, metric=metric, mode=mode, threshold=threshold,
+            k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True,
+        )  # fmt: skip
+        if mode == "ratio":
+            capacity = n_frames * k_fixed
+        elif mode == "budget" and n_videos == 1:
+            capacity = budget_token_count(budget, n_frames, f, min_keep)
+        else:
+            capacity = n_frames * f
+        counts, offsets = out["counts"], torch.empty(n_frames, dtype=torch.int32, device=dev)
+        cu_tokens = torch.empty(n_videos + 1, dtype=torch.int32, device=dev)
+        K.video_counts_kernel[(n_videos,)](
+            cu, out["r"], counts, offsets, cu_tokens, out["hdr"], n_videos, n_frames, f,
+            int(min_keep), float(budget if mode == "budget" else 0.0),
+            MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
+            BLOCK_B=_video_block(plan, n_videos),
+            num_warps=1 if plan.block_n <= 32 else 4,
+        )  # fmt: skip
+        tokens = torch.empty((capacity, d), dtype=features.dtype, device=dev)
+        indices = torch.empty(capacity, dtype=torch.int64, device=dev)
+        per_prog = plan.gather_cols_per_prog
+        K.gather_kernel[(n_frames, math.ceil(d / per_prog))](
+            features, out["rank"], counts, offsets, tokens, indices, capacity, f, d,
+            features.stride(0), features.stride(1),
+            BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
+            D_PER_PROG=per_prog, num_warps=plan.gather_warps,
+        )  # fmt: skip
     n_keep, flags = out["hdr"].tolist()  # the one host synchronisation, after every kernel
     _raise_flags(flags, w)
     if n_keep > capacity:  # pragma: no cover - the counts are clamped to the capacity's bound

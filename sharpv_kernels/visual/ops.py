@@ -39,7 +39,12 @@ def _backend(features: torch.Tensor) -> str:
     return backend
 
 
-@torch.library.custom_op("sharpv::visual_prune", mutates_args=())
+#: the Visual ops read a header back from the device (output size, error bits): they
+#: synchronise, so a CUDA graph cannot capture them
+_UNSAFE = (torch.Tag.cudagraph_unsafe,)
+
+
+@torch.library.custom_op("sharpv::visual_prune", mutates_args=(), tags=_UNSAFE)
 def visual_prune_op(
     features: torch.Tensor,
     cu_frames: torch.Tensor,
@@ -89,7 +94,7 @@ def _visual_prune_fake(
     )
 
 
-@torch.library.custom_op("sharpv::visual_scores", mutates_args=())
+@torch.library.custom_op("sharpv::visual_scores", mutates_args=(), tags=_UNSAFE)
 def visual_scores_op(
     features: torch.Tensor, cu_frames: torch.Tensor, w: float, metric: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
