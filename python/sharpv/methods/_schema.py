@@ -40,8 +40,9 @@ PRE_LLM, INTRA_LLM, BOTH = "pre-llm", "intra-llm", "both"
 #: where a method acts: on the visual tokens before the LLM, inside the LLM, or both
 STAGES = (PRE_LLM, INTRA_LLM, BOTH)
 
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
+# textual booleans; integers are not booleans (lmms-eval turns "1" into the int 1)
+_TRUE = ("true",)
+_FALSE = ("false",)
 
 
 class MethodOptionError(ValueError, TypeError):
@@ -163,8 +164,6 @@ class Option:
         if t is bool:
             if isinstance(v, bool):
                 return v
-            if isinstance(v, int) and v in (0, 1):
-                return bool(v)
             if isinstance(v, str) and v.strip().lower() in _TRUE + _FALSE:
                 return v.strip().lower() in _TRUE
             return _BAD
