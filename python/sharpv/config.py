@@ -108,6 +108,9 @@ class SharpVConfig:
     def __hash__(self) -> int:
         return hash(self.options)
 
+    def __repr__(self) -> str:
+        return f"SharpVConfig(method={self.method!r}, options={dict(self.options)!r})"
+
     def visual_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sharpv_kernels.visual_prune` for this configuration.
 

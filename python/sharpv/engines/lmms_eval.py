@@ -112,8 +112,8 @@ class SharpVLMM(lmms):
             ``model_type`` SharpV does not support (``UnsupportedModelError``).
 
     Examples:
-        ``lmms-eval eval --model sharpv --model_args pretrained=PATH,budget=0.3 --tasks T``
-        runs SharpV's ``budget`` mode; ``...,dense=true`` the unpruned model;
+        ``--model_args pretrained=PATH,mode=budget,budget=0.3`` runs SharpV's ``budget``
+        mode; ``...,dense=true`` the unpruned model;
         ``...,method=dycoke_ttm,prune_ratio=0.7`` DyCoke's stage 1.
     """
 
