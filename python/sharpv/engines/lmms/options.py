@@ -27,7 +27,7 @@ def method_option_names(method: str) -> tuple[str, ...]:
         >>> method_option_names("evs")
         ('rate', 'memory', 'memory_threshold')
         >>> method_option_names("fastv")
-        ('layer', 'keep_ratio')
+        ('layer', 'keep_ratio', 'memory')
     """
     return tuple(o.name for o in get(method).schema)
 
