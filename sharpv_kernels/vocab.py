@@ -1,7 +1,8 @@
-"""One vocabulary for SharpV: modes, metrics, method names, defaults and the count formulas.
+"""One vocabulary for SharpV: modes, metrics, defaults and the count formulas.
 
-Every other module (kernels, launchers, checks, the integration, the command line, the
-engine plugins) imports these names from here; none writes them out again.
+Every other module (kernels, launchers, checks, the method registry, the command line, the
+engine plugins) imports these names from here; none writes them out again. Method names are
+not op arguments: they belong to the method registry (``sharpv.methods``).
 
 Examples:
     >>> from sharpv_kernels.vocab import budget_token_count, ratio_keep_count
@@ -19,9 +20,6 @@ import struct
 __all__ = [
     "VISUAL_MODES",
     "METRICS",
-    "PRE_LLM_BASELINES",
-    "INTRA_LLM_BASELINES",
-    "METHODS",
     "DEFAULT_MODE",
     "DEFAULT_W",
     "DEFAULT_THRESHOLD",
@@ -39,14 +37,6 @@ __all__ = [
 VISUAL_MODES: tuple[str, ...] = ("adaptive", "manual", "ratio", "budget")
 #: Token dissimilarity metrics (SPEC, Visual SharpV item 2).
 METRICS: tuple[str, ...] = ("dissim", "cosine")
-#: Baselines that prune before the LLM (``sharpv.baselines``).
-PRE_LLM_BASELINES: tuple[str, ...] = (
-    "uniform", "random_per_frame", "random_video", "evs", "dycoke_ttm",
-)  # fmt: skip
-#: Baselines that prune inside the LLM.
-INTRA_LLM_BASELINES: tuple[str, ...] = ("fastv",)
-#: Every pruning method: SharpV first, then the baselines.
-METHODS: tuple[str, ...] = ("sharpv", *PRE_LLM_BASELINES, *INTRA_LLM_BASELINES)
 
 DEFAULT_MODE = "adaptive"
 #: weight of the spatial score in ``I = T + w S`` (SPEC, Visual item 5)

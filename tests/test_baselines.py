@@ -171,8 +171,10 @@ def test_config_methods():
     assert sharpv.SharpVConfig(method="evs", method_options={"rate": 0.5}).method == "evs"
     with pytest.raises(ValueError, match="method must be one of"):
         sharpv.SharpVConfig(method="nope")
-    with pytest.raises(ValueError, match="memory=False"):
-        sharpv.SharpVConfig(method="fastv")
+    # FastV prunes inside the LLM and does not combine with Memory SharpV
+    assert sharpv.SharpVConfig(method="fastv").memory is False
+    with pytest.raises(ValueError, match="option memory of method fastv must be one of false"):
+        sharpv.SharpVConfig(method="fastv", memory=True)
     with pytest.raises(TypeError, match="method_options"):
         sharpv.SharpVConfig(method="evs", method_options=[("rate", 0.5)])
     x = feats()
@@ -181,15 +183,14 @@ def test_config_methods():
 
 
 def test_one_vocabulary_and_make_pruner():
-    """Names and defaults come from sharpv_kernels.vocab; the configuration is data and
-    make_pruner turns it into each method's function with the right options."""
-    from sharpv import config as config_module
+    """Defaults come from sharpv_kernels.vocab, method names from the registry; the
+    configuration is data and make_pruner turns it into each method's pre-LLM stage."""
+    from sharpv import methods
     from sharpv_kernels import vocab
 
-    assert tuple(bl.PRE_LLM_METHODS) == vocab.PRE_LLM_BASELINES
-    assert bl.METHODS is vocab.METHODS is config_module.METHODS
-    assert config_module.VISUAL_MODES is vocab.VISUAL_MODES
-    assert config_module.METRICS is vocab.METRICS
+    assert methods.get("sharpv").option("mode").choices == vocab.VISUAL_MODES
+    assert methods.get("sharpv").option("metric").choices == vocab.METRICS
+    assert not hasattr(vocab, "METHODS")
     cfg = sharpv.SharpVConfig()
     assert (cfg.mode, cfg.w, cfg.threshold, cfg.min_keep, cfg.metric, cfg.memory_threshold) == (
         vocab.DEFAULT_MODE, vocab.DEFAULT_W, vocab.DEFAULT_THRESHOLD, vocab.DEFAULT_MIN_KEEP,
@@ -340,15 +341,15 @@ def test_pre_llm_methods_through_apply_sharpv():
 
 
 def test_cli_method_option_parsing():
-    from sharpv.cli import CLIError, _config, _method_options, build_parser
+    from sharpv.cli import CLIError, _config, build_parser
 
-    args = build_parser().parse_args(
-        ["demo", "--method", "evs", "--method-arg", "rate=0.6", "--method-arg", "seed=2"]
-    )
+    args = build_parser().parse_args(["demo", "--method", "evs", "--method-arg", "rate=0.6"])
     cfg = _config(args)
     assert cfg.method == "evs" and cfg.memory is False
-    assert cfg.method_options == {"rate": 0.6, "seed": 2}
-    with pytest.raises(CLIError):
-        _method_options(["rate"])
+    assert dict(cfg.options) == {"rate": 0.6, "memory": False}
+    with pytest.raises(CLIError, match="evs has no option seed"):  # EVS is not random
+        _config(build_parser().parse_args(["demo", "--method", "evs", "--opt", "seed=2"]))
+    with pytest.raises(CLIError, match="KEY=VALUE"):
+        _config(build_parser().parse_args(["demo", "--method", "evs", "--opt", "rate"]))
     args = build_parser().parse_args(["demo", "--method", "fastv"])
     assert _config(args).memory is False

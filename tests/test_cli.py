@@ -145,7 +145,7 @@ def test_run_bad_inputs_give_one_line_errors(checkpoint, tmp_path, capsys):
     assert "'llama'" in err and "llava_onevision" in err and "qwen2_5_vl" in err
 
     assert main([*base, "--model", str(checkpoint), "--video", clip, "--mode", "ratio"]) == 2
-    assert "--keep-ratio" in _one_line_error(capsys)
+    assert "keep_ratio" in _one_line_error(capsys)
 
 
 def test_run_missing_video_in_subprocess(checkpoint, tmp_path):
@@ -165,28 +165,43 @@ def test_version(tmp_path):
 
 # Each needs only the arguments (no torch import): one line within a few seconds.
 ARG_ERRORS = [
-    (["demo", "--min-keep", "500"], "--min-keep must be in [0, 196]"),
-    (["demo", "--min-keep", "-1"], "--min-keep"),
-    (["demo", "--keep-ratio", "0.3"], "--keep-ratio is only used with --mode ratio"),
-    (["demo", "--budget", "0.5"], "--budget is only used with --mode budget"),
-    (["demo", "--threshold", "-5"], "--threshold is only used with --mode manual"),
-    (["demo", "--mode", "ratio"], "--mode ratio needs --keep-ratio"),
-    (["demo", "--mode", "budget", "--budget", "1.5"], "--budget must be in (0, 1]"),
-    (["demo", "--mode", "ratio", "--keep-ratio", "0"], "--keep-ratio must be in (0, 1]"),
-    (["demo", "--memory-threshold", "2"], "--memory-threshold must be in [-1, 1]"),
-    (["demo", "--method", "evs", "--memory-threshold", "0.3"], "only used by Memory SharpV"),
-    (["demo", "--method", "evs", "--mode", "budget", "--budget", "0.3"], "not used by"),
-    (["demo", "--method", "uniform", "--threshold", "1"], "--threshold is not used by"),
-    (["demo", "--method", "evs", "--no-visual"], "--no-visual"),
-    (["demo", "--no-visual", "--mode", "manual"], "which --no-visual turns off"),
-    (["demo", "--method-arg", "rate=0.5"], "--method-arg is for the baselines"),
+    (["demo", "--min-keep", "500"], "option min_keep of method sharpv must be at most f = 196"),
+    (["demo", "--min-keep", "-1"], "option min_keep of method sharpv must be an integer >= 0"),
+    (
+        ["demo", "--keep-ratio", "0.3"],
+        "option keep_ratio of method sharpv is only used with mode=ratio",
+    ),
+    (["demo", "--budget", "0.5"], "option budget of method sharpv is only used with mode=budget"),
+    (["demo", "--threshold", "-5"], "threshold of method sharpv is only used with mode=manual"),
+    (["demo", "--mode", "ratio"], "option keep_ratio of method sharpv is required"),
+    (
+        ["demo", "--mode", "budget", "--budget", "1.5"],
+        "budget of method sharpv must be a number in (0, 1]",
+    ),
+    (
+        ["demo", "--mode", "ratio", "--keep-ratio", "0"],
+        "keep_ratio of method sharpv must be a number in (0, 1]",
+    ),
+    (
+        ["demo", "--memory-threshold", "2"],
+        "memory_threshold of method sharpv must be a number in [-1, 1]",
+    ),
+    (["demo", "--method", "evs", "--memory-threshold", "0.3"], "only used with memory=true"),
+    (["demo", "--method", "evs", "--mode", "budget", "--budget", "0.3"], "evs has no option mode"),
+    (["demo", "--method", "uniform", "--threshold", "1"], "uniform has no option threshold"),
+    (["demo", "--method", "evs", "--no-visual"], "evs has no option visual"),
+    (["demo", "--no-visual", "--mode", "manual"], "only used with visual=true, got visual=false"),
+    (["demo", "--method-arg", "rate=0.5"], "method sharpv has no option rate"),
     (["demo", "--method", "evs", "--method-arg", "rate"], "expected KEY=VALUE"),
     (["demo", "--frames", "abc"], "--frames"),
-    (["demo", "--w", "nan"], "--w"),
-    (["demo", "--mode", "fast"], "--mode"),
+    (["demo", "--w", "nan"], "option w of method sharpv must be a finite number, got nan"),
+    (["demo", "--mode", "fast"], "option mode of method sharpv must be one of"),
     (["demo", "--device", "foo"], "--device 'foo' is not a torch device"),
     (["demo", "--video", "missing.mp4"], "video not found"),
-    (["run", "--model", "m", "--video", "v.mp4", "--prompt", "x", "--budget", "0.5"], "--budget"),
+    (
+        ["run", "--model", "m", "--video", "v.mp4", "--prompt", "x", "--budget", "0.5"],
+        "option budget",
+    ),
 ]
 
 
@@ -234,7 +249,7 @@ def test_bad_method_value_in_a_subprocess(tmp_path):
     start = time.perf_counter()
     p = sharpv_cmd("demo", "--method", "evs", "--method-arg", "rate=2", cwd=tmp_path)
     elapsed = time.perf_counter() - start
-    assert_one_line_error(p, "rate must be in")
+    assert_one_line_error(p, "option rate of method evs must be a number in [0, 1)")
     assert elapsed < 60, f"{elapsed:.1f} s"
 
 
@@ -281,7 +296,7 @@ def test_run_rejects_options_before_reading_the_video_or_model(tmp_path):
     """Option errors come first: the model and video named here do not even exist."""
     argv = ["run", "--model", str(tmp_path / "nowhere"), "--video", "none.mp4", "--prompt", "x"]
     p = sharpv_cmd(*argv, "--mode", "manual", "--keep-ratio", "0.2", cwd=tmp_path)
-    assert_one_line_error(p, "--keep-ratio")
+    assert_one_line_error(p, "keep_ratio")
 
 
 @pytest.mark.parametrize("offline", [True, False])

@@ -152,9 +152,11 @@ def test_config_defaults_and_validation():
         with pytest.raises(TypeError):
             sharpv.SharpVConfig(**bad)
     assert sharpv.SharpVConfig(mode="ratio", keep_ratio=0.5).visual_kwargs()["keep_ratio"] == 0.5
-    # an option of another mode (here: for the uniform baseline) never reaches visual_prune
-    kw = sharpv.SharpVConfig(keep_ratio=0.5, budget=0.2).visual_kwargs()
-    assert kw["keep_ratio"] is None and kw["budget"] is None
+    # an option of another mode is an error, never silently dropped (issue 22)
+    with pytest.raises(ValueError, match="keep_ratio of method sharpv is only used with mode"):
+        sharpv.SharpVConfig(keep_ratio=0.5, budget=0.2)
+    kw = sharpv.SharpVConfig(mode="budget", budget=0.2).visual_kwargs()
+    assert kw["keep_ratio"] is None and kw["budget"] == 0.2
     from sharpv_kernels import visual_prune
 
     visual_prune(torch.randn(2, 4, 8), **kw)

@@ -28,9 +28,15 @@ _LAZY = {
     "SharpVConfig": "config",
     "apply_sharpv": "integration",
     "revert_sharpv": "integration",
-    # baselines and the configuration-to-pruner factory (python/sharpv/baselines/)
+    # baselines' code and the configuration-to-pruner factory (python/sharpv/baselines/)
     "baselines": "baselines",
+    # the method registry: names, option schemas, THE validation (python/sharpv/methods/)
+    "methods": "methods",
+    "register_method": "methods",
 }
+
+#: public names that differ from the module's own
+_ALIAS = {"register_method": "register"}
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
@@ -40,7 +46,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'sharpv' has no attribute {name!r}")
     mod = importlib.import_module(f".{module}", __name__)
-    value = mod if name == module else getattr(mod, name)
+    value = mod if name == module else getattr(mod, _ALIAS.get(name, name))
     globals()[name] = value
     return value
 

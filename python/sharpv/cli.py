@@ -1,10 +1,11 @@
-"""The ``sharpv`` command line: ``sharpv demo``, ``sharpv run`` and ``sharpv --version``.
+"""The ``sharpv`` command line: ``sharpv demo``, ``sharpv run``, ``sharpv methods``, ``--version``.
 
 Every input a user can get wrong is checked before any heavy work, in this order: the
-arguments themselves (types, ranges, options of another mode or method: pure Python, no
-torch), the files (video metadata, model folder or hub id), the device, then the method
-(the configuration and the pruner are built and run on a tiny tensor). ``sharpv run`` reads
-the model's config before its weights, and FastV's options are checked on the loaded model
+method and its options (``--method NAME``, ``--opt KEY=VALUE`` and SharpV's own flags,
+validated by :func:`sharpv.methods.validate`: pure Python, no torch, the same error text as
+every other front end), the files (video metadata, model folder or hub id), the device, then
+the method's pre-LLM stage run on a tiny tensor. ``sharpv run`` reads the model's config
+before its weights, and an intra-LLM stage (FastV's ``layer``) is built on the loaded model
 before anything is generated. Each error prints one line ``sharpv: error: ...`` on stderr
 and exits with code 2 (usage) or 1 (everything else); no traceback.
 
@@ -12,7 +13,7 @@ Examples:
     >>> main(["demo", "--frames", "8", "--no-progress"])  # doctest: +SKIP
     0
     >>> main(["demo", "--keep-ratio", "0.3"])  # doctest: +SKIP
-    sharpv: error: --keep-ratio is only used with --mode ratio (got --mode adaptive)
+    sharpv: error: option keep_ratio of method sharpv is only used with mode=ratio, got ...
     2
 """
 
@@ -26,11 +27,10 @@ from typing import Any
 
 from .cli_args import (
     CLIError,
-    _method_options,
     build_parser,
     check_options,
+    method_options,
     quick_check_device,
-    vocab,
 )
 
 __all__ = ["main", "build_parser", "CLIError", "HUB_PROBE_TIMEOUT_S", "print_stats"]
@@ -73,79 +73,49 @@ def _check_device(name: str):
 
 
 def _config(args: argparse.Namespace):
-    """The :class:`sharpv.SharpVConfig` of the arguments (defaults from the vocabulary)."""
+    """The :class:`sharpv.SharpVConfig` of the arguments (validated by the method registry)."""
     from .config import SharpVConfig
+    from .methods import MethodOptionError
 
-    v = vocab()
-
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
-
-    method = args.method
+    name, opts = method_options(args)
     try:
-        return SharpVConfig(
-            visual=not args.no_visual,
-            memory=not args.no_memory and method == "sharpv",
-            method=method,
-            method_options=_method_options(args.method_arg),
-            mode=pick(args.mode, v.DEFAULT_MODE),
-            w=pick(args.w, v.DEFAULT_W),
-            threshold=pick(args.threshold, v.DEFAULT_THRESHOLD),
-            keep_ratio=args.keep_ratio,
-            budget=args.budget,
-            min_keep=pick(args.min_keep, v.DEFAULT_MIN_KEEP),
-            metric=pick(args.metric, v.DEFAULT_METRIC),
-            memory_threshold=pick(args.memory_threshold, v.DEFAULT_MEMORY_THRESHOLD),
-        )
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"bad SharpV option: {_first_line(e)}", code=2) from None
+        return SharpVConfig(method=name, method_options=opts)
+    except MethodOptionError as e:
+        raise CLIError(str(e), code=2) from None
 
 
 def _check_method(config: Any, tokens_per_frame: int) -> None:
-    """Build the pruner of ``config`` and run it on a tiny random video (2 frames x f x 8).
-
-    This checks every option value (``--method-arg`` included) with the method's own code
-    before any model work. FastV prunes inside the LLM: only its option names are checked
-    here; :func:`_check_fastv` checks the values on the model.
-    """
-    import inspect
-
+    """Run the method's pre-LLM stage on a tiny random video (2 frames x f x 8), before any
+    model work: the option rules are the registry's, but the method's own code may reject a
+    combination only the data reveal (``min_keep`` above ``f``)."""
     import torch
 
-    from .baselines import make_pruner
+    from . import methods
 
-    if not config.visual:
-        return
-    if config.method == "fastv":
-        from .baselines import fastv
-
-        try:
-            inspect.signature(fastv).bind(None, None, **(config.method_options or {}))
-        except TypeError as e:
-            raise CLIError(f"bad --method-arg for fastv: {e}", code=2) from None
+    prune = methods.get(config.method).pruner(config.options)
+    if prune is None:
         return
     try:
-        prune = make_pruner(config)
         g = torch.Generator().manual_seed(0)
         prune(torch.randn(2, tokens_per_frame, 8, generator=g), [0, 2])
     except (TypeError, ValueError) as e:
-        what = "--method-arg" if config.method_options else "option"
-        raise CLIError(f"bad {what} for --method {config.method}: {_first_line(e)}", 2) from None
+        raise CLIError(f"method {config.method}: {_first_line(e)}", 2) from None
 
 
-def _check_fastv(model: Any, config: Any) -> None:
-    """FastV's option values, checked by entering (and leaving) it on the loaded model."""
-    if config.method != "fastv" or not config.visual:
-        return
+def _check_hooks(model: Any, config: Any) -> None:
+    """The intra-LLM stage built on the loaded model (FastV's ``layer`` against its depth),
+    before anything is generated; nothing is installed."""
     import torch
 
-    from .baselines import fastv
+    from . import methods
 
+    factory = methods.get(config.method).hooks_factory(config.options)
+    if factory is None:
+        return
     try:
-        with fastv(model, torch.ones(1, 1, dtype=torch.bool), **(config.method_options or {})):
-            pass
+        factory(model, torch.ones(1, 1, dtype=torch.bool))
     except (TypeError, ValueError) as e:
-        raise CLIError(f"bad --method-arg for fastv: {_first_line(e)}", code=2) from None
+        raise CLIError(f"method {config.method}: {_first_line(e)}", code=2) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -184,7 +154,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             config=config,
             progress=not args.no_progress,
             video=args.video,
-            before_dense=lambda model: _check_fastv(model, config),
+            before_dense=lambda model: _check_hooks(model, config),
         )
     except VideoReadError as e:
         raise CLIError(str(e)) from None
@@ -325,7 +295,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _check_method(config, max(_PROBE_TOKENS, config.min_keep))
+    _check_method(config, max(_PROBE_TOKENS, config.options.get("min_keep") or 0))
     model_config, adapter = _load_config(source, local_only, args.model)
     try:
         frames = read_video(args.video, args.frames)
@@ -341,7 +311,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for k, v in inputs.items()
     }
     if not args.dense:
-        _check_fastv(model, config)
+        _check_hooks(model, config)
         from .integration import apply_sharpv
 
         apply_sharpv(model, config)
@@ -423,6 +393,19 @@ def print_stats(s: Any, config: Any, echo: Any = print) -> None:
     )
 
 
+# --------------------------------------------------------------------------- methods
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from . import methods
+
+    wanted = args.names or list(methods.names())
+    try:
+        listed = [methods.get(n) for n in wanted]
+    except methods.MethodOptionError as e:
+        raise CLIError(str(e), code=2) from None
+    print("\n".join(methods.describe(m) for m in listed))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sharpv`` console script; returns the exit code.
@@ -437,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "methods":
+            return _cmd_methods(args)
         return _cmd_run(args)
     except CLIError as e:
         print(f"sharpv: error: {e}", file=sys.stderr)

@@ -6,24 +6,25 @@ model are in :mod:`sharpv.cli`.
 
 Examples:
     >>> args = build_parser().parse_args(["demo", "--mode", "budget", "--budget", "0.3"])
-    >>> check_options(args, tokens_per_frame=196)  # no error
+    >>> check_options(args, tokens_per_frame=196)["budget"]
+    0.3
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import math
 import os
 import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any, NoReturn
+
+from .methods import MethodOptionError, ResolvedOptions, validate
+from .methods._vocab import vocab
 
 __all__ = [
     "CLIError",
     "build_parser",
     "check_options",
+    "method_options",
     "quick_check_device",
     "vocab",
 ]
@@ -39,31 +40,6 @@ class CLIError(Exception):
 
 def _usage(message: str) -> NoReturn:
     raise CLIError(message, code=2)
-
-
-def vocab() -> ModuleType:
-    """``sharpv_kernels.vocab`` without importing torch and triton (seconds).
-
-    ``import sharpv_kernels`` registers the operators, so it imports torch and triton; the
-    vocabulary itself is plain Python. The command line loads it alone so that argument
-    errors come back at once; once the package is imported it is the same module.
-    """
-    name = "sharpv_kernels.vocab"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec("sharpv_kernels")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        path = Path(folder) / "vocab.py"
-        if path.is_file():
-            vspec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(vspec)
-            vspec.loader.exec_module(module)
-            sys.modules[name] = module
-            return module
-    import sharpv_kernels.vocab as vocab  # pragma: no cover - unusual installs
-
-    return vocab
 
 
 # --------------------------------------------------------------------------- parser
@@ -91,85 +67,48 @@ def _int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
 
 
-def _finite(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
-    return v
+#: ``(flag, option)`` of SharpV's own flags; each passes its text to the method registry
+_OPTION_FLAGS = (
+    ("mode", "mode"), ("w", "w"), ("threshold", "threshold"), ("keep_ratio", "keep_ratio"),
+    ("budget", "budget"), ("min_keep", "min_keep"), ("metric", "metric"),
+    ("memory_threshold", "memory_threshold"),
+)  # fmt: skip
 
 
 def _add_sharpv_options(p: argparse.ArgumentParser) -> None:
+    """The method flags. Values are passed as text to :func:`sharpv.methods.validate`, which
+    parses and checks them exactly as it does for every other front end."""
     v = vocab()
-    g = p.add_argument_group("SharpV options (paper defaults)")
-    g.add_argument(
-        "--mode",
-        default=None,
-        choices=v.VISUAL_MODES,
-        help=f"token selection (default {v.DEFAULT_MODE})",
-    )
-    g.add_argument(
-        "--w",
-        type=_finite,
-        default=None,
-        help=f"spatial weight w in I = T + w*S (default {v.DEFAULT_W:g})",
-    )
-    g.add_argument(
-        "--threshold",
-        type=_finite,
-        default=None,
-        help=f"K of --mode manual (default {v.DEFAULT_THRESHOLD:g})",
-    )
-    g.add_argument(
-        "--keep-ratio",
-        type=_finite,
-        default=None,
-        help="fraction kept per frame, in (0, 1]; --mode ratio only",
-    )
-    g.add_argument(
-        "--budget",
-        type=_finite,
-        default=None,
-        help="fraction of each video's tokens kept, in (0, 1]; --mode budget only",
-    )
-    g.add_argument(
-        "--min-keep",
-        type=_int,
-        default=None,
-        help=f"fewest tokens kept per frame, in [0, f] (default {v.DEFAULT_MIN_KEEP})",
-    )
-    g.add_argument(
-        "--metric",
-        default=None,
-        choices=v.METRICS,
-        help=f"token dissimilarity (default {v.DEFAULT_METRIC})",
-    )
-    g.add_argument(
-        "--memory-threshold",
-        type=_finite,
-        default=None,
-        help=f"M of Memory SharpV, in [-1, 1] (default {v.DEFAULT_MEMORY_THRESHOLD:g})",
-    )
-    g.add_argument("--no-visual", action="store_true", help="skip Visual SharpV")
-    g.add_argument("--no-memory", action="store_true", help="skip Memory SharpV")
-
-    m = p.add_argument_group("method (SharpV or a baseline of sharpv.baselines)")
+    m = p.add_argument_group("method (see `sharpv methods` for every method and its options)")
     m.add_argument(
         "--method",
-        default="sharpv",
-        choices=v.METHODS,
-        help="pruning method (default sharpv); baselines run without Memory SharpV",
+        default=None,
+        help="a registered pruning method (default sharpv; `sharpv methods` lists them)",
     )
     m.add_argument(
+        "--opt",
         "--method-arg",
+        dest="method_arg",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="option of the baseline, repeatable: rate=0.7 (evs), prune_ratio=0.5 "
-        "(dycoke_ttm), keep_ratio=0.3 (uniform, fastv), layer=3 (fastv), seed=1 (random_*)",
+        help="an option of the method, repeatable: --opt rate=0.7 (evs), --opt layer=3 (fastv)",
     )
+    g = p.add_argument_group("shortcuts for options of sharpv (and the methods that share them)")
+    g.add_argument("--mode", default=None, help=f"one of {', '.join(v.VISUAL_MODES)} "
+                   f"(default {v.DEFAULT_MODE})")  # fmt: skip
+    g.add_argument("--w", default=None, help=f"spatial weight w (default {v.DEFAULT_W:g})")
+    g.add_argument("--threshold", default=None, help="K of --mode manual "
+                   f"(default {v.DEFAULT_THRESHOLD:g})")  # fmt: skip
+    g.add_argument("--keep-ratio", default=None, help="fraction kept per frame, (0, 1]")
+    g.add_argument("--budget", default=None, help="fraction of each video's tokens kept, (0, 1]")
+    g.add_argument("--min-keep", default=None, help="fewest tokens kept per frame "
+                   f"(default {v.DEFAULT_MIN_KEEP})")  # fmt: skip
+    g.add_argument("--metric", default=None, help=f"one of {', '.join(v.METRICS)}")
+    g.add_argument("--memory-threshold", default=None, help="M of Memory SharpV, [-1, 1] "
+                   f"(default {v.DEFAULT_MEMORY_THRESHOLD:g})")  # fmt: skip
+    g.add_argument("--no-visual", action="store_true", help="option visual=false")
+    g.add_argument("--no-memory", action="store_true", help="option memory=false")
 
 
 def _version() -> str:
@@ -232,91 +171,69 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-new-tokens", type=_positive_int, default=64)
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_sharpv_options(r)
+
+    ms = sub.add_parser(
+        "methods",
+        help="list every registered pruning method and its options",
+        description="Every registered method (built-in or from the sharpv.methods entry "
+        "points): its stage and each option's type, range, default and when it is used.",
+    )
+    ms.add_argument("names", nargs="*", metavar="NAME", help="only these methods")
     return parser
 
 
 # --------------------------------------------------------------------------- checks (no torch)
-#: Visual options each method reads (``None``: all of them).
-_VISUAL_OPTIONS_USED: dict[str, tuple[str, ...] | None] = {
-    "sharpv": None,
-    "random_per_frame": None,  # SharpV's per-frame counts
-    "random_video": None,  # SharpV's total
-    "uniform": ("keep_ratio", "min_keep", "w", "metric"),
-    "evs": (),
-    "dycoke_ttm": (),
-    "fastv": (),
-}
-_VISUAL_OPTIONS = ("mode", "w", "threshold", "keep_ratio", "budget", "min_keep", "metric")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_options(args: argparse.Namespace, tokens_per_frame: int | None) -> None:
-    """Option rules of the API, checked on the parsed arguments alone (no torch).
+def method_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """``(method name, {option: text})`` of the parsed arguments (not yet validated).
 
     Raises:
-        CLIError: (code 2) an option of another mode or method, a mode without its
-            option, or a value out of the op's range.
+        CLIError: (code 2) an ``--opt`` that is not ``KEY=VALUE``, or an option given twice.
     """
-    v = vocab()
-    mode = args.mode or v.DEFAULT_MODE
-    method = args.method
-    given = {name for name in _VISUAL_OPTIONS if getattr(args, name) is not None}
-    if method != "sharpv" and args.no_visual:
-        _usage(f"--no-visual turns off pruning, so --method {method} would not run")
-    if args.no_visual and given:
-        _usage(f"{_flag(sorted(given)[0])} is an option of Visual SharpV, which --no-visual "
-               "turns off")  # fmt: skip
-    used = _VISUAL_OPTIONS_USED[method]
-    if used is not None:
-        extra = sorted(given - set(used))
-        if extra:
-            _usage(f"{_flag(extra[0])} is not used by --method {method}")
-    for name, wanted in (("keep_ratio", "ratio"), ("budget", "budget"), ("threshold", "manual")):
-        if name in given and mode != wanted and not (method == "uniform" and name == "keep_ratio"):
-            _usage(f"{_flag(name)} is only used with --mode {wanted} (got --mode {mode})")
-        if mode == wanted and name != "threshold" and getattr(args, name) is None:
-            _usage(f"--mode {wanted} needs {_flag(name)} in (0, 1]")
-    for name in ("keep_ratio", "budget"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 < value <= 1.0:
-            _usage(f"{_flag(name)} must be in (0, 1], got {value:g}")
-    if args.min_keep is not None:
-        hi = tokens_per_frame if tokens_per_frame is not None else "f"
-        if args.min_keep < 0 or (tokens_per_frame is not None and args.min_keep > hi):
-            _usage(f"--min-keep must be in [0, {hi}] (f = tokens per frame), got {args.min_keep}")
-    memory_on = method == "sharpv" and not args.no_memory
-    if args.memory_threshold is not None:
-        if not memory_on:
-            _usage(
-                "--memory-threshold is only used by Memory SharpV "
-                "(--method sharpv without --no-memory)"
-            )
-        if not -1.0 <= args.memory_threshold <= 1.0:
-            _usage(f"--memory-threshold must be in [-1, 1], got {args.memory_threshold:g}")
-    if args.method_arg and method == "sharpv":
-        _usage("--method-arg is for the baselines; SharpV takes its own options")
-    _method_options(args.method_arg)
+    name = args.method or "sharpv"
+    opts: dict[str, Any] = {}
 
+    def put(key: str, value: Any) -> None:
+        if key in opts:
+            _usage(f"option {key} of method {name} is given twice")
+        opts[key] = value
 
-def _method_options(items: list[str]) -> dict[str, Any] | None:
-    """``["rate=0.7", "seed=1"]`` -> ``{"rate": 0.7, "seed": 1}`` (ints, then floats, else str)."""
-    out: dict[str, Any] = {}
-    for item in items:
+    for flag, key in _OPTION_FLAGS:
+        if getattr(args, flag) is not None:
+            put(key, getattr(args, flag))
+    if args.no_visual:
+        put("visual", "false")
+    if args.no_memory:
+        put("memory", "false")
+    for item in args.method_arg:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            _usage(f"bad --method-arg {item!r}: expected KEY=VALUE")
-        value: Any = raw
-        for conv in (int, float):
-            try:
-                value = conv(raw)
-                break
-            except ValueError:
-                continue
-        out[key.strip().replace("-", "_")] = value
-    return out or None
+            _usage(f"bad --opt {item!r}: expected KEY=VALUE")
+        put(key.strip().replace("-", "_"), raw)
+    return name, opts
+
+
+def check_options(args: argparse.Namespace, tokens_per_frame: int | None) -> ResolvedOptions:
+    """Validate the method and its options with the registry (no torch).
+
+    Returns:
+        The resolved options.
+
+    Raises:
+        CLIError: (code 2) the registry's error, word for word; or ``min_keep`` above the
+            model's tokens per frame when it is known.
+    """
+    name, opts = method_options(args)
+    try:
+        resolved = validate(name, opts)
+    except MethodOptionError as e:
+        raise CLIError(str(e), code=2) from None
+    min_keep = resolved.get("min_keep")
+    if tokens_per_frame is not None and min_keep is not None and min_keep > tokens_per_frame:
+        _usage(
+            f"option min_keep of method {name} must be at most f = {tokens_per_frame} "
+            f"(tokens per frame of this model), got {min_keep}"
+        )
+    return resolved
 
 
 #: Device types ``torch.device`` parses (its ``DeviceType`` names), for the early check.

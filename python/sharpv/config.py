@@ -1,146 +1,123 @@
-"""User-facing configuration of the drop-in integration (``sharpv.SharpVConfig``)."""
+"""User-facing configuration of the drop-in integration (``sharpv.SharpVConfig``).
+
+A configuration is a method name and its options, validated by the method registry
+(:func:`sharpv.methods.validate`) on construction. The fields below are SharpV's own option
+names, kept as keyword arguments so that ``SharpVConfig(mode="budget", budget=0.3)`` reads as
+before; any other option of any method goes in ``method_options``.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sharpv_kernels.vocab import (
-    DEFAULT_MEMORY_THRESHOLD,
-    DEFAULT_METRIC,
-    DEFAULT_MIN_KEEP,
-    DEFAULT_MODE,
-    DEFAULT_THRESHOLD,
-    DEFAULT_W,
-    METHODS,
-    METRICS,
-    VISUAL_MODES,
-)
+from .methods import MethodOptionError, ResolvedOptions, get, validate
 
-# the vocabulary lives in sharpv_kernels.vocab; it stays importable from here for old callers
-__all__ = ["SharpVConfig", "VISUAL_MODES", "METRICS", "METHODS"]
+__all__ = ["SharpVConfig", "OPTION_FIELDS"]
+
+#: the fields that are options of a method (``None``: not given)
+OPTION_FIELDS = (
+    "visual", "memory", "mode", "w", "threshold", "keep_ratio", "budget", "min_keep",
+    "metric", "memory_threshold",
+)  # fmt: skip
 
 
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_finite(name: str, value: object) -> None:
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-
-
-def _check_fraction_or_none(name: str, value: object) -> None:
-    if value is None:
-        return
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a real number or None, got {type(value).__name__}")
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SharpVConfig:
-    """Settings of both SharpV stages, validated on construction.
+    """A pruning method and its options, validated on construction by the method registry.
+
+    Every field left at ``None`` is "not given": the method's default applies. After
+    construction the fields hold the resolved values (an option the method declares but does
+    not use with these settings shows its default; an option it does not declare stays
+    ``None``; ``visual``/``memory`` always say whether that stage runs).
 
     Args:
-        visual: run Visual SharpV (pre-LLM pruning of the video tokens).
-        memory: run Memory SharpV (KV-cache pruning of degraded layers after prefill).
-        mode: ``"adaptive"`` (paper default), ``"manual"``, ``"ratio"`` or ``"budget"``.
-        w: weight of the spatial score in ``I_t = T_t + w * S_t``.
-        threshold: ``K`` of ``mode="manual"`` (keep tokens with ``I > K``).
-        keep_ratio: fixed fraction kept per frame, in ``(0, 1]``; required by ``mode="ratio"``.
-        budget: fraction of each video's tokens kept, in ``(0, 1]``; required by ``mode="budget"``.
-        min_keep: fewest tokens kept in any frame, in ``[0, f]`` as the op takes it.
-        metric: ``"dissim"`` (``||unit(a) - unit(b)||``) or ``"cosine"`` (``1 - cos``).
-        memory_threshold: ``M``; a layer whose visual similarity falls below it loses its
-            visual KV entries after prefill. In ``[-1, 1]``.
-        method: ``"sharpv"`` (default) or a baseline of :mod:`sharpv.baselines`
-            (``"uniform"``, ``"random_per_frame"``, ``"random_video"``, ``"evs"``,
-            ``"dycoke_ttm"``, ``"fastv"``) used instead of Visual SharpV; ``mode`` etc. then
-            only matter to the baselines that reuse SharpV's counts (the random ones).
-            ``"fastv"`` prunes inside the LLM and needs ``memory=False``.
-        method_options: keyword arguments of the baseline (e.g. ``{"rate": 0.7}`` for
-            ``evs``, ``{"prune_ratio": 0.5}`` for ``dycoke_ttm``, ``{"seed": 1}``,
-            ``{"layer": 3, "keep_ratio": 0.3}`` for ``fastv``).
+        visual, memory, mode, w, threshold, keep_ratio, budget, min_keep, metric,
+            memory_threshold: options of ``sharpv`` (and of the methods that share them, e.g.
+            ``keep_ratio`` of ``uniform``); see ``sharpv methods`` or ``docs/methods.md``.
+        method: a registered method name (``sharpv.methods.names()``), ``"sharpv"`` by default.
+        method_options: any other option of the method (e.g. ``{"rate": 0.7}`` for ``evs``);
+            an option given both as a field and here is an error.
 
     Raises:
-        TypeError: an option of the wrong type.
-        ValueError: an option out of range, or a mode without its required option.
+        sharpv.methods.MethodOptionError: (a ``ValueError``) unknown method, or an unknown,
+            unused, conflicting, missing, out-of-range or non-finite option, named.
 
     Examples:
         >>> cfg = SharpVConfig(mode="budget", budget=0.3)
         >>> cfg.visual_kwargs()["budget"], cfg.memory_threshold
         (0.3, 0.2)
-        >>> SharpVConfig(method="evs", memory=False, method_options={"rate": 0.5}).method
-        'evs'
+        >>> SharpVConfig(method="evs", method_options={"rate": 0.5}).options["rate"]
+        0.5
     """
 
-    visual: bool = True
-    memory: bool = True
-    mode: str = DEFAULT_MODE
-    w: float = DEFAULT_W
-    threshold: float = DEFAULT_THRESHOLD
+    visual: bool | None = None
+    memory: bool | None = None
+    mode: str | None = None
+    w: float | None = None
+    threshold: float | None = None
     keep_ratio: float | None = None
     budget: float | None = None
-    min_keep: int = DEFAULT_MIN_KEEP
-    metric: str = DEFAULT_METRIC
-    memory_threshold: float = DEFAULT_MEMORY_THRESHOLD
+    min_keep: int | None = None
+    metric: str | None = None
+    memory_threshold: float | None = None
     method: str = "sharpv"
-    method_options: dict[str, Any] | None = None
+    method_options: Mapping[str, Any] | None = None
+    #: the validated options of ``method`` (what the method's code receives)
+    options: ResolvedOptions = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("visual", "memory"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
-        _check_choice("mode", self.mode, VISUAL_MODES)
-        _check_choice("metric", self.metric, METRICS)
-        for name in ("w", "threshold", "memory_threshold"):
-            _check_finite(name, getattr(self, name))
-        if not -1.0 <= self.memory_threshold <= 1.0:
-            raise ValueError(
-                "memory_threshold must be in [-1, 1] (a cosine similarity), "
-                f"got {self.memory_threshold}"
+        if self.method_options is not None and not isinstance(self.method_options, Mapping):
+            raise MethodOptionError(
+                "method_options must be a mapping of option names to values or None, got "
+                f"{type(self.method_options).__name__}"
             )
-        for name in ("keep_ratio", "budget"):
-            _check_fraction_or_none(name, getattr(self, name))
-        if self.mode == "ratio" and self.keep_ratio is None:
-            raise ValueError('mode="ratio" needs keep_ratio in (0, 1]')
-        if self.mode == "budget" and self.budget is None:
-            raise ValueError('mode="budget" needs budget in (0, 1]')
-        if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int):
-            raise TypeError(f"min_keep must be an int, got {type(self.min_keep).__name__}")
-        if self.min_keep < 0:
-            raise ValueError(f"min_keep must be >= 0, got {self.min_keep}")
-        self._check_method()
+        opts: dict[str, Any] = {n: getattr(self, n) for n in OPTION_FIELDS}
+        opts = {k: v for k, v in opts.items() if v is not None}
+        for key, value in (self.method_options or {}).items():
+            if key in opts and value is not None:
+                raise MethodOptionError(
+                    f"option {key} of method {self.method} is given twice (as a field and in "
+                    "method_options)"
+                )
+            opts[key] = value
+        resolved = validate(self.method, opts)
+        method = get(self.method)
+        declared = {o.name: o for o in method.schema}
+        for name in OPTION_FIELDS:
+            if name in resolved:
+                value = resolved[name]
+            elif name in declared and declared[name].default is not None:
+                value = declared[name].default
+                value = None if not isinstance(value, (bool, int, float, str)) else value
+            else:
+                value = None
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "visual", bool(resolved.get("visual", True)))
+        object.__setattr__(self, "memory", bool(resolved.get("memory", False)))
+        if self.method_options is not None:
+            object.__setattr__(self, "method_options", dict(self.method_options))
+        object.__setattr__(self, "options", resolved)
 
-    def _check_method(self) -> None:
-        _check_choice("method", self.method, METHODS)
-        if self.method_options is not None and not isinstance(self.method_options, dict):
-            raise TypeError(
-                f"method_options must be a dict or None, got {type(self.method_options).__name__}"
-            )
-        if self.method == "sharpv" and self.method_options:
-            raise ValueError("method_options are for the baselines; SharpV takes its own fields")
-        if self.method == "fastv" and self.memory:
-            raise ValueError('method="fastv" prunes inside the LLM; it needs memory=False')
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SharpVConfig):
+            return NotImplemented
+        return self.options == other.options
+
+    def __hash__(self) -> int:
+        return hash(self.options)
+
+    def __repr__(self) -> str:
+        return f"SharpVConfig(method={self.method!r}, options={dict(self.options)!r})"
 
     def visual_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sharpv_kernels.visual_prune` for this configuration.
 
-        ``keep_ratio`` and ``budget`` go only with their own mode (``visual_prune`` rejects
-        them otherwise; ``keep_ratio`` may be set for the ``uniform`` baseline alone).
+        ``keep_ratio`` and ``budget`` go only with their own mode, as the op takes them.
 
         Examples:
-            >>> SharpVConfig(keep_ratio=0.5).visual_kwargs()["keep_ratio"] is None
+            >>> SharpVConfig(mode="ratio", keep_ratio=0.5).visual_kwargs()["budget"] is None
             True
         """
         return {
@@ -154,10 +131,12 @@ class SharpVConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary of every field.
+        """Plain dictionary of every field (and ``options``, the resolved options).
 
         Examples:
             >>> SharpVConfig().to_dict()["mode"]
             'adaptive'
         """
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        out["options"] = dict(self.options)
+        return out

@@ -120,10 +120,13 @@ def run_demo(
 
     from .config import SharpVConfig
     from .integration import apply_sharpv, revert_sharpv
+    from .methods._vocab import vocab
     from .plots import plot_frame_retention, plot_layer_similarity
     from .stats import kv_entries_after_prefill, kv_entry_bytes
     from .timing import measure_generate
     from .tiny_models import VIDEO_ID, tiny_llava_onevision, tiny_tokenizer
+
+    DEFAULT_M = vocab().DEFAULT_MEMORY_THRESHOLD  # the line drawn when Memory SharpV is off
     from .video import SIGLIP_MEAN, SIGLIP_STD, frames_to_pixels
 
     config = config or SharpVConfig()
@@ -196,7 +199,7 @@ def run_demo(
     sims = s.layer_similarities if s.layer_similarities is not None else torch.ones(n_layers)
     png2 = plot_layer_similarity(
         sims,
-        config.memory_threshold,
+        config.memory_threshold if config.memory_threshold is not None else DEFAULT_M,
         os.path.join(out_dir, "similarity.png"),
         dropped=s.dropped_layers,
     )

@@ -32,11 +32,9 @@ from typing import Any
 
 import torch
 
-from sharpv_kernels.vocab import INTRA_LLM_BASELINES
-
+from . import methods
 from .adapters import get_adapter
 from .adapters.base import Adapter, VideoFeatures
-from .baselines import make_pruner
 from .config import SharpVConfig
 from .stats import SampleStats, SharpVStats
 
@@ -56,6 +54,7 @@ class _SharpVState:
     generate: Any  # the bound generate in effect before apply_sharpv
     had_instance_generate: bool
     on_stage: StageCallback | None = None
+    hooks: Any = None  # fn(model, visual_mask) -> context manager: the intra-LLM stage
 
 
 #: ``on_stage(stage, seconds)``: told the wall time of each stage of the visual path
@@ -188,12 +187,13 @@ def _keep_all(frames: list[torch.Tensor]) -> _Kept:
 
 
 def _prune(config: SharpVConfig, frames: list[torch.Tensor]) -> _Kept:
-    """Stage 2: one varlen pruner call per frame shape ``(f, d)`` (usually one for the whole
-    batch); its packed ``tokens`` are the kept rows, used as they are."""
+    """Stage 2: one varlen call of the method's pruner per frame shape ``(f, d)`` (usually one
+    for the whole batch); its packed ``tokens`` are the kept rows, used as they are. A method
+    without a pre-LLM stage (for these options) keeps every token."""
     kept = _keep_all(frames)
-    if not config.visual or config.method in INTRA_LLM_BASELINES:
+    prune = methods.get(config.method).pruner(config.options)
+    if prune is None:
         return kept
-    prune = make_pruner(config)
     groups: dict[tuple[int, int], list[int]] = {}
     for j, fr in enumerate(frames):
         groups.setdefault((fr.shape[1], fr.shape[2]), []).append(j)
@@ -388,16 +388,24 @@ def _single_span(visual_mask: torch.Tensor) -> torch.Tensor:
     return (idx >= first) & (idx <= last)
 
 
-def _memory_context(model: torch.nn.Module, visual_mask: torch.Tensor, threshold: float):
-    from .memory import memory_sharpv
-
-    return memory_sharpv(model, _single_span(visual_mask), threshold=threshold)
-
-
-def _fastv_context(model: torch.nn.Module, visual_mask: torch.Tensor, options: dict[str, Any]):
-    from .baselines import fastv
-
-    return fastv(model, _single_span(visual_mask), **options)
+def _record_intra(samples: list[SampleStats], state: Any, batch: int) -> None:
+    """Copy what the intra-LLM stage measured into the samples: per-layer similarities and
+    dropped layers (Memory SharpV's state), and the visual KV ratio ``MR`` (every state that
+    reports ``memory_ratio``; beams: one row per sequence, the first of each sample read)."""
+    mr = getattr(state, "memory_ratio", None)
+    if mr is None:
+        return
+    mr = torch.as_tensor(mr).detach().float().cpu().reshape(-1)
+    step = max(mr.shape[0] // batch, 1)
+    sims = getattr(state, "similarities", None)
+    for b, s in enumerate(samples):
+        if not s.visual_tokens_kept:
+            continue
+        i = b * step
+        s.memory_ratio = float(mr[i])
+        if sims is not None:
+            s.layer_similarities = sims.detach().float().cpu()[:, i].clone()
+            s.dropped_layers = state.dropped.detach().cpu()[:, i].clone()
 
 
 def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -438,16 +446,8 @@ def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         inputs_embeds=prep.inputs_embeds,
         attention_mask=prep.attention_mask,
     )
-    use_memory = config.memory and bool(prep.visual_mask.any())
-    use_fastv = (
-        config.method in INTRA_LLM_BASELINES and config.visual and bool(prep.visual_mask.any())
-    )
-    if use_memory:
-        ctx = _memory_context(self, prep.visual_mask, config.memory_threshold)
-    elif use_fastv:
-        ctx = _fastv_context(self, prep.visual_mask, config.method_options or {})
-    else:
-        ctx = contextlib.nullcontext()
+    hooks = state.hooks if bool(prep.visual_mask.any()) else None
+    ctx = hooks(self, _single_span(prep.visual_mask)) if hooks else contextlib.nullcontext()
     with adapter.generating(self, prep.position_ids, prep.next_positions), ctx as mstate:
         out = state.generate(**gen)
 
@@ -460,25 +460,12 @@ def _sharpv_generate(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = full
 
     samples = prep.samples
-    if use_fastv and mstate is not None and mstate.memory_ratio is not None:
-        for b, s in enumerate(samples):
-            if s.visual_tokens_kept:
-                s.memory_ratio = float(mstate.memory_ratio[b])
-    if use_memory and mstate is not None:
-        sims = mstate.similarities.detach().float().cpu()
-        dropped = mstate.dropped.detach().cpu()
-        mr = mstate.memory_ratio.detach().float().cpu()
-        step = max(sims.shape[1] // B, 1)
-        for b, s in enumerate(samples):
-            i = b * step
-            if s.visual_tokens_kept:
-                s.layer_similarities = sims[:, i].clone()
-                s.dropped_layers = dropped[:, i].clone()
-                s.memory_ratio = float(mr[i])
+    if mstate is not None:
+        _record_intra(samples, mstate, B)
     self.sharpv_stats = SharpVStats(
         samples=samples,
         visual=config.visual,
-        memory=use_memory,
+        memory=mstate is not None and getattr(mstate, "similarities", None) is not None,
         prompt_tokens_in=attention_mask.sum(1).cpu()
         if attention_mask is not None
         else torch.full((B,), L),
@@ -491,14 +478,19 @@ def apply_sharpv(
     model: torch.nn.Module,
     config: SharpVConfig | None = None,
     *,
+    method: str | None = None,
     on_stage: StageCallback | None = None,
+    **options: Any,
 ) -> torch.nn.Module:
-    """Make ``model.generate`` run Visual and Memory SharpV on every video of the batch.
+    """Make ``model.generate`` run a pruning method (SharpV by default) on every video.
 
     Args:
         model: a Hugging Face video LLM whose ``config.model_type`` has an adapter
             (``sharpv.adapters.supported_model_types()``).
-        config: SharpV settings; ``SharpVConfig()`` (paper defaults) when ``None``.
+        config: the method and its options; ``SharpVConfig()`` (paper defaults) when ``None``.
+        method: instead of ``config``: a registered method name (``sharpv.methods.names()``),
+            with its ``**options`` (``apply_sharpv(model, method="evs", rate=0.5)``); they are
+            validated before anything else.
         on_stage: optional ``fn(stage, seconds)`` told the time of each stage of the visual
             path (``"features"``, ``"prune"``, ``"rebuild"``) at every call; CUDA is
             synchronised around the stages only when it is given.
@@ -510,7 +502,8 @@ def apply_sharpv(
     Raises:
         sharpv.adapters.UnsupportedModelError: unsupported ``model_type`` (lists the
             supported ones).
-        TypeError: ``config`` is not a :class:`SharpVConfig`.
+        TypeError: ``config`` is not a :class:`SharpVConfig`, or given with ``method``/options.
+        sharpv.methods.MethodOptionError: an unknown method or a bad option (named).
 
     Examples:
         >>> from sharpv.tiny_models import tiny_llava_onevision, BOS_ID, VIDEO_ID
@@ -522,9 +515,12 @@ def apply_sharpv(
         (True, 12)
     """
     if config is None:
-        config = SharpVConfig()
+        config = SharpVConfig(method=method or "sharpv", method_options=options)
+    elif method is not None or options:
+        raise TypeError("give either config or method= and its options, not both")
     if not isinstance(config, SharpVConfig):
         raise TypeError(f"config must be a sharpv.SharpVConfig, got {type(config).__name__}")
+    hooks = methods.get(config.method).hooks_factory(config.options)
     adapter = get_adapter(model)
     if "_sharpv" in model.__dict__:
         revert_sharpv(model)
@@ -535,6 +531,7 @@ def apply_sharpv(
         generate=model.generate,
         had_instance_generate=had,
         on_stage=on_stage,
+        hooks=hooks,
     )
     object.__setattr__(model, "_sharpv", state)
     object.__setattr__(model, "generate", types.MethodType(_sharpv_generate, model))

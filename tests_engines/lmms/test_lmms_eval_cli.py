@@ -63,7 +63,7 @@ def _check_common(results: dict, rows: list[dict]) -> None:
 
 @pytest.mark.parametrize(
     "label,model_args",
-    [("sharpv", "budget=0.3"), ("dense", "dense=true"), ("uniform", "method=uniform")],
+    [("sharpv", "mode=budget,budget=0.3"), ("dense", "dense=true"), ("uniform", "method=uniform")],
 )
 def test_lmms_eval_runs_sharpv(llava_ov_ckpt, task_dir, tmp_path, label, model_args):
     results, rows = _run(llava_ov_ckpt, task_dir, tmp_path / label, model_args)

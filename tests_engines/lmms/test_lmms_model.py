@@ -51,7 +51,7 @@ def test_entry_point_registers_the_model():
 
 
 def test_budget_mode_statistics_on_llava_onevision(llava_ov_ckpt, task_dir):
-    lm = _lm(llava_ov_ckpt, task_dir, budget=0.3)
+    lm = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=0.3)
     out = lm.generate_until(_requests(task_dir))
     f = 4  # tokens per frame of the tiny LLaVA-OneVision (56 px, patch 14, 2x2 pooling)
     for res in out:
@@ -74,7 +74,7 @@ def test_budget_mode_statistics_on_llava_onevision(llava_ov_ckpt, task_dir):
 
 def test_full_budget_answers_as_the_dense_model(llava_ov_ckpt, task_dir):
     dense = _lm(llava_ov_ckpt, task_dir, dense=True).generate_until(_requests(task_dir))
-    full = _lm(llava_ov_ckpt, task_dir, budget=1.0, memory=False).generate_until(
+    full = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=1.0, memory=False).generate_until(
         _requests(task_dir)
     )
     assert [r.text for r in full] == [r.text for r in dense]
@@ -86,8 +86,10 @@ def test_full_budget_answers_as_the_dense_model(llava_ov_ckpt, task_dir):
 
 
 def test_batched_answers_match_one_at_a_time(llava_ov_ckpt, task_dir):
-    one = _lm(llava_ov_ckpt, task_dir, budget=0.5).generate_until(_requests(task_dir, n=3))
-    two = _lm(llava_ov_ckpt, task_dir, budget=0.5, batch_size=2).generate_until(
+    one = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=0.5).generate_until(
+        _requests(task_dir, n=3)
+    )
+    two = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=0.5, batch_size=2).generate_until(
         _requests(task_dir, n=3)
     )
     assert [r.text for r in two] == [r.text for r in one]
@@ -106,7 +108,9 @@ def test_baselines_run(llava_ov_ckpt, task_dir, method, extra):
 
 
 def test_qwen2_5_vl_prunes_temporal_groups(qwen_ckpt, task_dir):
-    out = _lm(qwen_ckpt, task_dir, budget=0.5).generate_until(_requests(task_dir, n=1))
+    out = _lm(qwen_ckpt, task_dir, mode="budget", budget=0.5).generate_until(
+        _requests(task_dir, n=1)
+    )
     rec = out[0].token_counts.sharpv
     groups = N_FRAMES // 2  # temporal patch size 2
     assert len(rec["frame_ratios"]) == groups
@@ -139,17 +143,17 @@ def test_loglikelihood_matches_a_forward_pass(llava_ov_ckpt, task_dir):
         ref_lp, ref_greedy = _reference_loglikelihood(lm, req)
         assert lp == pytest.approx(ref_lp, abs=1e-4)
         assert greedy == ref_greedy
-    full = _lm(llava_ov_ckpt, task_dir, budget=1.0, memory=False).loglikelihood(reqs)
+    full = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=1.0, memory=False).loglikelihood(reqs)
     assert [g for _, g in full] == [g for _, g in got]
     assert [lp for lp, _ in full] == pytest.approx([lp for lp, _ in got], abs=1e-4)
-    pruned = _lm(llava_ov_ckpt, task_dir, budget=0.3).loglikelihood(reqs)
+    pruned = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=0.3).loglikelihood(reqs)
     assert all(lp < 0 and lp == lp for lp, _ in pruned)
 
 
 def test_pruned_loglikelihood_matches_a_forward_pass_on_the_pruned_prompt(llava_ov_ckpt, task_dir):
     from sharpv.integration import prepare_sharpv_inputs
 
-    lm = _lm(llava_ov_ckpt, task_dir, budget=0.3, memory=False)
+    lm = _lm(llava_ov_ckpt, task_dir, mode="budget", budget=0.3, memory=False)
     reqs = _requests(task_dir, kind="loglikelihood")
     got = lm.loglikelihood(reqs)
     model, config = lm.model, lm.options.config
@@ -182,7 +186,7 @@ def test_unsupported_checkpoint_fails_before_loading_weights(tmp_path):
 
 def test_bad_model_args_fail_before_loading(tmp_path):
     with pytest.raises(ValueError, match="budget"):
-        SharpVLMM(pretrained=str(tmp_path / "missing"), dense=True, budget=0.3)
+        SharpVLMM(pretrained=str(tmp_path / "missing"), dense=True, mode="budget", budget=0.3)
 
 
 def test_a_document_of_frames_is_one_video(llava_ov_ckpt, task_dir):
@@ -197,6 +201,10 @@ def test_a_document_of_frames_is_one_video(llava_ov_ckpt, task_dir):
         idx=0,
         metadata={"task": TASK, "doc_id": 0, "repeats": 1},
     )
-    rec = _lm(llava_ov_ckpt, task_dir, budget=0.5).generate_until([req])[0].token_counts.sharpv
+    rec = (
+        _lm(llava_ov_ckpt, task_dir, mode="budget", budget=0.5)
+        .generate_until([req])[0]
+        .token_counts.sharpv
+    )
     assert len(rec["frame_ratios"]) == N_FRAMES  # 16 frames sampled down to max_frames_num
     assert rec["visual_tokens_kept"] == budget_token_count(0.5, N_FRAMES, 4)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from sharpv import methods
 from sharpv.config import SharpVConfig
-from sharpv.engines.lmms.options import baseline_option_names, parse_model_args
+from sharpv.engines.lmms.options import method_option_names, parse_model_args
 from sharpv.engines.lmms.records import TaskMeans, dense_record, throughput_metrics
 from sharpv_kernels.vocab import (
     DEFAULT_MEMORY_THRESHOLD,
     DEFAULT_MODE,
     DEFAULT_THRESHOLD,
     DEFAULT_W,
-    METHODS,
 )
 
 
@@ -36,23 +36,25 @@ def test_defaults_are_the_paper_defaults():
 
 
 @pytest.mark.parametrize("raw", [{"budget": 0.3}, {"budget": "0.3"}])
-def test_budget_alone_selects_budget_mode(raw):
-    c = parse_model_args({"pretrained": "m", **raw}).config
+def test_budget_alone_is_an_error_as_in_every_front_end(raw):
+    """No mode is inferred (issue 22): the same text as the Python API and the CLI."""
+    with pytest.raises(ValueError) as e:
+        parse_model_args({"pretrained": "m", **raw})
+    with pytest.raises(ValueError) as same:
+        SharpVConfig(budget=0.3)
+    assert str(e.value) == str(same.value)
+    assert "budget of method sharpv is only used with mode=budget" in str(e.value)
+    c = parse_model_args({"pretrained": "m", "mode": "budget", **raw}).config
     assert (c.mode, c.budget) == ("budget", 0.3)
 
 
-def test_keep_ratio_alone_selects_ratio_mode():
-    c = parse_model_args({"pretrained": "m", "keep_ratio": 0.25}).config
-    assert (c.mode, c.keep_ratio) == ("ratio", 0.25)
-
-
-def test_explicit_mode_wins_and_both_without_mode_is_an_error():
+def test_options_of_another_mode_or_method_are_errors():
+    with pytest.raises(ValueError, match="keep_ratio of method sharpv is only used with mode"):
+        parse_model_args({"pretrained": "m", "mode": "budget", "budget": 0.2, "keep_ratio": 0.5})
+    with pytest.raises(ValueError, match="method evs has no option budget"):
+        parse_model_args({"pretrained": "m", "method": "evs", "budget": 0.3})
     c = parse_model_args({"pretrained": "m", "mode": "manual", "threshold": 1.6}).config
     assert (c.mode, c.threshold) == ("manual", 1.6)
-    c = parse_model_args({"pretrained": "m", "mode": "budget", "budget": 0.2, "keep_ratio": 0.5})
-    assert c.config.mode == "budget"
-    with pytest.raises(ValueError, match="mode="):
-        parse_model_args({"pretrained": "m", "budget": 0.2, "keep_ratio": 0.5})
 
 
 def test_every_config_field_is_accepted_as_lmms_eval_passes_it():
@@ -65,8 +67,7 @@ def test_every_config_field_is_accepted_as_lmms_eval_passes_it():
             "min_keep": 2,
             "metric": "cosine",
             "visual": True,
-            "memory": False,
-            "memory_threshold": 0.2,
+            "memory": False,  # memory_threshold would now be an unused option: an error
             "device": "cpu",
             "dtype": "float32",
             "attn_implementation": "sdpa",
@@ -99,41 +100,34 @@ def test_dense_takes_no_pruning_option():
 
 
 @pytest.mark.parametrize(
-    "method,extra,options",
+    "method,extra",
     [
-        ("uniform", {"keep_ratio": 0.3}, None),
-        ("random_per_frame", {"seed": 3}, {"seed": 3}),
-        ("random_video", {"seed": 1, "budget": 0.2}, {"seed": 1}),
-        ("evs", {"rate": 0.7}, {"rate": 0.7}),
-        ("dycoke_ttm", {"prune_ratio": 0.5, "window": 4}, {"prune_ratio": 0.5, "window": 4}),
-        ("fastv", {"layer": 3, "keep_ratio": 0.3}, {"layer": 3, "keep_ratio": 0.3}),
+        ("uniform", {"keep_ratio": 0.3}),
+        ("random_per_frame", {"seed": 3}),
+        ("random_video", {"seed": 1, "mode": "budget", "budget": 0.2}),
+        ("evs", {"rate": 0.7}),
+        ("dycoke_ttm", {"prune_ratio": 0.5, "window": 4}),
+        ("fastv", {"layer": 3, "keep_ratio": 0.3}),
     ],
 )
-def test_baselines_and_their_options(method, extra, options):
+def test_baselines_and_their_options(method, extra):
     c = parse_model_args({"pretrained": "m", "method": method, **extra}).config
     assert c.method == method
-    assert c.method_options == options
+    assert {k: c.options[k] for k in extra} == extra
     assert c.memory is False  # baselines run without Memory SharpV unless asked
-    if method == "uniform":
-        assert c.keep_ratio == 0.3
-    if method == "random_video":
-        assert (c.mode, c.budget) == ("budget", 0.2)
-    if method == "fastv":
-        assert c.keep_ratio is None and c.mode == DEFAULT_MODE
+    assert c == SharpVConfig(method=method, method_options=extra)
 
 
 def test_every_method_is_accepted():
-    for method in METHODS:
+    for method in methods.names():
         assert parse_model_args({"pretrained": "m", "method": method}).config.method == method
 
 
-def test_baseline_option_names_come_from_the_signatures():
-    assert baseline_option_names("sharpv") == ()
-    assert baseline_option_names("evs") == ("rate",)
-    assert set(baseline_option_names("dycoke_ttm")) == {"prune_ratio", "window"}
-    assert baseline_option_names("uniform") == ()
-    assert baseline_option_names("random_per_frame") == ("seed",)
-    assert set(baseline_option_names("fastv")) == {"layer", "keep_ratio"}
+def test_method_option_names_come_from_the_registry():
+    assert method_option_names("evs") == ("rate", "memory", "memory_threshold")
+    assert set(method_option_names("dycoke_ttm")) >= {"prune_ratio", "window"}
+    assert "seed" in method_option_names("random_per_frame")
+    assert method_option_names("fastv") == ("layer", "keep_ratio", "memory")
 
 
 @pytest.mark.parametrize(
@@ -151,6 +145,7 @@ def test_baseline_option_names_come_from_the_signatures():
         ({"pretrained": "m", "max_frames_num": 0}, "max_frames_num"),
         ({"pretrained": "m", "dtype": "float8"}, "dtype"),
         ({"pretrained": "m", "memory": "maybe"}, "memory"),
+        ({"pretrained": "m", "memory": 1}, "memory"),
         ({"pretrained": "m", "method": "prumerge"}, "method"),
         ({"pretrained": "m", "rate": 0.7}, "rate"),  # an evs option without method=evs
         ({"pretrained": "m", "method": "evs", "seed": 1}, "seed"),

@@ -14,10 +14,9 @@ Pre-LLM methods (same inputs and :class:`sharpv_kernels.VisualPruneResult` outpu
 Intra-LLM: :func:`fastv` (FastV, attention-score pruning after layer ``K``), a context
 manager around ``generate``.
 
-:func:`make_pruner` turns a :class:`sharpv.SharpVConfig` into ``fn(features, cu_frames) ->
-VisualPruneResult`` (used by :mod:`sharpv.integration` and the benchmarks); :func:`get_pruner`
-does the same from a method name and its options. The method names come from
-:mod:`sharpv_kernels.vocab`.
+These are the functions; the methods (names, option schemas, stages) that run them are
+registered in :mod:`sharpv.methods`. :func:`make_pruner` and :func:`get_pruner` return a
+method's pre-LLM stage, ``fn(features, cu_frames) -> VisualPruneResult``.
 
 Examples:
     >>> import torch
@@ -30,15 +29,11 @@ Examples:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sharpv_kernels.vocab import METHODS, PRE_LLM_BASELINES
-
 from .fastv import FastV, FastVState, fastv, fastv_keep_count
 from .pre_llm import (
-    UNIFORM_KEEP_RATIO,
     dycoke_keep_per_frame,
     dycoke_ttm,
     evs,
@@ -53,8 +48,6 @@ if TYPE_CHECKING:
     from ..config import SharpVConfig
 
 __all__ = [
-    "PRE_LLM_METHODS",
-    "METHODS",
     "get_pruner",
     "make_pruner",
     "uniform",
@@ -71,33 +64,14 @@ __all__ = [
     "result_from_mask",
 ]
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "uniform": uniform,
-    "random_per_frame": random_per_frame,
-    "random_video": random_video,
-    "evs": evs,
-    "dycoke_ttm": dycoke_ttm,
-}
-#: name -> function of the pre-LLM baselines, in the order of
-#: ``sharpv_kernels.vocab.PRE_LLM_BASELINES`` (a name without a function fails at import).
-PRE_LLM_METHODS: dict[str, Callable[..., Any]] = {
-    name: _FUNCTIONS[name] for name in PRE_LLM_BASELINES
-}
-#: the methods that take SharpV's own options (``SharpVConfig.visual_kwargs``): SharpV, and
-#: the random baselines, which reuse SharpV's counts
-_TAKES_SHARPV_OPTIONS = ("sharpv", "random_per_frame", "random_video")
-
 
 def get_pruner(method: str, **options: Any) -> Callable[..., Any]:
-    """``fn(features, cu_frames)`` -> ``VisualPruneResult`` for a pre-LLM method.
-
-    Args:
-        method: ``"sharpv"`` (options as :func:`sharpv_kernels.visual_prune`) or a name of
-            :data:`PRE_LLM_METHODS` (options as that function).
-        options: keyword arguments bound to the function.
+    """``fn(features, cu_frames)`` -> ``VisualPruneResult``: the pre-LLM stage of a
+    registered method, its ``options`` validated by :func:`sharpv.methods.validate`.
 
     Raises:
-        ValueError: ``fastv`` (it prunes inside the LLM, see :func:`fastv`) or an unknown name.
+        sharpv.methods.MethodOptionError: an unknown method or a bad option.
+        ValueError: a method with no pre-LLM stage for these options (``fastv``).
 
     Examples:
         >>> import torch
@@ -105,30 +79,16 @@ def get_pruner(method: str, **options: Any) -> Callable[..., Any]:
         >>> prune(torch.randn(4, 6, 8), [0, 4]).counts.sum().item()
         12
     """
-    if method == "sharpv":
-        from sharpv_kernels import visual_prune
+    from .. import methods
 
-        return functools.partial(visual_prune, **options)
-    if method in PRE_LLM_METHODS:
-        return functools.partial(PRE_LLM_METHODS[method], **options)
-    if method == "fastv":
-        raise ValueError("fastv prunes inside the LLM; use sharpv.baselines.fastv(model, ...)")
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    return _pre_llm(methods.get(method), methods.validate(method, options))
 
 
 def make_pruner(config: SharpVConfig) -> Callable[..., Any]:
-    """``fn(features, cu_frames) -> VisualPruneResult`` of a configuration's pre-LLM method.
-
-    SharpV's options (``config.visual_kwargs()``) go to ``sharpv`` and to the random
-    baselines, which take SharpV's counts; ``uniform`` takes ``keep_ratio`` (default 0.3),
-    ``min_keep``, ``w`` and ``metric`` from the configuration; ``config.method_options`` go to
-    the baseline and win over both.
-
-    Args:
-        config: a :class:`sharpv.SharpVConfig`.
+    """``fn(features, cu_frames) -> VisualPruneResult`` of a configuration's method.
 
     Raises:
-        ValueError: ``config.method == "fastv"`` (it prunes inside the LLM).
+        ValueError: the method has no pre-LLM stage for these options (``fastv``).
 
     Examples:
         >>> import torch
@@ -137,13 +97,16 @@ def make_pruner(config: SharpVConfig) -> Callable[..., Any]:
         >>> prune(torch.randn(2, 8, 4), [0, 2]).counts.tolist()
         [2, 2]
     """
-    opts = dict(config.method_options or {})
-    if config.method in _TAKES_SHARPV_OPTIONS:
-        opts = {**config.visual_kwargs(), **opts}
-    elif config.method == "uniform":
-        keep_ratio = config.keep_ratio if config.keep_ratio is not None else UNIFORM_KEEP_RATIO
-        opts.setdefault("keep_ratio", keep_ratio)
-        opts.setdefault("min_keep", config.min_keep)
-        opts.setdefault("w", float(config.w))
-        opts.setdefault("metric", config.metric)
-    return get_pruner(config.method, **opts)
+    from .. import methods
+
+    return _pre_llm(methods.get(config.method), config.options)
+
+
+def _pre_llm(method: Any, options: Any) -> Callable[..., Any]:
+    prune = method.pruner(options)
+    if prune is None:
+        raise ValueError(
+            f"method {method.name} does not prune before the LLM ({method.stage}); "
+            "apply it with sharpv.apply_sharpv"
+        )
+    return prune

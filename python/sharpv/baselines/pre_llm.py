@@ -40,7 +40,7 @@ __all__ = [
     "dycoke_keep_per_frame",
 ]
 
-#: ``uniform``'s default keep ratio (also used by ``make_pruner`` when the config sets none)
+#: ``uniform``'s default keep ratio (the ``uniform`` method declares the same default)
 UNIFORM_KEEP_RATIO = 0.3
 CuFrames = torch.Tensor | Sequence[int] | None
 

@@ -8,7 +8,8 @@ Registered through the ``lmms_eval.models`` entry point of this distribution (se
         --tasks videomme --batch_size 1 --log_samples --output_path results/
 
 ``--model_args`` are validated by :func:`sharpv.engines.lmms.options.parse_model_args`
-(every ``SharpVConfig`` field, ``method=`` and a baseline's options, ``dense=true``). The
+(``method=`` and that method's options, checked by :func:`sharpv.methods.validate` before
+the checkpoint is loaded; ``dense=true``). The
 checkpoint's ``config.model_type`` picks the adapter (LLaVA-OneVision / LLaVA-Video,
 LLaVA-NeXT-Video, Qwen2-VL, Qwen2.5-VL); videos are decoded with
 :func:`sharpv.video.read_video` (PyAV), not decord. Each answer is returned with its
@@ -111,8 +112,8 @@ class SharpVLMM(lmms):
             ``model_type`` SharpV does not support (``UnsupportedModelError``).
 
     Examples:
-        ``lmms-eval eval --model sharpv --model_args pretrained=PATH,budget=0.3 --tasks T``
-        runs SharpV's ``budget`` mode; ``...,dense=true`` the unpruned model;
+        ``--model_args pretrained=PATH,mode=budget,budget=0.3`` runs SharpV's ``budget``
+        mode; ``...,dense=true`` the unpruned model;
         ``...,method=dycoke_ttm,prune_ratio=0.7`` DyCoke's stage 1.
     """
 

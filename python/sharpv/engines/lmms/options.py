@@ -8,63 +8,28 @@ before any model is loaded. This module does not import lmms-eval.
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from sharpv_kernels.vocab import INTRA_LLM_BASELINES, METHODS, PRE_LLM_BASELINES
-
 from ...config import SharpVConfig
+from ...methods import get
 
-__all__ = ["LmmsOptions", "parse_model_args", "baseline_option_names", "DTYPES"]
+__all__ = ["LmmsOptions", "parse_model_args", "method_option_names", "DTYPES"]
 
 #: ``dtype=`` values (``auto``: bfloat16 on CUDA, float32 elsewhere).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
-#: ``SharpVConfig`` fields settable by name (``method``/``method_options`` are built here)
-_CONFIG_FIELDS = tuple(
-    f.name for f in fields(SharpVConfig) if f.name not in ("method", "method_options")
-)
-_FLOAT_FIELDS = ("w", "threshold", "keep_ratio", "budget", "memory_threshold")
-_INT_FIELDS = ("min_keep",)
-_BOOL_FIELDS = ("visual", "memory")
-#: baseline parameters that are not baseline options: inputs, or SharpV's own counts
-_NOT_OPTIONS = ("features", "cu_frames", "return_scores", "counts", "totals", "sharpv_options")
 
-
-def baseline_option_names(method: str) -> tuple[str, ...]:
-    """Keyword options ``method`` takes in ``--model_args`` besides the ``SharpVConfig`` fields.
-
-    Read from the baseline's own signature (``sharpv.baselines``), so a new option of a
-    baseline is accepted without a change here. ``fastv`` takes ``layer`` and ``keep_ratio``.
+def method_option_names(method: str) -> tuple[str, ...]:
+    """The options ``method`` takes in ``--model_args``: its declared schema (the registry).
 
     Examples:
-        >>> baseline_option_names("evs")
-        ('rate',)
-        >>> baseline_option_names("fastv")
-        ('layer', 'keep_ratio')
+        >>> method_option_names("evs")
+        ('rate', 'memory', 'memory_threshold')
+        >>> method_option_names("fastv")
+        ('layer', 'keep_ratio', 'memory')
     """
-    if method == "sharpv":
-        return ()
-    if method in INTRA_LLM_BASELINES:
-        from ...baselines import fastv
-
-        fn = fastv
-    elif method in PRE_LLM_BASELINES:
-        from ...baselines import PRE_LLM_METHODS
-
-        fn = PRE_LLM_METHODS[method]
-    else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    params = inspect.signature(fn).parameters
-    own = [
-        n
-        for n, p in params.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in _NOT_OPTIONS
-    ]
-    if method in INTRA_LLM_BASELINES:
-        return tuple(own)
-    return tuple(n for n in own if n not in _CONFIG_FIELDS)
+    return tuple(o.name for o in get(method).schema)
 
 
 @dataclass(frozen=True)
@@ -123,40 +88,16 @@ def _as_int(name: str, v: Any, low: int | None = None) -> int:
     return out
 
 
-def _as_float(name: str, v: Any) -> float:
-    if isinstance(v, bool):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {v!r}") from None
-
-
-def _as_number(name: str, v: Any) -> int | float:
-    """Baseline options keep their integer type (``layer=3``, ``window=4``, ``seed=1``)."""
-    if isinstance(v, bool):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    if isinstance(v, (int, float)):
-        return v
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except (TypeError, ValueError):
-            continue
-    raise ValueError(f"{name} must be a number, got {v!r}")
-
-
 def parse_model_args(args: dict[str, Any]) -> LmmsOptions:
     """Validate ``--model_args`` (as keyword arguments) into :class:`LmmsOptions`.
 
     Rules:
 
-    * ``dense=true`` runs the unpruned model and takes no SharpV or baseline option;
-    * ``method=`` picks SharpV (default) or a baseline; a baseline's own options
-      (:func:`baseline_option_names`) are accepted with that baseline only;
-    * ``budget=`` or ``keep_ratio=`` given without ``mode=`` selects ``mode=budget`` /
-      ``mode=ratio`` (for ``method=fastv``, ``keep_ratio`` is FastV's own option);
-    * ``memory`` defaults to true for SharpV and false for every baseline.
+    * ``dense=true`` runs the unpruned model and takes no method or option;
+    * ``method=`` picks a registered method (``sharpv`` by default); every other argument
+      that is not a loading argument is an option of that method, validated by
+      :func:`sharpv.methods.validate` (the same rules and error text as the Python API and
+      the command line: nothing is inferred, nothing ignored).
 
     Args:
         args: ``{"pretrained": ..., "budget": 0.3, ...}`` as lmms-eval passes them.
@@ -165,16 +106,17 @@ def parse_model_args(args: dict[str, Any]) -> LmmsOptions:
         The validated options.
 
     Raises:
-        ValueError: a missing ``pretrained``, an unknown argument, or a bad value (the
-            message names the argument).
+        ValueError: a missing ``pretrained`` or a bad loading argument;
+            :class:`sharpv.methods.MethodOptionError` (a ``ValueError``) for the method and
+            its options. The message names the argument.
 
     Examples:
-        >>> o = parse_model_args({"pretrained": "m", "budget": 0.3})
+        >>> o = parse_model_args({"pretrained": "m", "mode": "budget", "budget": "0.3"})
         >>> o.config.mode, o.config.budget, o.config.memory
         ('budget', 0.3, True)
         >>> o = parse_model_args({"pretrained": "m", "method": "evs", "rate": 0.7})
-        >>> o.config.method_options
-        {'rate': 0.7}
+        >>> dict(o.config.options)
+        {'rate': 0.7, 'memory': False}
     """
     a = dict(args)
     pretrained = a.pop("pretrained", None)
@@ -194,15 +136,6 @@ def parse_model_args(args: dict[str, Any]) -> LmmsOptions:
     dense = _as_bool("dense", a.pop("dense", False))
     frames_as_video = _as_bool("frames_as_video", a.pop("frames_as_video", True))
     method = str(a.pop("method", "sharpv"))
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-    allowed = set(_CONFIG_FIELDS) | set(baseline_option_names(method))
-    unknown = sorted(set(a) - allowed)
-    if unknown:
-        extra = baseline_option_names(method)
-        hint = f"; {method} takes {', '.join(extra)}" if extra else ""
-        raise ValueError(f"unknown model_args for method={method}: {', '.join(unknown)}{hint}")
     common = dict(
         pretrained=pretrained.strip(),
         device=device,
@@ -218,34 +151,5 @@ def parse_model_args(args: dict[str, Any]) -> LmmsOptions:
             given = sorted(a) + (["method"] if method != "sharpv" else [])
             raise ValueError(f"dense=true runs the unpruned model; drop {', '.join(given)}")
         return LmmsOptions(**common, dense=True, config=None)
-
-    method_options: dict[str, Any] = {}
-    for name in baseline_option_names(method):
-        if name in a and not (name == "keep_ratio" and method not in INTRA_LLM_BASELINES):
-            method_options[name] = _as_number(name, a.pop(name))
-    kw: dict[str, Any] = {}
-    for name in _FLOAT_FIELDS:
-        if name in a:
-            kw[name] = _as_float(name, a.pop(name))
-    for name in _INT_FIELDS:
-        if name in a:
-            kw[name] = _as_int(name, a.pop(name))
-    for name in _BOOL_FIELDS:
-        if name in a:
-            kw[name] = _as_bool(name, a.pop(name))
-    if "mode" in a:
-        kw["mode"] = str(a.pop("mode"))
-    if "metric" in a:
-        kw["metric"] = str(a.pop("metric"))
-    if "mode" not in kw:
-        picked = [m for m, f in (("budget", "budget"), ("ratio", "keep_ratio")) if f in kw]
-        if len(picked) == 2:
-            raise ValueError("budget= and keep_ratio= select different modes; give mode= too")
-        if picked:
-            kw["mode"] = picked[0]
-    kw.setdefault("memory", method == "sharpv")
-    try:
-        config = SharpVConfig(method=method, method_options=method_options or None, **kw)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"bad SharpV model_args: {e}") from None
+    config = SharpVConfig(method=method, method_options=a)
     return LmmsOptions(**common, dense=False, config=config)
