@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from .._gpu import MAX_GRID_YZ, check_grid, device_limits, launch_scope
+from .._gpu import FP_PINNED, MAX_GRID_YZ, check_grid, device_limits, launch_scope
 from .._utils import next_power_of_2
 from ..vocab import ZERO_NORM_EPS
 from . import kernels as K
@@ -207,12 +207,19 @@ def layer_similarity_triton(
             hidden, reference, start, length, part, seq, d,
             hidden.stride(0), hidden.stride(1), reference.stride(0), reference.stride(1),
             n_tiles, EPS=ZERO_NORM_EPS, BLOCK_T=plan.block_t, BLOCK_D=plan.block_d,
-            STAGES=plan.stages, num_warps=plan.warps,
+            STAGES=plan.stages, num_warps=plan.warps, **FP_PINNED,
         )  # fmt: skip
         block = 128 if n_tiles <= 128 else 1024  # two variants, any S
         row = out.select(0, layer)
         K._sim_finish_kernel[check_grid("_sim_finish_kernel", (bsz,))](
-            part, length, row, row.stride(0), n_tiles, BLOCK=block, num_warps=4
+            part,
+            length,
+            row,
+            row.stride(0),
+            n_tiles,
+            BLOCK=block,
+            num_warps=4,
+            **FP_PINNED,
         )
 
 
@@ -322,6 +329,6 @@ def kv_compact_triton(
             base, table, cap, lengths, start, span, similarity, float(threshold),
             bsz, d, lengths.stride(0), lengths.stride(1), similarity.stride(0),
             similarity.stride(1), BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, ALIGN=align,
-            num_warps=plan.warps,
+            num_warps=plan.warps, **FP_PINNED,
         )  # fmt: skip
         lengths.sub_(torch.where(drop, n, 0))

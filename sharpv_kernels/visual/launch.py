@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .._gpu import (
+    FP_PINNED,
     MAX_BLOCK_NUMEL,
     MAX_GRID_YZ,
     DeviceLimits,
@@ -335,13 +336,14 @@ def _scores(
     K.frame_norms_kernel[(n1, n_frames)](
         features, nrm, col, msq, flg, hdr, f, d, st, si,
         BLOCK_T=plan.norms_rows, BLOCK_D=plan.norms_cols, BLOCK_S=block_s, STAGES=plan.stages,
-        num_warps=plan.norms_warps,
+        num_warps=plan.norms_warps, **FP_PINNED,
     )  # fmt: skip
     chunks = math.ceil(n_frames / plan.scores_frames)
     K.frame_scores_kernel[(math.ceil(f / plan.scores_rows), n2, chunks)](
         features, nrm, col, msq, part, n_frames, plan.scores_frames, f, d, st, si,
         EPS=ZERO_NORM_EPS, BLOCK_T=plan.scores_rows, BLOCK_D=plan.scores_cols, BLOCK_S=block_s,
         EVEN_D=d % plan.scores_cols == 0, STAGES=plan.stages, num_warps=plan.scores_warps,
+        **FP_PINNED,
     )  # fmt: skip
     out = {
         "I": torch.empty((n_frames, f), dtype=f32, device=dev),
@@ -364,7 +366,7 @@ def _scores(
         EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
         STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
         BLOCK_B=_video_block(plan, n_videos), BLOCK_S=block_s,
-        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f),
+        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f), **FP_PINNED,
     )  # fmt: skip
     return out
 
@@ -515,7 +517,7 @@ def visual_prune_triton(
             int(min_keep), float(budget if mode == "budget" else 0.0),
             MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
             BLOCK_B=_video_block(plan, n_videos),
-            num_warps=1 if plan.block_n <= 32 else 4,
+            num_warps=1 if plan.block_n <= 32 else 4, **FP_PINNED,
         )  # fmt: skip
         if capacity is None:
             # the one host synchronisation: the kept count sizes the output exactly
@@ -530,7 +532,7 @@ def visual_prune_triton(
             features, out["rank"], counts, offsets, tokens, indices, n_keep, f, d,
             features.stride(0), features.stride(1),
             BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
-            D_PER_PROG=per_prog, num_warps=plan.gather_warps,
+            D_PER_PROG=per_prog, num_warps=plan.gather_warps, **FP_PINNED,
         )  # fmt: skip
         if capacity is not None:
             _check_header(out["hdr"], w, n_keep=capacity)
