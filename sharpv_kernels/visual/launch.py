@@ -143,6 +143,7 @@ def _pick_cols(n_programs_per_col_block, d: int, widest: int, narrowest: int, wa
     return cols
 
 
+@functools.lru_cache(maxsize=1024)  # pure; planned once per shape, dtype size and GPU
 def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> LaunchPlan:
     """The launch plan for features of ``shape = (total_frames, f, d)`` on ``sms`` SMs.
 
