@@ -323,14 +323,33 @@ def _record(case: Case, gpu: GPU) -> tuple[list[Launch], list[int]]:
     return list(log), syncs
 
 
+#: the op's measured Python overhead per call (``python -m bench.bench_overhead``)
+OVERHEAD_JSON = Path(__file__).resolve().parent / "results" / "overhead-cpu.json"
+
+
+def op_python_us(op: str) -> float:
+    """Median host overhead of one public ``visual_prune`` call (list ``cu_frames``) from
+    :data:`OVERHEAD_JSON`, for that op's mode; 0 for the ops not measured there."""
+    if not op.startswith("visual_prune") or not OVERHEAD_JSON.exists():
+        return 0.0
+    mode = "budget" if op.endswith("budget") else "adaptive"
+    rows = json.loads(OVERHEAD_JSON.read_text())["rows"]
+    return next(
+        r["median_us"]
+        for r in rows
+        if r["mode"] == mode and r["call"].startswith("visual_prune (public API, list")
+    )
+
+
 def model_rows(case: Case, gpu: GPU, cache: dict) -> list[dict[str, Any]]:
     launches, syncs = _record(case, gpu)
+    py_us = op_python_us(case.op)
     rows: list[dict[str, Any]] = []
     total = {True: 0.0, False: 0.0}
     # one timeline per L2 assumption: the host enqueues each launch (host_launch_us), waits
     # for the GPU at a read-back (readback_us); a kernel starts launch_gap_us after the
     # previous one ends, or when the host has enqueued it, whichever is later
-    host = {True: 0.0, False: 0.0}
+    host = {True: py_us, False: py_us}  # the op's Python runs before its first launch
     gpu_t = {True: 0.0, False: 0.0}
     a_launch, a_gap = float(ASSUMPTIONS["host_launch_us"]), float(ASSUMPTIONS["launch_gap_us"])
     a_read = float(ASSUMPTIONS["readback_us"])
@@ -382,6 +401,10 @@ def model_rows(case: Case, gpu: GPU, cache: dict) -> list[dict[str, Any]]:
         "waves": None, "bytes": round(sum(r["bytes"] for r in rows)),
         "bytes_no_l2": round(hbm_total), "floor_bytes": round(case.floor_bytes),
         "floor_us": round(floor_us, 2), "kernels_us": round(total[True], 2),
+        "gpu_busy_us": round(total[False], 2), "gpu_busy_us_l2": round(total[True], 2),
+        "op_python_us": py_us, "end_to_end_us": round(pred_no, 2),
+        "x_floor_gpu_busy": round(total[False] / floor_us, 2),
+        "x_floor_end_to_end": round(pred_no / floor_us, 2),
         "idle_us": round(pred_l2 - total[True], 2),
         "predicted_us": round(pred_l2, 2), "predicted_us_no_l2": round(pred_no, 2),
         "x_floor": round(pred_l2 / floor_us, 2), "x_floor_no_l2": round(pred_no / floor_us, 2),
@@ -478,9 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         for g in args.gpus:
             rows += model_rows(case, GPUS[g], cache)
             tot = rows[-1]
-            print(f"{case.op:20s} {case.shape:14s} {g}: predicted {tot['predicted_us']:8.1f} us"
-                  f" (no L2 {tot['predicted_us_no_l2']:8.1f}), floor {tot['floor_us']:7.1f} us,"
-                  f" x{tot['x_floor']}", flush=True)  # fmt: skip
+            print(f"{case.op:20s} {case.shape:14s} {g}: predicted GPU-busy "
+                  f"{tot['gpu_busy_us']:8.1f} us (x{tot['x_floor_gpu_busy']}), end-to-end "
+                  f"{tot['end_to_end_us']:8.1f} us (x{tot['x_floor_end_to_end']}; "
+                  f"{tot['op_python_us']:.0f} us of it the op's Python), floor "
+                  f"{tot['floor_us']:7.1f} us", flush=True)  # fmt: skip
     given = argv if argv is not None else sys.argv[1:]
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = Path(args.out) if args.out else RESULTS_DIR / f"model-{stamp}.json"

@@ -55,10 +55,18 @@ GPUS: dict[str, GPU] = {
 ASSUMPTIONS: dict[str, float | str] = {
     "launch_gap_us": 2.0,
     "launch_gap_note": "GPU-side gap between two kernels queued back to back on one stream",
-    "host_launch_us": 6.0,
-    "host_launch_note": "host time to enqueue one Triton kernel from Python (argument binding, "
-    "driver call) and its small allocations; the GPU cannot start a kernel before the host "
-    "has enqueued it (no CUDA graph)",
+    "host_launch_us": 11.0,
+    "host_launch_note": "host time to enqueue one already-compiled Triton kernel from Python "
+    "(JITFunction.run: binder, cache key, driver call): published measurements are 8.68 us "
+    "(vllm-project/vllm#34838, GB200), ~11 us (meta-pytorch/tritonbench#1002) and ~12.5 us "
+    "for 19 arguments (facebookexperimental/triton#1231); see bench/NOTES.md. The GPU cannot "
+    "start a kernel before the host has enqueued it (no CUDA graph)",
+    "op_python_note": "the op's own Python per call (checks, dispatch, planning, buffers), "
+    "measured on this machine with the kernels stubbed: bench/results/overhead-cpu.json "
+    "(python -m bench.bench_overhead); added before the first launch",
+    "no_l2_note": "GPU-busy and end-to-end figures assume no L2 reuse between passes (a one-wave "
+    "first pass over more data than L2 holds leaves little for the next); the L2-reuse "
+    "variant is kept in the JSON as *_l2 (optimistic)",
     "readback_us": 5.0,
     "readback_note": "a host read-back (a few bytes device to host, stream synchronisation) "
     "after the GPU finished what was queued before it",

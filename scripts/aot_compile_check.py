@@ -9,7 +9,12 @@ divisibility by 16 of integer arguments): the register counts it prints are thos
 kernels that run. The compile code is shared with ``python -m bench model``
 (``bench/model_compile.py``).
 
-Usage: python scripts/aot_compile_check.py [--arch 90]
+With ``--fp``, a few representative launches of every kernel instead, and each compiled
+kernel's PTX is read for the approximate instructions the kernels must not use
+(:data:`APPROX`: ``div.full.f32``, ``div.approx``, ``rsqrt.approx``, ``sqrt.approx``) and its
+options for pinned contraction (``enable_fp_fusion=False``).
+
+Usage: python scripts/aot_compile_check.py [--arch 90] [--fp]
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from sharpv_kernels.visual import launch as VL  # noqa: E402
 from sharpv_kernels.vocab import METRICS, VISUAL_MODES  # noqa: E402
 
 SMS = {90: 132, 80: 108}
+#: PTX of approximate float32 division and square roots: none may appear (``--fp``)
+APPROX = ("div.full.f32", "div.approx.f32", "div.approx.ftz.f32", "rsqrt.approx",
+          "sqrt.approx")  # fmt: skip
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MODE_KW = {"adaptive": {}, "manual": {}, "ratio": {"keep_ratio": 0.3}, "budget": {"budget": 0.3}}
 
@@ -58,6 +66,28 @@ def _visual_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
                        lambda x=x, cu_t=cu_t, metric=metric, plan=plan:
                        VL.visual_scores_triton(x, cu_t, w=1.0, metric=metric, plan=plan,
                                                check=False))  # fmt: skip
+
+
+def _fp_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
+    """Every kernel and every metric/mode branch once, at LLaVA-OV-7B's shape in bf16."""
+    x = torch.empty((32, 196, 3584), dtype=torch.bfloat16)
+    plan = VL.plan_launch(x.shape, x.element_size(), sms)
+    cu_t = torch.tensor([0, 16, 32], dtype=torch.int32)
+    for mode, metric in (("adaptive", "dissim"), ("manual", "cosine"), ("budget", "dissim")):
+        yield (f"visual_prune[{mode},{metric}]",
+               lambda mode=mode, metric=metric: VL.visual_prune_triton(
+                   x, cu_t, mode=mode, metric=metric, plan=plan, **MODE_KW[mode]))  # fmt: skip
+    yield from list(_memory_calls(sms))[:1]
+    yield from [c for c in _memory_calls(sms) if c[0].startswith("kv_compact_")][:1]
+
+
+def _fp_problems(launch, compiled) -> list[str]:
+    """What breaks the pinned floating point in one compiled kernel."""
+    ptx = compiled.asm["ptx"]
+    found = [f"{insn} x{ptx.count(insn)}" for insn in APPROX if insn in ptx]
+    if launch.kwargs.get("enable_fp_fusion") is not False:
+        found.append("launched without enable_fp_fusion=False")
+    return found
 
 
 def _memory_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
@@ -87,11 +117,13 @@ def _memory_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 80, 90")
+    p.add_argument("--fp", action="store_true", help="check the PTX for approximate maths")
     args = p.parse_args()
     sms = SMS.get(args.arch, 108)
     seen: set[str] = set()
     failures = 0
-    for call_name, call in list(_visual_calls(sms)) + list(_memory_calls(sms)):
+    calls = _fp_calls(sms) if args.fp else list(_visual_calls(sms)) + list(_memory_calls(sms))
+    for call_name, call in calls:
         with record_launches(VK, MK) as log:
             call()
         for launch in log:
@@ -104,7 +136,10 @@ def main() -> int:
             seen.add(key)
             name = f"{launch.name} from {call_name}"
             try:
-                st = cubin_stats(compile_launch(launch, args.arch))
+                compiled = compile_launch(launch, args.arch)
+                if args.fp and (problems := _fp_problems(launch, compiled)):
+                    raise AssertionError("; ".join(problems))
+                st = cubin_stats(compiled)
                 print(f"ok   {name}: warps={launch.num_warps} regs={st.registers} "
                       f"stack={st.stack_bytes}B shared={st.shared_bytes}B", flush=True)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - report every kernel

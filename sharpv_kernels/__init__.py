@@ -14,6 +14,7 @@ from .visual import (
     visual_scores_reference,
 )
 from .vocab import budget_token_count, ratio_keep_count
+from .warmup import warmup
 
 __version__ = "0.1.0"
 
@@ -28,4 +29,5 @@ __all__ = [
     "visual_prune_reference",
     "visual_scores",
     "visual_scores_reference",
+    "warmup",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_GRID_X",
     "MAX_GRID_YZ",
     "MAX_BLOCK_NUMEL",
+    "FP_PINNED",
     "DeviceLimits",
     "device_limits",
     "check_grid",
@@ -47,6 +48,10 @@ MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 #: Triton's largest block (``TRITON_MAX_TENSOR_NUMEL``): elements of any tensor in a program
 MAX_BLOCK_NUMEL = 1 << 20
+#: launch options of every kernel: no floating-point contraction the source did not write
+#: (``tl.fma`` where a fused product is meant), so the GPU rounds as the interpreter does;
+#: Triton 3.9 fuses by default and warns that the default changes
+FP_PINNED = {"enable_fp_fusion": False}
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,33 @@ def test_specialisations_over_a_model_sweep(model, monkeypatch):
     counts = {k: len(v) for k, v in keys.items()}
     assert set(counts) == set(NAMES)
     assert max(counts.values()) <= BOUND, counts
+
+
+#: variants of ``_sim_partial_kernel`` for one hidden size, dtype and GPU over every ``S``:
+#: three tile heights times three pipeline depths (``memory.launch.SIM_STAGES``)
+SIM_BOUND = 9
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("sms", [108, 132])
+def test_layer_similarity_specialisations_over_200_sizes(dtype, sms, monkeypatch):
+    """200 sequence lengths from 16 to 32K tokens (quadratically spaced), Qwen2-7B's hidden
+    size, through the planner for that GPU: at most :data:`SIM_BOUND` variants of the
+    partial kernel, two of the finishing one (``S`` and the tile count are not specialised)."""
+    import sharpv_kernels.memory.kernels as MK
+    from sharpv_kernels._gpu import SIM_GPUS
+    from sharpv_kernels.memory.launch import layer_similarity_triton, plan_similarity
+
+    keys: dict[str, set] = {}
+    for name in ("_sim_partial_kernel", "_sim_finish_kernel"):
+        monkeypatch.setattr(MK, name, _Key(getattr(MK, name), keys))
+    lim = SIM_GPUS[sms]
+    for i in range(200):
+        seq = 16 + i * i * (32768 - 16) // (199 * 199)
+        h = torch.empty((1, seq, 3584), dtype=dtype, device="meta")
+        span = torch.empty(1, dtype=torch.int64, device="meta")
+        out = torch.empty((2, 1), dtype=torch.float32, device="meta")
+        plan = plan_similarity(tuple(h.shape), h.element_size(), sms, lim.shared_per_sm)
+        layer_similarity_triton(h, h, span, span, out, 1, plan=plan)
+    counts = {k: len(v) for k, v in keys.items()}
+    assert counts["_sim_partial_kernel"] <= SIM_BOUND and counts["_sim_finish_kernel"] <= 2, counts

@@ -9,6 +9,7 @@ stand-in for ``torch.cuda.device`` records the device current at each launch.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from sharpv_kernels.memory.launch import (
     layer_similarity_triton,
 )
 from sharpv_kernels.visual.checks import prepare_cu_frames
-from sharpv_kernels.visual.launch import plan_launch, visual_prune_triton
+from sharpv_kernels.visual.launch import plan_launch, visual_prune_triton, visual_scores_triton
 
 DEV = torch.device("cuda", 1)
 
@@ -142,23 +143,54 @@ def test_kv_compact_no_sync_on_its_device(launches):
     _on_device(launches)
 
 
-@pytest.mark.parametrize("mode", ["adaptive", "manual", "ratio", "budget"])
-def test_visual_prune_one_read_back(launches, mode, monkeypatch):
-    """Every mode reads the two-word header once, after the last kernel (for the error bits;
-    the output size too in adaptive/manual mode): exactly one synchronisation, none before.
-    (The host-side value check of ``cu_frames`` reads a CPU tensor: not a sync, and not
-    something a fake tensor can do, so it is left out here.)"""
+@pytest.mark.parametrize(
+    "mode, videos, cu_host, syncs",
+    [
+        ("adaptive", 2, False, 1),
+        ("manual", 2, False, 1),
+        ("ratio", 2, False, 0),
+        ("budget", 1, False, 0),
+        ("budget", 2, True, 0),  # the host values of cu_frames size the output
+        ("budget", 2, False, 1),  # cu_frames only on the device: the count is read back
+    ],
+)
+def test_visual_prune_syncs(launches, mode, videos, cu_host, syncs, monkeypatch):
+    """Sync-free where the kept count follows from host-side values (ratio, budget with one
+    video or host ``cu_frames``; the error bits become device-side assertions), else exactly
+    one read-back, before the gather kernel. (The host-side value check of ``cu_frames``
+    reads a CPU tensor: not a sync, and not something a fake tensor can do, so it is left
+    out here.)"""
     monkeypatch.setattr("sharpv_kernels.visual.checks.check_cu_values", lambda *a: None)
     monkeypatch.setattr("sharpv_kernels._gpu._cuda_limits", lambda index: SIM_GPUS[132])
     kw = {"keep_ratio": 0.5} if mode == "ratio" else {"budget": 0.5} if mode == "budget" else {}
+    bounds = [0, 1, 4] if videos == 2 else [0, 4]
     with counting() as c:
         x = torch.empty(4, 16, 64, device=DEV)
-        cu = prepare_cu_frames(torch.tensor([0, 1, 4]), x, check_on_host=True)
+        cu = prepare_cu_frames(torch.tensor(bounds), x, check_on_host=True)
         assert c.syncs == []  # the list's copy is pinned and non-blocking
         plan = plan_launch((4, 16, 64), 4, 132)
-        with pytest.raises(Exception, match="local_scalar_dense|data-dependent|DataDependent"):
-            visual_prune_triton(x, cu, mode=mode, plan=plan, **kw)
-    assert len(c.syncs) == 1 and len(launches) == 5
+        call = functools.partial(visual_prune_triton, x, cu, mode=mode, plan=plan,
+                                 cu_host=bounds if cu_host else None, **kw)  # fmt: skip
+        if syncs:
+            with pytest.raises(Exception, match="local_scalar_dense|data-dependent|DataDep"):
+                call()  # a fake tensor has no value to read: the read-back raises
+        else:
+            tokens, indices, *_ = call()
+            n_keep = 4 * 8 if mode == "ratio" else 32
+            assert tokens.shape == (n_keep, 64) and indices.shape == (n_keep,)
+    assert len(c.syncs) == syncs
+    assert len(launches) == 5 - syncs  # a read-back comes before the gather kernel
+    _on_device(launches)
+
+
+def test_visual_scores_no_sync(launches, monkeypatch):
+    monkeypatch.setattr("sharpv_kernels._gpu._cuda_limits", lambda index: SIM_GPUS[132])
+    with counting() as c:
+        x = torch.empty(4, 16, 64, device=DEV)
+        cu = torch.empty(2, dtype=torch.int32, device=DEV)  # values checked on the device
+        S, T, I, r = visual_scores_triton(x, cu, w=1.0, metric="dissim")
+    assert c.syncs == [] and S.shape == (4, 16) and r.shape == (4,)
+    assert len(launches) == 3
     _on_device(launches)
 
 

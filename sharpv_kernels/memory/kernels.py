@@ -65,8 +65,10 @@ def _sim_partial_kernel(
             r = tl.load(r_row[:, None] + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
             nh = tl.maximum(mh, tl.max(tl.abs(h), axis=1))
             nr = tl.maximum(mr, tl.max(tl.abs(r), axis=1))
-            ih = tl.where(nh > 1e-30, 1.0 / tl.maximum(nh, 1e-30), 0.0)  # tiny rows are zero
-            ir = tl.where(nr > 1e-30, 1.0 / tl.maximum(nr, 1e-30), 0.0)
+            ih = tl.where(
+                nh > 1e-30, tl.div_rn(1.0, tl.maximum(nh, 1e-30)), 0.0
+            )  # tiny rows are zero
+            ir = tl.where(nr > 1e-30, tl.div_rn(1.0, tl.maximum(nr, 1e-30)), 0.0)
             ch = mh * ih  # <= 1: the old sums in units of the new max
             cr = mr * ir
             hs = h * ih[:, None]
@@ -77,11 +79,11 @@ def _sim_partial_kernel(
             mh = nh
             mr = nr
         # |h| = mh * sqrt(hh) <= 1e-12 means unit(h) = 0 (SPEC), tested without overflow
-        ok_h = tl.sqrt(hh) > EPS / tl.maximum(mh, 1e-30)
-        ok_r = tl.sqrt(rr) > EPS / tl.maximum(mr, 1e-30)
+        ok_h = tl.sqrt_rn(hh) > tl.div_rn(EPS, tl.maximum(mh, 1e-30))
+        ok_r = tl.sqrt_rn(rr) > tl.div_rn(EPS, tl.maximum(mr, 1e-30))
         ok = row_ok & ok_h & ok_r
-        den = tl.where(ok, tl.sqrt(hh) * tl.sqrt(rr), 1.0)
-        cos = tl.where(ok, tl.minimum(tl.maximum(dot / den, -1.0), 1.0), 0.0)
+        den = tl.where(ok, tl.sqrt_rn(hh) * tl.sqrt_rn(rr), 1.0)
+        cos = tl.where(ok, tl.minimum(tl.maximum(tl.div_rn(dot, den), -1.0), 1.0), 0.0)
         total = tl.sum(cos, axis=0)
     tl.store(part_ptr + b.to(tl.int64) * n_tiles + tile, total)
 
@@ -103,7 +105,7 @@ def _sim_finish_kernel(
         offs = t0 + tl.arange(0, BLOCK)
         acc += tl.load(part_ptr + b.to(tl.int64) * n_tiles + offs, mask=offs < n_tiles, other=0.0)
     total = tl.sum(acc, axis=0)
-    res = tl.where(n > 0, total / tl.maximum(n, 1.0), 1.0)
+    res = tl.where(n > 0, tl.div_rn(total, tl.maximum(n, 1.0)), 1.0)
     tl.store(out_ptr + b * stride_out, res)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from .._gpu import MAX_GRID_YZ, check_grid, device_limits, launch_scope
+from .._gpu import FP_PINNED, MAX_GRID_YZ, check_grid, device_limits, launch_scope
 from .._utils import next_power_of_2
 from ..vocab import ZERO_NORM_EPS
 from . import kernels as K
@@ -72,12 +72,13 @@ MAX_WARPS_PER_SM = 64
 #: Waves of ``_sim_partial_kernel`` CTAs the plan aims for: CTAs over resident slots.
 SIM_MIN_WAVES = 2
 #: ``_sim_partial_kernel``: warps per CTA, bytes of each tensor per tile (two 16-byte loads
-#: per thread), the least bytes of a row a tile covers (or the whole row) and the range of
-#: pipeline depths tried.
+#: per thread), the least bytes of a row a tile covers (or the whole row) and the pipeline
+#: depths tried, in order (three buckets: with three tile heights, a model family compiles
+#: at most nine variants over every ``S``).
 SIM_WARPS = 4
 SIM_TILE_BYTES = 4096
 SIM_MIN_ROW_BYTES = 1024
-SIM_STAGES = (3, 9)
+SIM_STAGES = (3, 5, 9)
 
 
 def similarity_residency(
@@ -112,7 +113,7 @@ def plan_similarity(
 
     On a GPU: tiles of 4 KB of each tensor (``block_t * block_d = 4096 / element_size``),
     each row piece at least 1 KB or the whole row. The fewest CTAs first (the most rows per
-    tile), then the fewest pipeline stages (3 to 9), such that the grid holds at least
+    tile), then the fewest pipeline stages (3, 5 or 9), such that the grid holds at least
     ``SIM_MIN_WAVES`` (2) waves of CTAs: ``B * ceil(S / block_t) >= 2 * sms * R``, with ``R``
     = :func:`similarity_residency` on an SM of ``shared_per_sm`` bytes.
 
@@ -121,7 +122,7 @@ def plan_similarity(
     allocates. At the benchmark shapes (4 warps of 64-72 registers: 7-8 CTAs per SM by
     registers) shared memory sets it, as ``python -m bench model`` confirms: 2-row tiles
     of 1024 16-bit channels with 9 stages, 3 CTAs per H100 SM (228 KB); 4-row tiles of 512
-    with 8 stages, 2 CTAs per A100 SM (164 KB). A deep pipeline keeps up to ``stages - 1``
+    with 9 stages, 2 CTAs per A100 SM (164 KB). A deep pipeline keeps up to ``stages - 1``
     tiles in flight per CTA, so few resident CTAs keep many loads outstanding; when a row
     fits in one tile the extra stages only reserve the shared memory that limits the
     residency. When no plan reaches two waves (small inputs), one-row tiles with three
@@ -134,7 +135,7 @@ def plan_similarity(
         >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
         SimilarityPlan(block_t=2, block_d=1024, warps=4, stages=9)
         >>> plan_similarity((1, 1946, 3584), element_size=2, sms=108, shared_per_sm=164 * 1024)
-        SimilarityPlan(block_t=4, block_d=512, warps=4, stages=8)
+        SimilarityPlan(block_t=4, block_d=512, warps=4, stages=9)
     """
     bsz, seq, d = shape
     row = next_power_of_2(d)
@@ -147,7 +148,7 @@ def plan_similarity(
     while block_t >= 1:
         block_d = max(16, min(row, tile // block_t))
         ctas = bsz * math.ceil(seq / block_t)
-        for stages in range(SIM_STAGES[0], SIM_STAGES[1] + 1):
+        for stages in SIM_STAGES:
             plan = SimilarityPlan(block_t, block_d, SIM_WARPS, stages)
             resident = similarity_residency(plan, element_size, shared_per_sm)
             if resident and ctas >= SIM_MIN_WAVES * sms * resident:
@@ -207,12 +208,19 @@ def layer_similarity_triton(
             hidden, reference, start, length, part, seq, d,
             hidden.stride(0), hidden.stride(1), reference.stride(0), reference.stride(1),
             n_tiles, EPS=ZERO_NORM_EPS, BLOCK_T=plan.block_t, BLOCK_D=plan.block_d,
-            STAGES=plan.stages, num_warps=plan.warps,
+            STAGES=plan.stages, num_warps=plan.warps, **FP_PINNED,
         )  # fmt: skip
         block = 128 if n_tiles <= 128 else 1024  # two variants, any S
         row = out.select(0, layer)
         K._sim_finish_kernel[check_grid("_sim_finish_kernel", (bsz,))](
-            part, length, row, row.stride(0), n_tiles, BLOCK=block, num_warps=4
+            part,
+            length,
+            row,
+            row.stride(0),
+            n_tiles,
+            BLOCK=block,
+            num_warps=4,
+            **FP_PINNED,
         )
 
 
@@ -322,6 +330,6 @@ def kv_compact_triton(
             base, table, cap, lengths, start, span, similarity, float(threshold),
             bsz, d, lengths.stride(0), lengths.stride(1), similarity.stride(0),
             similarity.stride(1), BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, ALIGN=align,
-            num_warps=plan.warps,
+            num_warps=plan.warps, **FP_PINNED,
         )  # fmt: skip
         lengths.sub_(torch.where(drop, n, 0))

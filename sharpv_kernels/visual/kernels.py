@@ -25,6 +25,13 @@ Five kernels, launched in order on one stream with no host synchronisation betwe
 5. ``gather_kernel``, grid ``(total_frames, channel blocks)``: turns the ranks into the list of
    kept token rows of its frame and copies them as dense ``(BLOCK_R, BLOCK_D)`` tiles, with
    their flat indices.
+
+Floating point is pinned so that the interpreter (CI) and a GPU round alike: every launch
+passes ``enable_fp_fusion=False`` (no contraction of ``a * b + c`` the source did not ask
+for), products meant to be fused are written ``tl.fma``, and every division and square root
+on the way to a discrete decision (unit vectors, ``r -> k``, ``I`` against ``K``, ranking)
+is the correctly rounded ``tl.div_rn``/``tl.sqrt_rn``. ``tests/test_fp_pinned.py`` reads the
+compiled PTX for approximate instructions.
 """
 
 from __future__ import annotations
@@ -67,10 +74,12 @@ def _video_of(cu_ptr, n_videos, n_frames, t, BLOCK_B: tl.constexpr):
 def _inv_norm(sq, EPS: tl.constexpr):
     """``1/sqrt(sq)``, or 0 when the norm ``sqrt(sq)`` is at most ``EPS``.
 
-    ``rsqrt`` is exact under scaling by powers of four, so tokens that are power-of-two
-    rescalings of one another get bit-identical unit vectors.
+    A correctly rounded square root and division (``sqrt.rn``, ``div.rn``; never the
+    approximate ``rsqrt.approx``), as the interpreter and the reference compute them. Both are
+    exact under scaling by powers of four, so tokens that are power-of-two rescalings of one
+    another get bit-identical unit vectors.
     """
-    return tl.where(sq > EPS * EPS, tl.rsqrt(tl.maximum(sq, EPS * EPS)), 0.0)
+    return tl.where(sq > EPS * EPS, tl.div_rn(1.0, tl.sqrt_rn(tl.maximum(sq, EPS * EPS))), 0.0)
 
 
 @triton.jit(do_not_specialize=["f"])
@@ -120,7 +129,7 @@ def frame_norms_kernel(
                  mask=rmask[:, None] & pad_m[None, :])  # fmt: skip
     col = tl.sum(acc, axis=0)
     tl.store(col_ptr + t.to(tl.int64) * d + cols, col, mask=cmask)
-    mean = col / f
+    mean = tl.div_rn(col, f.to(tl.float32))
     tl.store(msq_ptr + t * BLOCK_S + s, tl.sum(mean * mean, axis=0))
     tl.store(msq_ptr + t * BLOCK_S + pad, tl.zeros((BLOCK_S,), dtype=tl.float32), mask=pad_m)
     nonfinite = tl.sum(tl.sum(poison, axis=1), axis=0) != 0.0
@@ -131,16 +140,17 @@ def frame_norms_kernel(
 @triton.jit
 def _sumsq_rows(v, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """``sum(v * v, axis=1)`` of a ``(BLOCK_T, BLOCK_D)`` tile: the four quarter-tiles of
-    columns are squared and added elementwise (fused multiply-adds), then one tree sum."""
+    columns are squared and added elementwise (explicit fused multiply-adds, which the
+    interpreter rounds once too), then one tree sum."""
     if BLOCK_D >= 64:
         q = tl.permute(tl.reshape(v, (BLOCK_T, 2, 2, BLOCK_D // 4)), (0, 3, 1, 2))
         h0, h1 = tl.split(q)
         a, b = tl.split(h0)
         c, e = tl.split(h1)
         acc = a * a
-        acc += b * b
-        acc += c * c
-        acc += e * e
+        acc = tl.fma(b, b, acc)
+        acc = tl.fma(c, c, acc)
+        acc = tl.fma(e, e, acc)
         return tl.sum(acc, axis=1)
     else:
         return tl.sum(v * v, axis=1)
@@ -207,7 +217,7 @@ def frame_scores_kernel(
     cols = s * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < d
     slots = tl.arange(0, BLOCK_S)
-    inv_f = 1.0 / f.to(tl.float32)
+    inv_f = tl.div_rn(1.0, f.to(tl.float32))
     # pointers of the last frame's tiles, stepped back two frames per iteration
     last = (hi - 1).to(tl.int64)
     x_p = x_ptr + last * stride_t + rows_in.to(tl.int64)[:, None] * stride_i + cols[None, :]
@@ -338,8 +348,10 @@ def frame_select_kernel(
         T = S  # SPEC 4: the first frame of a video compares against its own mean
     S = tl.where(rmask, S, 0.0)
     T = tl.where(rmask, T, 0.0)
-    I = T + w * S
-    r = tl.minimum(tl.sqrt_rn(tl.sum(T * T, axis=0)) / (2.0 * tl.sqrt_rn(f.to(tl.float32))), 1.0)
+    I = T + w * S  # two roundings: launched with enable_fp_fusion=False, never an FMA
+    r = tl.minimum(
+        tl.div_rn(tl.sqrt_rn(tl.sum(T * T, axis=0)), 2.0 * tl.sqrt_rn(f.to(tl.float32))), 1.0
+    )
     over = tl.max((rmask & ~(tl.abs(I) <= _FLT_MAX)).to(tl.int32), axis=0)
     flags = tl.where(flags == 0, over * FLAG_W_OVERFLOW, flags)
 

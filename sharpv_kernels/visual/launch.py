@@ -2,9 +2,10 @@
 
 They take already-validated arguments (see ``api.py``/``checks.py``) and work on CUDA tensors,
 or on CPU tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``), which is how CI
-tests the kernels themselves. ``visual_prune_triton`` queues its five kernels back to back and
-reads the two-word header (output size, error bits) once, after the last one: the GPU never
-waits for the host inside the op.
+tests the kernels themselves. ``visual_prune_triton`` queues its five kernels back to back;
+it reads the two-word header (output size, error bits) back only when the kept count does not
+follow from host-side values (adaptive, manual, budget over several videos on the device):
+once, before the last kernel, to allocate the output exactly.
 
 How the work is cut (blocks, warps, channel splits) is a :class:`LaunchPlan`, built from the
 shape and the GPU's SM count by :func:`plan_launch`; every launcher takes an optional
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .._gpu import (
+    FP_PINNED,
     MAX_BLOCK_NUMEL,
     MAX_GRID_YZ,
     DeviceLimits,
@@ -140,6 +143,7 @@ def _pick_cols(n_programs_per_col_block, d: int, widest: int, narrowest: int, wa
     return cols
 
 
+@functools.lru_cache(maxsize=1024)  # pure; planned once per shape, dtype size and GPU
 def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> LaunchPlan:
     """The launch plan for features of ``shape = (total_frames, f, d)`` on ``sms`` SMs.
 
@@ -333,13 +337,14 @@ def _scores(
     K.frame_norms_kernel[(n1, n_frames)](
         features, nrm, col, msq, flg, hdr, f, d, st, si,
         BLOCK_T=plan.norms_rows, BLOCK_D=plan.norms_cols, BLOCK_S=block_s, STAGES=plan.stages,
-        num_warps=plan.norms_warps,
+        num_warps=plan.norms_warps, **FP_PINNED,
     )  # fmt: skip
     chunks = math.ceil(n_frames / plan.scores_frames)
     K.frame_scores_kernel[(math.ceil(f / plan.scores_rows), n2, chunks)](
         features, nrm, col, msq, part, n_frames, plan.scores_frames, f, d, st, si,
         EPS=ZERO_NORM_EPS, BLOCK_T=plan.scores_rows, BLOCK_D=plan.scores_cols, BLOCK_S=block_s,
         EVEN_D=d % plan.scores_cols == 0, STAGES=plan.stages, num_warps=plan.scores_warps,
+        **FP_PINNED,
     )  # fmt: skip
     out = {
         "I": torch.empty((n_frames, f), dtype=f32, device=dev),
@@ -362,24 +367,51 @@ def _scores(
         EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
         STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
         BLOCK_B=_video_block(plan, n_videos), BLOCK_S=block_s,
-        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f),
+        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f), **FP_PINNED,
     )  # fmt: skip
     return out
 
 
 def _raise_flags(flags: int, w: float) -> None:
     """Turn the header's error bits into the error the API reports."""
-    if flags & K.FLAG_BAD_CU.value:
-        raise VisualInputError(
-            "cu_frames must start at 0, end at features.shape[0] and increase strictly "
-            "(every video needs at least one frame)"
-        )
-    if flags & K.FLAG_NONFINITE.value:
-        raise VisualInputError(NONFINITE_MESSAGE)
-    if flags & K.FLAG_MAGNITUDE.value:
-        raise VisualInputError(MAGNITUDE_MESSAGE)
-    if flags & K.FLAG_W_OVERFLOW.value:
-        raise VisualInputError(f"w = {w} makes the importance scores overflow float32")
+    for bit, message in _flag_messages(w):
+        if flags & bit:
+            raise VisualInputError(message)
+
+
+def _flag_messages(w: float) -> tuple[tuple[int, str], ...]:
+    """``(bit, message)`` of each header error bit, in the order they are reported."""
+    return (
+        (K.FLAG_BAD_CU.value, "cu_frames must start at 0, end at features.shape[0] and "
+                              "increase strictly (every video needs at least one frame)"),
+        (K.FLAG_NONFINITE.value, NONFINITE_MESSAGE),
+        (K.FLAG_MAGNITUDE.value, MAGNITUDE_MESSAGE),
+        (K.FLAG_W_OVERFLOW.value, f"w = {w} makes the importance scores overflow float32"),
+    )  # fmt: skip
+
+
+#: the device-side assertion's message (CUDA, sync-free modes): one check of all error bits
+DEVICE_ERROR_MESSAGE = (
+    "visual_prune/visual_scores: invalid input found on the device: features contain NaN or "
+    "Inf, or a token's squared norm overflows float32, or cu_frames is malformed, or w "
+    "overflows the scores (rerun with mode='adaptive' or on the CPU for the exact error)"
+)
+
+
+def _check_header(hdr: torch.Tensor, w: float) -> None:
+    """Report the header's error bits without making the host wait for a GPU.
+
+    On the CPU (Triton's interpreter) the header is read at once (a host read, no sync) and
+    a bad input raises :class:`VisualInputError` naming it. On CUDA one device-side
+    assertion (``torch._assert_async``, two tiny kernels) checks that no error bit is set:
+    nothing waits, and a failure surfaces asynchronously, as a ``RuntimeError``
+    ("device-side assert triggered"; :data:`DEVICE_ERROR_MESSAGE` in the device log) at the
+    next synchronisation, after which the CUDA context is unusable.
+    """
+    if hdr.device.type != "cuda":
+        _raise_flags(hdr.tolist()[1], w)
+        return
+    torch._assert_async(hdr.select(0, 1) == 0, DEVICE_ERROR_MESSAGE)
 
 
 def visual_scores_triton(
@@ -398,11 +430,13 @@ def visual_scores_triton(
         cu_frames: ``(B + 1,)`` int32/int64 frame offsets on the features' device.
         w: weight of S in ``I = T + w S``.
         metric: one of ``vocab.METRICS``.
-        check: read the error bits back (one synchronisation) and raise on bad data.
+        check: report bad data: at once on the CPU, as device-side assertions on CUDA
+            (no synchronisation; see :func:`_check_header`).
         plan: launch plan; by default :func:`plan_launch` for the device.
     Raises:
         VisualInputError: NaN/Inf, squared-norm overflow, malformed ``cu_frames``, ``w``
-            overflowing the scores.
+            overflowing the scores (on CUDA: a device-side assertion, reported at the next
+            synchronisation).
 
     Examples:
         >>> S, T, I, r = visual_scores_triton(x, cu, w=1.0, metric="dissim")  # doctest: +SKIP
@@ -414,7 +448,7 @@ def visual_scores_triton(
             k_fixed=0, min_keep=0, store_st=True, rank=False,
         )  # fmt: skip
     if check:
-        _raise_flags(int(out["hdr"][1].item()), w)
+        _check_header(out["hdr"], w)
     return out["S"], out["T"], out["I"], out["r"]
 
 
@@ -430,13 +464,17 @@ def visual_prune_triton(
     min_keep: int = DEFAULT_MIN_KEEP,
     metric: str = DEFAULT_METRIC,
     plan: LaunchPlan | None = None,
+    cu_host: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Visual SharpV on the Triton kernels: five launches, one read-back at the end.
+    """Visual SharpV on the Triton kernels: five launches, at most one read-back.
 
-    The output buffer is sized before the kernels run: exactly in ``ratio`` mode and in
-    ``budget`` mode with one video (the count depends only on the shape), otherwise
-    ``total_frames * f`` rows, shrunk in place to the ``N_keep`` kept (the allocation keeps
-    its size until the tensor is freed).
+    When the kept count follows from host-side values (``ratio`` mode; ``budget`` mode with
+    one video or with ``cu_host``), the output is sized before the kernels run and nothing
+    is read back: on CUDA the error bits become device-side assertions
+    (:func:`_check_header`). Otherwise (``adaptive``, ``manual``, ``budget`` over several
+    videos on the device) the header is read once after the fourth kernel, the one
+    synchronisation, and the output is allocated for exactly the ``N_keep`` kept rows
+    before the gather kernel is queued.
 
     Args:
         features: ``(total_frames, f, d)`` float32/float16/bfloat16, any strides.
@@ -444,12 +482,15 @@ def visual_prune_triton(
             strides (values validated by the caller on CPU, by the select kernel on CUDA).
         mode, w, threshold, keep_ratio, budget, min_keep, metric: as ``visual_prune``.
         plan: launch plan; by default :func:`plan_launch` for the device.
+        cu_host: the values of ``cu_frames`` when the caller has them on the host (checked):
+            budget mode then sizes its output without a read-back.
     Returns:
         ``(tokens, indices, counts, ratios, cu_tokens, scores)`` as in ``VisualPruneResult``;
         ``scores`` is the float32 importance ``(total_frames, f)``.
     Raises:
         VisualInputError: NaN/Inf or overflowing magnitudes in the features, malformed
-            ``cu_frames``, ``w`` overflowing the scores (found on the device).
+            ``cu_frames``, ``w`` overflowing the scores (found on the device; on CUDA in
+            ``ratio``/``budget`` mode reported asynchronously, see :func:`_check_header`).
 
     Examples:
         >>> tokens, idx, counts, r, cu_tok, I = visual_prune_triton(x, cu)  # doctest: +SKIP
@@ -460,16 +501,17 @@ def visual_prune_triton(
         dev = features.device
         n_videos = cu.numel() - 1
         k_fixed = ratio_keep_count(keep_ratio, f, min_keep) if mode == "ratio" else 0
+        capacity: int | None = None  # the kept count, when known on the host
+        if mode == "ratio":
+            capacity = n_frames * k_fixed
+        elif mode == "budget" and (n_videos == 1 or cu_host is not None):
+            bounds = [0, n_frames] if n_videos == 1 else [int(c) for c in cu_host]
+            capacity = sum(budget_token_count(budget, b - a, f, min_keep)
+                           for a, b in zip(bounds[:-1], bounds[1:], strict=True))  # fmt: skip
         out = _scores(
             features, cu, plan, w=w, metric=metric, mode=mode, threshold=threshold,
             k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True,
         )  # fmt: skip
-        if mode == "ratio":
-            capacity = n_frames * k_fixed
-        elif mode == "budget" and n_videos == 1:
-            capacity = budget_token_count(budget, n_frames, f, min_keep)
-        else:
-            capacity = n_frames * f
         counts, offsets = out["counts"], torch.empty(n_frames, dtype=torch.int32, device=dev)
         cu_tokens = torch.empty(n_videos + 1, dtype=torch.int32, device=dev)
         K.video_counts_kernel[(n_videos,)](
@@ -477,21 +519,23 @@ def visual_prune_triton(
             int(min_keep), float(budget if mode == "budget" else 0.0),
             MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
             BLOCK_B=_video_block(plan, n_videos),
-            num_warps=1 if plan.block_n <= 32 else 4,
+            num_warps=1 if plan.block_n <= 32 else 4, **FP_PINNED,
         )  # fmt: skip
-        tokens = torch.empty((capacity, d), dtype=features.dtype, device=dev)
-        indices = torch.empty(capacity, dtype=torch.int64, device=dev)
+        if capacity is None:
+            # the one host synchronisation: the kept count sizes the output exactly
+            n_keep, flags = out["hdr"].tolist()
+            _raise_flags(flags, w)
+        else:
+            n_keep = capacity
+        tokens = torch.empty((n_keep, d), dtype=features.dtype, device=dev)
+        indices = torch.empty(n_keep, dtype=torch.int64, device=dev)
         per_prog = plan.gather_cols_per_prog
         K.gather_kernel[(n_frames, math.ceil(d / per_prog))](
-            features, out["rank"], counts, offsets, tokens, indices, capacity, f, d,
+            features, out["rank"], counts, offsets, tokens, indices, n_keep, f, d,
             features.stride(0), features.stride(1),
             BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
-            D_PER_PROG=per_prog, num_warps=plan.gather_warps,
+            D_PER_PROG=per_prog, num_warps=plan.gather_warps, **FP_PINNED,
         )  # fmt: skip
-    n_keep, flags = out["hdr"].tolist()  # the one host synchronisation, after every kernel
-    _raise_flags(flags, w)
-    if n_keep > capacity:  # pragma: no cover - the counts are clamped to the capacity's bound
-        raise RuntimeError(f"visual_prune kept {n_keep} tokens, more than its {capacity} slots")
-    if n_keep != capacity:  # shrink in place (no copy; not a view, as custom ops require)
-        tokens, indices = tokens.resize_(n_keep, d), indices.resize_(n_keep)
+        if capacity is not None:
+            _check_header(out["hdr"], w)
     return tokens, indices, counts, out["r"], cu_tokens, out["I"]

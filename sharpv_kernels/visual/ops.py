@@ -39,8 +39,9 @@ def _backend(features: torch.Tensor) -> str:
     return backend
 
 
-#: the Visual ops read a header back from the device (output size, error bits): they
-#: synchronise, so a CUDA graph cannot capture them
+#: visual_prune reads the kept count back from the device in adaptive/manual mode (one
+#: synchronisation), and both ops copy host-side ``cu_frames`` to the device: a CUDA graph
+#: cannot capture them
 _UNSAFE = (torch.Tag.cudagraph_unsafe,)
 
 
@@ -69,7 +70,9 @@ def visual_prune_op(
     kw = dict(mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio, budget=budget,
               min_keep=min_keep, metric=metric)  # fmt: skip
     if backend == "triton":
-        out = visual_prune_triton(features, cu, **kw)
+        # host values of cu_frames size a multi-video budget output with no read-back
+        host = mode == "budget" and cu_frames.device.type == "cpu"
+        out = visual_prune_triton(features, cu, cu_host=cu_frames.tolist() if host else None, **kw)
     else:
         out = visual_prune_torch(features, cu, native=backend == "native", **kw)
     tokens, indices, counts, ratios, cu_tokens, scores = out
