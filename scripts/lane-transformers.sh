@@ -8,8 +8,8 @@
 # of torch, then this package with its hf and test extras under the pins of
 # scripts/constraints-cpu.txt, except the transformers stack (transformers, tokenizers,
 # huggingface_hub, safetensors), which comes from scripts/constraints-tf-VERSION.txt, and
-# runs pytest on the tests that depend on transformers (the kernel tests do not; they stay
-# in the main lane). Exits non-zero when the install or any test fails.
+# runs pytest on the tests that depend on transformers (scripts/integration-tests.txt; the
+# kernel tests do not, they stay in the main lane). Exits non-zero when the install or any test fails.
 # SHARPV_LANE_STEP=build|test runs one half (.ci/run builds the lanes' venvs in the
 # background while the core lane runs, then tests them one at a time).
 set -euo pipefail
@@ -19,9 +19,7 @@ PINS=scripts/constraints-tf-$VERSION.txt
 [ -f "$PINS" ] || { echo "no $PINS: transformers $VERSION is not a tested lane" >&2; exit 2; }
 VENV=${SHARPV_VENVS:-.}/.venv-tf-$VERSION
 PY=${PYTHON:-python3}
-# the integration-level tests (scripts/lane-newest.sh runs the same list)
-TESTS=(tests/test_integration.py tests/test_baselines.py tests/test_memory_sharpv.py
-       tests/test_memory_cache.py tests/test_cli.py)
+mapfile -t TESTS < <(grep -v -e '^#' -e '^$' scripts/integration-tests.txt)
 STEP=${SHARPV_LANE_STEP:-all}
 start=$(date +%s)
 if [ "$STEP" != test ]; then
