@@ -154,3 +154,19 @@ def test_the_warning_can_be_silenced_by_module():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def test_ci_lanes_test_the_declared_transformers_range():
+    """Every pinned transformers lane of .ci/run has its pins and lies in the range, the
+    newest one is the range's last minor series, and the lanes' test list names real files."""
+    run = (ROOT / ".ci" / "run").read_text()
+    versions = re.search(r"^TF_VERSIONS=\(([^)]*)\)", run, re.M).group(1).split()
+    host = TESTED["transformers"]
+    for v in versions:
+        assert (ROOT / "scripts" / f"constraints-tf-{v}.txt").is_file(), v
+        assert release(host.lower) <= release(v) and not beyond(v, host), v
+    newest = max(release(v) for v in versions)
+    assert (newest[0], newest[1] + 1) == release(host.upper), (versions, host.upper)
+    listed = (ROOT / "scripts" / "integration-tests.txt").read_text().splitlines()
+    files = [line for line in listed if line and not line.startswith("#")]
+    assert files and all((ROOT / f).is_file() for f in files), files
