@@ -10,6 +10,10 @@ Installs two import packages:
 On a machine without a GPU install the CPU build of torch first
 (``pip install torch==2.13.0``); a bare ``torch`` requirement would otherwise pull the
 CUDA wheels.
+
+The upper bounds of torch, triton and transformers are one past the newest minor series CI
+tests; they equal ``TESTED`` in ``python/sharpv/_hosts.py`` (``tests/test_host_versions.py``
+checks), which also warns at ``import sharpv`` about a newer release installed anyway.
 """
 
 from setuptools import find_packages, setup
@@ -28,9 +32,9 @@ setup(
     package_dir={"sharpv": "python/sharpv"},
     # the native CPU kernel's C source, compiled on first use (sharpv_kernels/_native.py)
     package_data={"sharpv_kernels.visual": ["*.c"]},
-    install_requires=["torch>=2.5", "triton>=3.1", "numpy"],
+    install_requires=["torch>=2.5,<2.15", "triton>=3.1,<3.10", "numpy"],
     extras_require={
-        "hf": ["transformers>=4.57,<6", "av", "matplotlib", "tqdm", "pillow"],
+        "hf": ["transformers>=4.57,<5.26", "av", "matplotlib", "tqdm", "pillow"],
         "test": ["pytest", "hypothesis", "pytest-benchmark", "ruff"],
         "bench": ["pytest-benchmark", "matplotlib"],
         "flash": ["flash-attn"],

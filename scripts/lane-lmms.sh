@@ -7,14 +7,15 @@
 # local video QA task. Nothing is downloaded at run time.
 #
 # Usage: scripts/lane-lmms.sh [--fresh]     (--fresh: delete the venv first)
-# Env:   LMMS_VENV (default .venv-lmms), PYTHON (default python3.11 or python3),
+# Env:   LMMS_VENV (default .venv-lmms in $SHARPV_VENVS when set, else in the checkout),
+#        PYTHON (default python3.11 or python3),
 #        SHARPV_LANE_STEP=build|test (one half; .ci/run builds lanes in the background)
-# From nothing this took 21 min 56 s here (venv 17 min 3 s, tests 4 min 44 s) on a 2-core
-# machine shared with other builds (load average about 11); the venv is about 7 GB.
+# From nothing this took 8 min 46 s here on 2026-12-06 (venv 6 min 21 s, tests 2 min 20 s) on
+# a 2-core machine shared with other work (load average about 5); the venv is about 7 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV="${LMMS_VENV:-.venv-lmms}"
+VENV="${LMMS_VENV:-${SHARPV_VENVS:-.}/.venv-lmms}"
 CONSTRAINTS="scripts/lane-lmms-constraints.txt"
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 STEP="${SHARPV_LANE_STEP:-all}"

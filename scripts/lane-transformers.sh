@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # CI lane: the integration-level tests on one transformers release, in a venv built from nothing.
 #
-#   bash scripts/lane-transformers.sh VERSION      # 4.57.6, 5.17.0, 5.19.0 or 5.23.0
+#   bash scripts/lane-transformers.sh VERSION      # a VERSION with scripts/constraints-tf-VERSION.txt
 #
-# Builds .venv-tf-VERSION (removed first unless SHARPV_LANE_KEEP=1), installs the CPU build
+# Builds .venv-tf-VERSION (in $SHARPV_VENVS when set, else in the checkout; removed first
+# unless SHARPV_LANE_KEEP=1), installs the CPU build
 # of torch, then this package with its hf and test extras under the pins of
 # scripts/constraints-cpu.txt, except the transformers stack (transformers, tokenizers,
 # huggingface_hub, safetensors), which comes from scripts/constraints-tf-VERSION.txt, and
-# runs pytest on the tests that depend on transformers (the kernel tests do not; they stay
-# in the main lane). Exits non-zero when the install or any test fails.
+# runs pytest on the tests that depend on transformers (scripts/integration-tests.txt; the
+# kernel tests do not, they stay in the main lane). Exits non-zero when the install or any test fails.
 # SHARPV_LANE_STEP=build|test runs one half (.ci/run builds the lanes' venvs in the
 # background while the core lane runs, then tests them one at a time).
 set -euo pipefail
@@ -16,10 +17,9 @@ cd "$(dirname "$0")/.."
 VERSION=${1:?usage: scripts/lane-transformers.sh TRANSFORMERS_VERSION}
 PINS=scripts/constraints-tf-$VERSION.txt
 [ -f "$PINS" ] || { echo "no $PINS: transformers $VERSION is not a tested lane" >&2; exit 2; }
-VENV=.venv-tf-$VERSION
+VENV=${SHARPV_VENVS:-.}/.venv-tf-$VERSION
 PY=${PYTHON:-python3}
-TESTS=(tests/test_integration.py tests/test_baselines.py tests/test_memory_sharpv.py
-       tests/test_memory_cache.py tests/test_cli.py)
+mapfile -t TESTS < <(grep -v -e '^#' -e '^$' scripts/integration-tests.txt)
 STEP=${SHARPV_LANE_STEP:-all}
 start=$(date +%s)
 if [ "$STEP" != test ]; then

@@ -15,7 +15,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._hosts import warn_untested_hosts
+
 __version__ = "0.1.0"
+
+# one UserWarning per host (transformers, torch, triton, vLLM, lmms-eval) newer than the
+# range CI tested; reads installed metadata only, imports none of them
+warn_untested_hosts()
 
 # public name -> module (relative to this package) that defines it
 _LAZY = {

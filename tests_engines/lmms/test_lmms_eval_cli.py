@@ -49,6 +49,9 @@ def _run(ckpt: Path, task_dir: Path, out: Path, model_args: str) -> tuple[dict, 
     assert proc.returncode == 0, log
     results = sorted(out.rglob("*_results.json"))
     samples = sorted(out.rglob(f"*_samples_{TASK}.jsonl"))
+    # lmms-eval catches some errors (a failed import among them), logs them and still exits
+    # 0: a run counts only if it wrote its results
+    assert results, f"lmms-eval exited 0 without writing a results file under {out}:\n{log}"
     assert len(results) == 1 and len(samples) == 1, (list(out.rglob("*")), log)
     rows = [json.loads(line) for line in samples[0].read_text().splitlines() if line.strip()]
     return json.loads(results[0].read_text()), rows
