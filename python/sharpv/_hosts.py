@@ -77,6 +77,13 @@ def installed(host: HostRange) -> str | None:
     return None
 
 
+def describe(name: str) -> str:
+    """``"transformers 5.25.0 is installed; tested: >=4.57,<5.26"``, for errors that a host
+    release causes (see :func:`sharpv.hooks.host_mismatch`)."""
+    host = TESTED[name]
+    return f"{name} {installed(host) or '(not installed)'} is installed; tested: {host.spec}"
+
+
 def warn_untested_hosts() -> None:
     """Warn once for each installed host that is newer than its tested range.
 

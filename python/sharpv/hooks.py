@@ -68,8 +68,8 @@ class HostMismatchError(RuntimeError):
 
 def host_mismatch(detail: str) -> HostMismatchError:
     """A :class:`HostMismatchError` for ``detail``, naming the installed transformers and the
-    tested range (see :mod:`sharpv.hosts`)."""
-    from sharpv.hosts import describe
+    tested range (:data:`sharpv._hosts.TESTED`)."""
+    from sharpv._hosts import describe
 
     return HostMismatchError(f"{detail}; {describe('transformers')}")
 
