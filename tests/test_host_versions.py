@@ -158,12 +158,16 @@ def test_the_warning_can_be_silenced_by_module():
 
 def test_ci_lanes_test_the_declared_transformers_range():
     """Every pinned transformers lane of .ci/run has its pins and lies in the range, the
-    newest one is the range's last minor series, and the lanes' test list names real files."""
+    newest pinned release (the lanes' and the core lane's) is the range's last minor series,
+    and the lanes' test list names real files."""
     run = (ROOT / ".ci" / "run").read_text()
     versions = re.search(r"^TF_VERSIONS=\(([^)]*)\)", run, re.M).group(1).split()
     host = TESTED["transformers"]
     for v in versions:
         assert (ROOT / "scripts" / f"constraints-tf-{v}.txt").is_file(), v
+    core = (ROOT / "scripts" / "constraints-cpu.txt").read_text()
+    versions.append(re.search(r"^transformers==(\S+)$", core, re.M).group(1))
+    for v in versions:
         assert release(host.lower) <= release(v) and not beyond(v, host), v
     newest = max(release(v) for v in versions)
     assert (newest[0], newest[1] + 1) == release(host.upper), (versions, host.upper)
