@@ -223,12 +223,15 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
  * after torch is loaded, the library shares torch's OpenMP runtime (the same libgomp.so.1),
  * so its threads are torch's intra-op threads: no second pool competing for the cores with
  * the first one's spinning workers. Built without OpenMP, the ranges run one after another
- * (the same results: a range's first frame re-reads the frame before it). */
+ * (the same results: a range's first frame re-reads the frame before it). One thread enters
+ * no OpenMP region at all: the launcher asks for one in a forked child, where GNU OpenMP's
+ * first parallel region would wait forever for the parent's threads. */
 int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int64_t d,
                             int64_t st, int64_t si, double eps, float *dm, float *dt,
                             float *norms, float *mnorm, int threads) {
   int64_t chunks = threads < n ? threads : n;
-  if (chunks < 1) chunks = 1;
+  if (chunks <= 1)
+    return distances_range(x, dtype, 0, n, f, d, st, si, eps, dm, dt, norms, mnorm);
   int rc = 0;
 #pragma omp parallel for num_threads(chunks) schedule(static) reduction(| : rc)
   for (int64_t c = 0; c < chunks; ++c)
