@@ -10,8 +10,9 @@ benchmarks run.
 
 Numerics (see ``docs/ops.md``): ``u = x / ||x||`` per token (0 when ``||x|| <= 1e-12``),
 ``d2(a, b) = sum (u_a - u_b)^2``, ``dissim = sqrt(d2)`` (exactly 1 against a zero token, 0
-between two), ``cosine = d2 / 2`` (exactly 1 when either token is zero). Identical tokens, and tokens that are power-of-two rescalings of each other,
-have bit-identical unit vectors and score exactly 0.
+between two), ``cosine = d2 / 2`` (exactly 1 when either token is zero). Identical tokens,
+and tokens that are power-of-two rescalings of each other, have bit-identical unit vectors
+and score exactly 0.
 """
 
 from __future__ import annotations
