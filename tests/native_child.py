@@ -106,6 +106,16 @@ print("SAME" if torch.equal(got, want) and torch.equal(got2, want) else "DIFFERE
 print("UNAVAILABLE " + reason.replace(chr(10), " ") if reason else "OK")
 """
 
+#: appended to ``LOAD_AND_RUN``: the op under ``SHARPV_BACKEND=native``, printing
+#: ``NATIVE_ERROR <message>`` when it raises
+THEN_NATIVE = """
+os.environ["SHARPV_BACKEND"] = "native"
+try:
+    visual_prune(x, [0, 2, 6])
+except RuntimeError as e:
+    print("NATIVE_ERROR", str(e).replace(chr(10), " "))
+"""
+
 
 def lines(out: str, tag: str) -> list[str]:
     """The lines of ``out`` that start with ``tag``."""

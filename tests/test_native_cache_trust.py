@@ -21,6 +21,7 @@ import pytest
 
 from .native_child import (
     LOAD_AND_RUN,
+    THEN_NATIVE,
     check_ok,
     child_env,
     compile_planted,
@@ -154,14 +155,7 @@ def test_a_refused_folder_means_pytorch_under_auto_and_an_error_under_native(tmp
     cache = tmp_path / "cache"
     cache.mkdir()
     os.chmod(cache, 0o777)
-    code = LOAD_AND_RUN + """
-os.environ["SHARPV_BACKEND"] = "native"
-try:
-    visual_prune(x, [0, 2, 6])
-except RuntimeError as e:
-    print("NATIVE_ERROR", str(e).replace(chr(10), " "))
-"""
-    out = check_ok(run_child(code, child_env(cache)))
+    out = check_ok(run_child(LOAD_AND_RUN + THEN_NATIVE, child_env(cache)))
     (warning,) = lines(out, "WARNING")  # once, though the op ran twice
     assert str(cache) in warning and "writable by other users" in warning
     assert "SAME" in out
