@@ -52,13 +52,14 @@ def child_env(cache: Path | None, **overrides: str | None) -> dict[str, str]:
     return env
 
 
-def run_child(code: str, env: dict[str, str], *, argv: tuple[str, ...] = (),
+def run_child(code: str | Path, env: dict[str, str], *, argv: tuple[str, ...] = (),
               timeout: float = 180, **kw):  # fmt: skip
-    """Run ``code`` (dedented) in a fresh interpreter with arguments ``argv``; returns the
-    ``CompletedProcess``."""
+    """Run ``code`` (dedented; or the script at that path) in a fresh interpreter with
+    arguments ``argv``; returns the ``CompletedProcess``."""
+    program = [str(code)] if isinstance(code, Path) else ["-c", textwrap.dedent(code)]
     try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *argv], env=env,
-                              capture_output=True, text=True, timeout=timeout, **kw)  # fmt: skip
+        return subprocess.run([sys.executable, *program, *argv], env=env, capture_output=True,
+                              text=True, timeout=timeout, **kw)  # fmt: skip
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the child process did not finish in {timeout} s: {e.stderr!r}")
 
