@@ -286,6 +286,14 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _remove_stale_builds(folder: Path) -> None:
+    """Remove the private build folders of builds that were interrupted (killed): under the
+    folder lock no other build is running."""
+    for name in os.listdir(folder):
+        if name.startswith(".build-"):
+            shutil.rmtree(folder / name, ignore_errors=True)
+
+
 def _build(cc: list[str], flags: list[str], source: str, code: bytes, folder: Path,
            prefix: str) -> Path:  # fmt: skip
     """Compile ``code`` in a private folder inside ``folder``, check the output, sync it and
@@ -383,6 +391,7 @@ def load_library(
         prefix = f"{Path(source).stem}-{key}-"
         try:
             with _folder_lock(folder):
+                _remove_stale_builds(folder)
                 path = _cached(folder, prefix) or _build(cc, flags, source, code, folder, prefix)
             lib = _load(path, symbols)
         except (NativeUnavailable, OSError) as e:
