@@ -170,12 +170,12 @@ def cache_dir() -> Path:
             pass  # read-only home: use the private temporary folder below
         else:
             return _trusted_folder(path, "the default under the home folder")
-    path = Path(tempfile.gettempdir()) / f"sharpv-{os.geteuid()}"
     try:
+        path = Path(tempfile.gettempdir()) / f"sharpv-{os.geteuid()}"
         _make_private_dirs(path)
         st = os.lstat(path)  # not followed: a link planted by someone else is refused
     except OSError as e:
-        raise NativeUnavailable(f"no home folder, and cannot create {path}: {e}") from e
+        raise NativeUnavailable(f"no home folder, and no private temporary folder: {e}") from e
     if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077:
         raise NativeUnavailable(f"no home folder, and {path} is not a private folder (mode "
                                 f"{stat.S_IMODE(st.st_mode):04o}); set {CACHE_ENV}")  # fmt: skip

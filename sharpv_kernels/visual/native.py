@@ -81,6 +81,8 @@ def _library() -> ctypes.CDLL:
                 lib = load_library(__package__, "native_scores.c", (("-fopenmp",), ()), SYMBOLS)
             except NativeUnavailable as e:
                 _state["lib"] = e
+            except OSError as e:  # never a crash of the caller: a reason, like the others
+                _state["lib"] = NativeUnavailable(f"building or loading native_scores.c: {e}")
             else:
                 fn = lib.sharpv_visual_distances
                 i64, ptr = ctypes.c_int64, ctypes.c_void_p
