@@ -266,9 +266,10 @@ def frame_scores_kernel(
 
 @triton.jit
 def _score(d2, nz_a, nz_b, METRIC: tl.constexpr):
-    """Dissim ``sqrt(d2)`` or ``1 - cos = d2 / 2`` (1 when either vector is zero)."""
+    """Dissim ``sqrt(d2)`` (exactly 1 against a zero vector, 0 between two) or ``1 - cos =
+    d2 / 2`` (exactly 1 when either vector is zero): SPEC 1, the same bits on every backend."""
     if METRIC == METRIC_DISSIM:
-        return tl.sqrt_rn(d2)
+        return tl.where(nz_a & nz_b, tl.sqrt_rn(d2), tl.where(nz_a | nz_b, 1.0, 0.0))
     else:
         return tl.where(nz_a & nz_b, 0.5 * d2, 1.0)
 
@@ -332,15 +333,11 @@ def frame_select_kernel(
     # a squared norm that overflows float32 only once the slices are added up
     big = tl.max((rmask & (nx2 > _FLT_MAX)).to(tl.int32), axis=0)
     flags = flags | tl.where((flags & FLAG_NONFINITE) == 0, big * FLAG_MAGNITUDE, 0)
-    if METRIC == METRIC_COSINE:
-        prev = tl.maximum(t - 1, 0).to(tl.int64)
-        nrm_p = nrm_ptr + (prev * f + rows[:, None]) * BLOCK_S + splits[None, :]
-        np2 = tl.sum(tl.load(nrm_p, mask=rmask[:, None], other=0.0), axis=1)
-        nz_x = tl.sqrt_rn(nx2) > EPS
-        nz_p = tl.sqrt_rn(np2) > EPS
-    else:
-        nz_x = rmask
-        nz_p = rmask
+    prev = tl.maximum(t - 1, 0).to(tl.int64)
+    nrm_p = nrm_ptr + (prev * f + rows[:, None]) * BLOCK_S + splits[None, :]
+    np2 = tl.sum(tl.load(nrm_p, mask=rmask[:, None], other=0.0), axis=1)
+    nz_x = tl.sqrt_rn(nx2) > EPS
+    nz_p = tl.sqrt_rn(np2) > EPS
     S = _score(d2s, nz_x, nz_m, METRIC)
     if has_prev:
         T = _score(d2t, nz_x, nz_p, METRIC)

@@ -37,14 +37,16 @@ def _dissim(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
     """SPEC 2: ``||unit(a) - unit(b)||`` (``dissim``) or ``1 - cos(a, b)`` (``cosine``).
 
     Both from the difference of the unit vectors, never from a dot product: ``1 - cos`` is
-    ``||u_a - u_b||^2 / 2`` for non-zero tokens (1 when either is zero), which is exactly 0
-    for identical tokens and free of the cancellation of ``1 - u_a . u_b``.
+    ``||u_a - u_b||^2 / 2`` for non-zero tokens, which is exactly 0 for identical tokens and
+    free of the cancellation of ``1 - u_a . u_b``. Degenerate pairs are exact (SPEC 1):
+    ``Dissim(a, 0) = 1``, ``Dissim(0, 0) = 0``; ``1 - cos`` is 1 when either token is zero.
     """
     (ua, nz_a), (ub, nz_b) = _unit(a), _unit(b)
     d = torch.linalg.vector_norm(ua - ub, dim=-1)
+    both = nz_a & nz_b
     if metric == "dissim":
-        return d
-    return torch.where(nz_a & nz_b, 0.5 * d.square(), 1.0)
+        return torch.where(both, d, (nz_a | nz_b).to(d.dtype))
+    return torch.where(both, 0.5 * d.square(), 1.0)
 
 
 def _videos(cu_frames: torch.Tensor | None, total_frames: int) -> list[tuple[int, int]]:

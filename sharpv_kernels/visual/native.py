@@ -9,7 +9,14 @@ about a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU 
 
 Work is split over ``torch.get_num_threads()`` OpenMP threads by frame ranges; built with
 OpenMP after torch is loaded, the kernel shares torch's OpenMP runtime and so its threads
-(without OpenMP, the ranges run in turn).
+(without OpenMP, the ranges run in turn). GNU OpenMP is not safe after ``fork()`` (the
+child's first parallel region waits forever for the parent's threads), so in a forked child
+every call runs on one thread and enters no OpenMP region (an at-fork handler switches it).
+
+When the kernel cannot be used (no compiler, an untrusted cache folder, a failed build; see
+:mod:`sharpv_kernels._native`), :func:`native_unavailable_reason` says why; under
+``SHARPV_BACKEND=auto`` it also warns once (:class:`~sharpv_kernels._native.NativeKernelWarning`)
+that the PyTorch path runs instead.
 
 Examples:
     >>> x = torch.randn(4, 6, 8)
@@ -21,11 +28,13 @@ Examples:
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import torch
 
-from .._native import NativeUnavailable, load_library
+from .._native import NativeUnavailable, load_library, warn_once
+from .._utils import BACKEND_ENV
 from ..vocab import ZERO_NORM_EPS
 
 __all__ = [
@@ -41,8 +50,27 @@ HUGE_OUTPUT_BYTES = 8 << 20
 #: Input dtypes of the native kernel (its codes in ``native_scores.c``).
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
+#: the functions the kernel's library must export (checked before first use)
+SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages")
+
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_state: dict[str, object] = {"forked": False}
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: one thread per call (no OpenMP region), and a fresh lock (the
+    parent's may have been held by another thread at the fork)."""
+    global _lock
+    _lock = threading.Lock()
+    _state["forked"] = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _threads() -> int:
+    """Threads of a kernel call: torch's intra-op count, 1 in a forked child."""
+    return 1 if _state["forked"] else max(1, torch.get_num_threads())
 
 
 def _library() -> ctypes.CDLL:
@@ -50,9 +78,11 @@ def _library() -> ctypes.CDLL:
     with _lock:
         if "lib" not in _state:
             try:
-                lib = load_library(__package__, "native_scores.c", (("-fopenmp",), ()))
+                lib = load_library(__package__, "native_scores.c", (("-fopenmp",), ()), SYMBOLS)
             except NativeUnavailable as e:
                 _state["lib"] = e
+            except OSError as e:  # never a crash of the caller: a reason, like the others
+                _state["lib"] = NativeUnavailable(f"building or loading native_scores.c: {e}")
             else:
                 fn = lib.sharpv_visual_distances
                 i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -70,10 +100,13 @@ def _library() -> ctypes.CDLL:
 
 def native_unavailable_reason() -> str | None:
     """``None`` when the native kernel is usable here, else why not (building it on the
-    first call)."""
+    first call). Unless ``SHARPV_BACKEND=native`` (where the caller raises the reason), the
+    first time it is unavailable also warns that the PyTorch path runs instead."""
     try:
         _library()
     except NativeUnavailable as e:
+        if os.environ.get(BACKEND_ENV, "auto").strip().lower() != "native":
+            warn_once(f"the native CPU kernel is unavailable, the PyTorch path runs instead: {e}")
         return str(e)
     return None
 
@@ -107,7 +140,7 @@ def unit_distances_native(
     ptrs = [t.data_ptr() for t in out]
     st, si = features.stride(0), features.stride(1)
     rc = lib.sharpv_visual_distances(features.data_ptr(), code, n, f, d, st, si, ZERO_NORM_EPS,
-                                     *ptrs, max(1, torch.get_num_threads()))  # fmt: skip
+                                     *ptrs, _threads())  # fmt: skip
     if rc:
         raise MemoryError("the native Visual SharpV kernel could not allocate its scratch rows")
     return out[0], out[1], out[2], out[3]

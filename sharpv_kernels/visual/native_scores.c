@@ -14,9 +14,11 @@
  * the previous sweep completed. Each row is read twice in all; no intermediate tensor.
  * Column sums are float32 (as in the Triton kernels); sums of squares are float32 over
  * blocks of 256 (16 interleaved lanes), added in double. Every sum of squares of a row goes
- * through one non-inlined function, so identical rows give bit-identical unit vectors (a
- * difference of exactly 0), and so do rows that are power-of-two rescalings of one another
- * (products and sums scale exactly, and so do 1/sqrt and the rounding to float32).
+ * through one non-inlined function (per row type, with the same operations in the same
+ * order), so identical rows give bit-identical unit vectors (a difference of exactly 0), and
+ * so do rows that are power-of-two rescalings of one another (products and sums scale
+ * exactly, and so do 1/sqrt and the rounding to float32). bfloat16 rows are converted as
+ * they are loaded (a shift: exact), float16 rows into a float32 copy of the row.
  * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off (a fused
  * multiply-add would round u on one side of a difference only).
  *
@@ -56,18 +58,21 @@ static float f16_to_f32(uint16_t h) {
   return f;
 }
 
-/* Row i of frame t as float32: the input itself, or converted into buf. */
-static const float *row_f32(const void *x, int dtype, int64_t t, int64_t i, int64_t d,
-                            int64_t st, int64_t si, float *buf) {
+/* Row i of frame t as the row functions read it: the input itself (float32, and bfloat16,
+ * whose row functions convert as they load), or float16 converted into buf. */
+static const void *row_at(const void *x, int dtype, int64_t t, int64_t i, int64_t d,
+                          int64_t st, int64_t si, float *buf) {
   int64_t off = t * st + i * si;
   if (dtype == SV_F32) return (const float *)x + off;
   const uint16_t *h = (const uint16_t *)x + off;
-  if (dtype == SV_BF16) {
-    for (int64_t k = 0; k < d; ++k) buf[k] = bf16_to_f32(h[k]);
-  } else {
-    for (int64_t k = 0; k < d; ++k) buf[k] = f16_to_f32(h[k]);
-  }
+  if (dtype == SV_BF16) return h;
+  for (int64_t k = 0; k < d; ++k) buf[k] = f16_to_f32(h[k]);
   return buf;
+}
+
+/* Element k of a row of float32 (bf16 = 0) or bfloat16 (bf16 = 1), as float32 (exact). */
+static inline __attribute__((always_inline)) float ld(const void *r, int bf16, int64_t k) {
+  return bf16 ? bf16_to_f32(((const uint16_t *)r)[k]) : ((const float *)r)[k];
 }
 
 /* Sums of squares: float32 products summed in float32 in LANES interleaved partial sums
@@ -84,53 +89,107 @@ static float lanes_total(float *l) {
   return l[0];
 }
 
-__attribute__((noinline)) static double sum_sq(const float *r, int64_t d) {
+/* The row functions exist once per row type (float32, bfloat16), always inlined into one
+ * non-inlined instance each: a bfloat16 row is converted as it is loaded (no converted
+ * copy), and both instances do the same float32 operations in the same order, so a row
+ * gives the same bits whichever type it was read as. */
+static inline __attribute__((always_inline)) double sum_sq_impl(const void *r, int bf16,
+                                                                int64_t d) {
   double acc = 0.0;
   for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
     int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
     float l[LANES] = {0.0f};
     int64_t j = 0;
     for (; j + LANES <= n; j += LANES)
-      for (int q = 0; q < LANES; ++q) l[q] += r[k0 + j + q] * r[k0 + j + q];
-    for (int q = 0; j + q < n; ++q) l[q] += r[k0 + j + q] * r[k0 + j + q];
+      for (int q = 0; q < LANES; ++q) {
+        float v = ld(r, bf16, k0 + j + q);
+        l[q] += v * v;
+      }
+    for (int q = 0; j + q < n; ++q) {
+      float v = ld(r, bf16, k0 + j + q);
+      l[q] += v * v;
+    }
     acc += (double)lanes_total(l);
   }
   return acc;
 }
 
-static void add_to(float *col, const float *r, int64_t d) {
-  for (int64_t k = 0; k < d; ++k) col[k] += r[k];
+__attribute__((noinline)) static double sum_sq_f32(const void *r, int64_t d) {
+  return sum_sq_impl(r, 0, d);
+}
+
+__attribute__((noinline)) static double sum_sq_bf16(const void *r, int64_t d) {
+  return sum_sq_impl(r, 1, d);
+}
+
+static inline __attribute__((always_inline)) void add_to_impl(float *col, const void *r,
+                                                              int bf16, int64_t d) {
+  for (int64_t k = 0; k < d; ++k) col[k] += ld(r, bf16, k);
+}
+
+__attribute__((noinline)) static void add_to_f32(float *col, const void *r, int64_t d) {
+  add_to_impl(col, r, 0, d);
+}
+
+__attribute__((noinline)) static void add_to_bf16(float *col, const void *r, int64_t d) {
+  add_to_impl(col, r, 1, d);
 }
 
 /* Element k of both squared differences, into the lane sums *lm and *ln. */
-static inline void pair_step(const float *a, float ia, const float *m, const float *b, float ib,
-                             int64_t k, float *lm, float *ln) {
-  float u = a[k] * ia;
+static inline __attribute__((always_inline)) void pair_step(const void *a, float ia,
+                                                            const float *m, const void *b,
+                                                            float ib, int bf16, int64_t k,
+                                                            float *lm, float *ln) {
+  float u = ld(a, bf16, k) * ia;
   float e = u - m[k];
-  float g = b[k] * ib - u;
+  float g = ld(b, bf16, k) * ib - u;
   *lm += e * e;
   *ln += g * g;
 }
 
 /* One read of two rows a (frame t) and b (frame t + 1, the same token): the squared
  * distances of a's unit vector to the frame mean's (m) and of b's unit vector to a's. */
-__attribute__((noinline)) static void pair_sums(const float *a, float ia, const float *m,
-                                                const float *b, float ib, int64_t d,
-                                                double *s_mean, double *s_next) {
+static inline __attribute__((always_inline)) void pair_sums_impl(
+    const void *a, float ia, const float *m, const void *b, float ib, int bf16, int64_t d,
+    double *s_mean, double *s_next) {
   double sm = 0.0, sn = 0.0;
   for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
     int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
     float lm[LANES] = {0.0f}, ln[LANES] = {0.0f};
     int64_t j = 0;
     for (; j + LANES <= n; j += LANES)
-      for (int q = 0; q < LANES; ++q) pair_step(a, ia, m, b, ib, k0 + j + q, lm + q, ln + q);
-    for (int q = 0; j + q < n; ++q) pair_step(a, ia, m, b, ib, k0 + j + q, lm + q, ln + q);
+      for (int q = 0; q < LANES; ++q)
+        pair_step(a, ia, m, b, ib, bf16, k0 + j + q, lm + q, ln + q);
+    for (int q = 0; j + q < n; ++q) pair_step(a, ia, m, b, ib, bf16, k0 + j + q, lm + q, ln + q);
     sm += (double)lanes_total(lm);
     sn += (double)lanes_total(ln);
   }
   *s_mean = sm;
   *s_next = sn;
 }
+
+__attribute__((noinline)) static void pair_sums_f32(const void *a, float ia, const float *m,
+                                                    const void *b, float ib, int64_t d,
+                                                    double *s_mean, double *s_next) {
+  pair_sums_impl(a, ia, m, b, ib, 0, d, s_mean, s_next);
+}
+
+__attribute__((noinline)) static void pair_sums_bf16(const void *a, float ia, const float *m,
+                                                     const void *b, float ib, int64_t d,
+                                                     double *s_mean, double *s_next) {
+  pair_sums_impl(a, ia, m, b, ib, 1, d, s_mean, s_next);
+}
+
+/* The row functions for the rows row_at returns. */
+typedef struct {
+  double (*sum_sq)(const void *, int64_t);
+  void (*add_to)(float *, const void *, int64_t);
+  void (*pair_sums)(const void *, float, const float *, const void *, float, int64_t, double *,
+                    double *);
+} row_ops;
+
+static const row_ops OPS_F32 = {sum_sq_f32, add_to_f32, pair_sums_f32};
+static const row_ops OPS_BF16 = {sum_sq_bf16, add_to_bf16, pair_sums_bf16};
 
 static float inv_norm(double sq, double eps) {
   return sq > eps * eps ? (float)(1.0 / sqrt(sq)) : 0.0f;
@@ -145,7 +204,7 @@ static float norm_out(double sq) {
 static double unit_mean(const float *col, int64_t f, int64_t d, double eps, float *um) {
   float inv_f = 1.0f / (float)f;
   for (int64_t k = 0; k < d; ++k) um[k] = col[k] * inv_f;
-  double msq = sum_sq(um, d);
+  double msq = sum_sq_f32(um, d);
   float mi = inv_norm(msq, eps);
   for (int64_t k = 0; k < d; ++k) um[k] *= mi;
   return msq;
@@ -157,7 +216,8 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
   float *col = malloc((size_t)d * sizeof(float));
   float *um = malloc((size_t)(2 * d) * sizeof(float)); /* this frame's u(mean), the next's */
   double *sq = malloc((size_t)(2 * f) * sizeof(double)); /* this frame's, the next's */
-  float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* converted rows a and b */
+  float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* float16 rows a and b, converted */
+  const row_ops *ops = dtype == SV_BF16 ? &OPS_BF16 : &OPS_F32;
   int rc = (col && um && sq && buf) ? 0 : -1;
   if (rc == 0 && t0 < t1) {
     double *sq_cur = sq, *sq_nxt = sq + f;
@@ -166,16 +226,17 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
     /* frame t0: norms and column sums, and T against frame t0 - 1 (0 for the first frame) */
     memset(col, 0, (size_t)d * sizeof(float));
     for (int64_t i = 0; i < f; ++i) {
-      const float *r = row_f32(x, dtype, t0, i, d, st, si, buf + d);
-      sq_cur[i] = sum_sq(r, d);
-      add_to(col, r, d);
+      const void *r = row_at(x, dtype, t0, i, d, st, si, buf + d);
+      sq_cur[i] = ops->sum_sq(r, d);
+      ops->add_to(col, r, d);
       norms[t0 * f + i] = norm_out(sq_cur[i]);
       dt[t0 * f + i] = 0.0f;
       if (t0 > 0) {
-        const float *p = row_f32(x, dtype, t0 - 1, i, d, st, si, buf);
-        /* only T is wanted: p stands in for the mean, and that sum is dropped */
-        pair_sums(p, inv_norm(sum_sq(p, d), eps), p, r, inv_norm(sq_cur[i], eps), d, &s_mean,
-                  &s_next);
+        const void *p = row_at(x, dtype, t0 - 1, i, d, st, si, buf);
+        /* only T is wanted: the partial column sums stand in for the mean, that sum is
+         * dropped */
+        ops->pair_sums(p, inv_norm(ops->sum_sq(p, d), eps), col, r, inv_norm(sq_cur[i], eps),
+                       d, &s_mean, &s_next);
         dt[t0 * f + i] = (float)sqrt(s_next);
       }
     }
@@ -186,18 +247,18 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
       int has_next = t + 1 < t1;
       if (has_next) memset(col, 0, (size_t)d * sizeof(float));
       for (int64_t i = 0; i < f; ++i) {
-        const float *a = row_f32(x, dtype, t, i, d, st, si, buf);
+        const void *a = row_at(x, dtype, t, i, d, st, si, buf);
         float ia = inv_norm(sq_cur[i], eps);
-        const float *b = a;
+        const void *b = a;
         float ib = ia;
         if (has_next) {
-          b = row_f32(x, dtype, t + 1, i, d, st, si, buf + d);
-          sq_nxt[i] = sum_sq(b, d);
-          add_to(col, b, d);
+          b = row_at(x, dtype, t + 1, i, d, st, si, buf + d);
+          sq_nxt[i] = ops->sum_sq(b, d);
+          ops->add_to(col, b, d);
           norms[(t + 1) * f + i] = norm_out(sq_nxt[i]);
           ib = inv_norm(sq_nxt[i], eps);
         }
-        pair_sums(a, ia, um_cur, b, ib, d, &s_mean, &s_next);
+        ops->pair_sums(a, ia, um_cur, b, ib, d, &s_mean, &s_next);
         dm[t * f + i] = (float)sqrt(s_mean);
         if (has_next) dt[(t + 1) * f + i] = (float)sqrt(s_next);
       }
@@ -223,12 +284,15 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
  * after torch is loaded, the library shares torch's OpenMP runtime (the same libgomp.so.1),
  * so its threads are torch's intra-op threads: no second pool competing for the cores with
  * the first one's spinning workers. Built without OpenMP, the ranges run one after another
- * (the same results: a range's first frame re-reads the frame before it). */
+ * (the same results: a range's first frame re-reads the frame before it). One thread enters
+ * no OpenMP region at all: the launcher asks for one in a forked child, where GNU OpenMP's
+ * first parallel region would wait forever for the parent's threads. */
 int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int64_t d,
                             int64_t st, int64_t si, double eps, float *dm, float *dt,
                             float *norms, float *mnorm, int threads) {
   int64_t chunks = threads < n ? threads : n;
-  if (chunks < 1) chunks = 1;
+  if (chunks <= 1)
+    return distances_range(x, dtype, 0, n, f, d, st, si, eps, dm, dt, norms, mnorm);
   int rc = 0;
 #pragma omp parallel for num_threads(chunks) schedule(static) reduction(| : rc)
   for (int64_t c = 0; c < chunks; ++c)

@@ -9,9 +9,10 @@ CUDA) it makes one block of the whole tensor: about 25 plain aten ops, the GPU b
 benchmarks run.
 
 Numerics (see ``docs/ops.md``): ``u = x / ||x||`` per token (0 when ``||x|| <= 1e-12``),
-``d2(a, b) = sum (u_a - u_b)^2``, ``dissim = sqrt(d2)``, ``cosine = d2 / 2`` (1 when either
-token is zero). Identical tokens, and tokens that are power-of-two rescalings of each other,
-have bit-identical unit vectors and score exactly 0.
+``d2(a, b) = sum (u_a - u_b)^2``, ``dissim = sqrt(d2)`` (exactly 1 against a zero token, 0
+between two), ``cosine = d2 / 2`` (exactly 1 when either token is zero). Identical tokens,
+and tokens that are power-of-two rescalings of each other, have bit-identical unit vectors
+and score exactly 0.
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ def pair_scores(
 ) -> torch.Tensor:
     """Score of token pairs from ``d = ||u_a - u_b||`` and which tokens are non-zero.
 
-    ``dissim`` is ``d`` itself (against a zero token that is ``||u|| = 1`` within rounding,
-    0 for two zero tokens); ``cosine`` is ``d^2 / 2`` when both tokens are non-zero, else 1.
+    ``dissim`` is ``d`` when both tokens are non-zero, exactly 1 when one is zero and exactly
+    0 when both are; ``cosine`` is ``d^2 / 2`` when both are non-zero, else exactly 1 (SPEC
+    1: degenerate pairs score the same bits on every backend, so their ties break alike).
     """
+    both = nz_a & nz_b
     if metric == "dissim":
-        return d
-    return torch.where(nz_a & nz_b, 0.5 * d.square(), 1.0)
+        return torch.where(both, d, (nz_a | nz_b).to(d.dtype))
+    return torch.where(both, 0.5 * d.square(), 1.0)
 
 
 def unit_distances_torch(
