@@ -146,14 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a real video file instead of the synthetic clip (sampled uniformly)",
     )
-    d.add_argument("--frames", type=_positive_int, default=32, help="frames (sampled uniformly)")
     d.add_argument("--out-dir", default="sharpv-demo", help="folder of the PNGs")
-    d.add_argument("--max-new-tokens", type=_positive_int, default=12)
     d.add_argument("--layers", type=_positive_int, default=8, help="LM decoder layers")
     d.add_argument("--seed", type=_int, default=0)
-    d.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_sharpv_options(d)
+    _add_generation_options(d, max_new_tokens=12, device="cpu", device_help="default cpu")
 
     r = sub.add_parser(
         "run",
@@ -164,13 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", required=True, help="hub id or local folder")
     r.add_argument("--video", required=True, help="video file")
     r.add_argument("--prompt", required=True, help="question about the video")
-    r.add_argument("--frames", type=_positive_int, default=32, help="frames sampled uniformly")
     r.add_argument("--dense", action="store_true", help="run the dense model (no SharpV)")
-    r.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     r.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    r.add_argument("--max-new-tokens", type=_positive_int, default=64)
-    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_sharpv_options(r)
+    _add_generation_options(
+        r, max_new_tokens=64, device=None, device_help="default: cuda if available"
+    )
 
     ms = sub.add_parser(
         "methods",
@@ -180,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ms.add_argument("names", nargs="*", metavar="NAME", help="only these methods")
     return parser
+
+
+def _add_generation_options(
+    p: argparse.ArgumentParser, *, max_new_tokens: int, device: str | None, device_help: str
+) -> None:
+    """The options ``demo`` and ``run`` share: frames, decoding length, device, progress bars,
+    and the method's options."""
+    p.add_argument("--frames", type=_positive_int, default=32, help="frames sampled uniformly")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens)
+    p.add_argument("--device", default=device, help=f"torch device ({device_help})")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_sharpv_options(p)
 
 
 # --------------------------------------------------------------------------- checks (no torch)

@@ -38,25 +38,28 @@ def _options() -> tuple[Option, ...]:
     return (*visual_options(switch=False), Option("seed", int, 0, help="seed of the random keys"))
 
 
-RANDOM_PER_FRAME = register(
-    RandomMethod(
-        name="random_per_frame",
-        stage=PRE_LLM,
-        options=_options(),
-        prune=_random_per_frame,
-        token_count=lambda n_frames, f, **o: visual_token_count(n_frames, f, o),
-        memory=False,
-        description="V-Random-dagger: SharpV's per-frame counts, random tokens in each frame",
+RANDOM_PER_FRAME, RANDOM_VIDEO = (
+    register(
+        RandomMethod(
+            name=name,
+            stage=PRE_LLM,
+            options=_options(),
+            prune=prune,
+            token_count=lambda n_frames, f, **o: visual_token_count(n_frames, f, o),
+            memory=False,
+            description=description,
+        )
     )
-)
-RANDOM_VIDEO = register(
-    RandomMethod(
-        name="random_video",
-        stage=PRE_LLM,
-        options=_options(),
-        prune=_random_video,
-        token_count=lambda n_frames, f, **o: visual_token_count(n_frames, f, o),
-        memory=False,
-        description="V-Random-star: SharpV's total per video, random tokens video-wide",
+    for name, prune, description in (
+        (
+            "random_per_frame",
+            _random_per_frame,
+            "V-Random-dagger: SharpV's per-frame counts, random tokens in each frame",
+        ),
+        (
+            "random_video",
+            _random_video,
+            "V-Random-star: SharpV's total per video, random tokens video-wide",
+        ),
     )
 )
