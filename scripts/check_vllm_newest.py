@@ -98,8 +98,9 @@ def main() -> int:
             raise AssertionError("a bad sharpv block was accepted")
         _ok("a bad sharpv block is refused at start-up")
 
-        cases = [  # (config, prompt placeholder, frames per video, n (frames seen), f, extra)
-            (qcfg, "<|vision_start|><|video_pad|><|vision_end|>", 2, checkpoints.QWEN_TOKENS_PER_GROUP, 0),
+        qwen_video = "<|vision_start|><|video_pad|><|vision_end|>"
+        cases = [  # (config, placeholder, frames per temporal group, f, extra tokens)
+            (qcfg, qwen_video, 2, checkpoints.QWEN_TOKENS_PER_GROUP, 0),
             (lcfg, "<video>", 1, checkpoints.LLAVA_TOKENS_PER_FRAME, 1),
         ]  # fmt: skip
         for cfg, placeholder, group, f, extra in cases:

@@ -16,8 +16,8 @@ reuses the hooks vLLM's own video pruning (EVS) goes through, with SharpV in the
 * the model runner's ``recompute_mrope_positions`` then writes those positions into the
   request. vLLM builds that step when its multimodal pruning switch is on, which the
   plugin's config check turns on for this architecture
-  (:func:`sharpv.engines.vllm.runner_patch.enable_multimodal_pruning`); only vLLM 0.32's v1 CPU runner ignores the switch and needs
-  :mod:`sharpv.engines.vllm.runner_patch`.
+  (:func:`sharpv.engines.vllm.runner_patch.enable_multimodal_pruning`); only vLLM 0.32's
+  v1 CPU runner ignores the switch and needs :mod:`sharpv.engines.vllm.runner_patch`.
 
 Images keep every token (vLLM's ``_postprocess_image_embeds_evs`` adds their positions).
 Importing this module imports vLLM; the plugin registers it lazily by name.
@@ -112,10 +112,6 @@ class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
 
     Select it with ``hf_overrides={"architectures": [this name], "sharpv": {"budget": b}}``.
     """
-
-    #: read by :mod:`sharpv.engines.vllm.runner_patch`: the runner must recompute M-RoPE
-    #: positions from the embeddings' position channels
-    sharpv_recomputes_mrope = True
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         from .runner_patch import require_mrope_recompute

