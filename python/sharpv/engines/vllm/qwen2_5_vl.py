@@ -5,13 +5,19 @@ the LLM as ``t`` temporal groups ("frames") of ``f = (h / 2) * (w / 2)`` tokens.
 reuses the hooks vLLM's own video pruning (EVS) goes through, with SharpV in them:
 
 * the processor's prompt updates size each video's placeholder run as
-  ``budget_token_count(budget, t, f, min_keep)`` (before the vision tower runs);
-* ``_postprocess_video_embeds_evs`` keeps the tokens ``visual_prune(mode="budget")`` keeps
-  and appends to each one its dense M-RoPE ``(t, h, w)`` position (vLLM's own rule for the
-  dense prompt) plus, in the fourth channel, the offset at which the text after the video
-  continues (as in transformers' dense prompt), so text positions are the dense ones too;
+  ``budget_token_count(budget, t, f, min_keep)`` (before the vision tower runs), with the
+  request's own settings (:mod:`sharpv.engines.vllm.processing`);
+* ``_postprocess_video_embeds_evs`` keeps the tokens ``visual_prune(mode="budget")`` keeps,
+  one op call per group of videos with equal grid and settings
+  (:mod:`sharpv.engines.vllm.pruning`), and appends to each one its dense M-RoPE
+  ``(t, h, w)`` position (vLLM's own rule for the dense prompt) plus, in the fourth channel,
+  the offset at which the text after the video continues (as in transformers' dense prompt),
+  so text positions are the dense ones too;
 * the model runner's ``recompute_mrope_positions`` then writes those positions into the
-  request (on vLLM's CPU build this needs :mod:`sharpv.engines.vllm.runner_patch`).
+  request. vLLM builds that step when its multimodal pruning switch is on, which the
+  plugin's config check turns on for this architecture
+  (:func:`sharpv.engines.vllm.runner_patch.enable_multimodal_pruning`); only vLLM 0.32's
+  v1 CPU runner ignores the switch and needs :mod:`sharpv.engines.vllm.runner_patch`.
 
 Images keep every token (vLLM's ``_postprocess_image_embeds_evs`` adds their positions).
 Importing this module imports vLLM; the plugin registers it lazily by name.
@@ -32,6 +38,8 @@ from vllm.model_executor.models.qwen2_5_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
+from .processing import OPTIONS_FIELD, SharpVProcessorMixin
+from .pruning import prune_videos, settings_per_video
 from .settings import VllmSharpVSettings, settings_from_hf_config
 
 __all__ = [
@@ -67,8 +75,9 @@ def dense_mrope_positions(grid_thw: Sequence[int], merge: int, t_factor: float) 
     return torch.cat([grid, resume.expand(1, grid.shape[1])], dim=0).T.contiguous()
 
 
-class SharpVQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
-    """Qwen2.5-VL processor whose video placeholder runs hold SharpV's budget count."""
+class SharpVQwen2_5_VLMultiModalProcessor(SharpVProcessorMixin, Qwen2_5_VLMultiModalProcessor):
+    """Qwen2.5-VL processor whose video placeholder runs hold SharpV's budget count of the
+    request's own settings."""
 
     def _get_prompt_updates(
         self,
@@ -77,12 +86,12 @@ class SharpVQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
         out_mm_kwargs: Any,
     ) -> Sequence[PromptUpdate]:
         updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
-        settings = settings_from_hf_config(self.info.get_hf_config())
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
         video_id = self.info.get_hf_config().video_token_id
 
         def video_replacement(item_idx: int) -> list[int]:
             t, h, w = (int(x) for x in out_mm_kwargs["video"][item_idx]["video_grid_thw"].data)
+            settings = self._video_settings(out_mm_kwargs, item_idx)
             return [video_id] * settings.video_tokens(t, (h // merge) * (w // merge))
 
         return [
@@ -104,19 +113,25 @@ class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
     Select it with ``hf_overrides={"architectures": [this name], "sharpv": {"budget": b}}``.
     """
 
-    #: read by :mod:`sharpv.engines.vllm.runner_patch`: the runner must recompute M-RoPE
-    #: positions from the embeddings' position channels
-    sharpv_recomputes_mrope = True
-
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
-        from .runner_patch import require_runner_patch
+        from .runner_patch import require_mrope_recompute
 
-        require_runner_patch()
+        require_mrope_recompute(vllm_config.model_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self.sharpv: VllmSharpVSettings = settings_from_hf_config(self.config)
         # route embed_multimodal through the pruning hooks (positions appended to every
         # image and video embedding, videos pruned in _postprocess_video_embeds_evs)
         self.is_multimodal_pruning_enabled = True
+        self._sharpv_rows: Any = None
+
+    def embed_multimodal(self, **kwargs: object) -> Any:
+        """vLLM's embedding step; the per-video ``sharpv_options`` field is taken out of the
+        batch here and read by :meth:`_postprocess_video_embeds_evs`."""
+        self._sharpv_rows = kwargs.pop(OPTIONS_FIELD, None)
+        try:
+            return super().embed_multimodal(**kwargs)
+        finally:
+            self._sharpv_rows = None
 
     def get_mrope_input_positions(
         self, input_tokens: list[int], mm_features: list[Any]
@@ -155,18 +170,45 @@ class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         self, video_embeds_split: Sequence[torch.Tensor], video_input: Any
     ) -> tuple[torch.Tensor, ...]:
         """Per video ``(N, d + 4)``: kept tokens, then their dense ``(t, h, w)`` and the
-        resume offset of the text after the video."""
+        resume offset of the text after the video.
+
+        Videos with the same merged grid ``(h, w)`` and settings are pruned by one op call
+        and their positions computed in one vectorised pass (no per-video op, no host
+        synchronisation: the kept counts are the budget formula's).
+        """
         grids = video_input["video_grid_thw"].tolist()
         seconds = video_input.get("second_per_grid_ts")
         seconds = [1.0] * len(grids) if seconds is None else [float(s) for s in seconds]
         tps = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
         merge = self.visual.spatial_merge_size
-        out = []
-        for emb, grid, sec in zip(video_embeds_split, grids, seconds, strict=True):
-            t, h, w = (int(x) for x in grid)
-            frames = emb.reshape(t, (h // merge) * (w // merge), emb.shape[-1])
-            keep = self.sharpv.prune(frames)
-            pos = dense_mrope_positions(grid, merge, sec * tps).index_select(0, keep)
-            kept = emb.index_select(0, keep.to(emb.device))
-            out.append(torch.cat([kept, pos.to(device=emb.device, dtype=emb.dtype)], dim=1))
+        settings = settings_per_video(self._sharpv_rows, len(grids), self.sharpv)
+        frames, keys = [], []
+        for emb, (t, h, w) in zip(video_embeds_split, grids, strict=True):
+            hw = (int(h) // merge, int(w) // merge)
+            frames.append(emb.reshape(int(t), hw[0] * hw[1], emb.shape[-1]))
+            keys.append(hw)
+        out: list[torch.Tensor | None] = [None] * len(grids)
+        for group in prune_videos(frames, settings, keys):
+            hh, ww = keys[group.videos[0]]
+            f = hh * ww
+            device = group.indices.device
+            idx = group.indices
+            vid = torch.repeat_interleave(
+                torch.arange(len(group.sizes), device=device),
+                torch.tensor(group.sizes, device=device),
+                output_size=int(idx.numel()),
+            )
+            first = torch.tensor(group.frame_offsets, device=device)[vid]
+            factor = torch.tensor(
+                [seconds[i] * tps for i in group.videos], dtype=torch.float64, device=device
+            )[vid]
+            token = idx % f
+            t_pos = ((idx // f - first).to(torch.float64) * factor).to(torch.int64)
+            pos = torch.stack(
+                [t_pos, token // ww, token % ww, torch.full_like(token, max(hh, ww))], dim=1
+            )
+            rows = group.packed.reshape(-1, group.packed.shape[-1]).index_select(0, idx)
+            rows = torch.cat([rows, pos.to(rows.dtype)], dim=1)
+            for i, part in zip(group.videos, rows.split(group.sizes), strict=True):
+                out[i] = part
         return tuple(out)

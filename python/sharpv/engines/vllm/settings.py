@@ -1,8 +1,12 @@
-"""The ``sharpv`` block of a vLLM model config: parsing, validation, the prompt's token count.
+"""The ``sharpv`` block: parsing, validation, per-request options, the prompt's token count.
 
 vLLM passes ``--hf-overrides '{"sharpv": {...}}'`` into the checkpoint's Hugging Face config,
-so the block reaches the model as ``hf_config.sharpv`` (a dict). This module has no vLLM
-import: it is shared by the model classes and tested in the core lane's style.
+so the server's block reaches the model as ``hf_config.sharpv`` (a dict). A request may carry
+its own block as ``mm_processor_kwargs={"sharpv": {...}}``; its keys override the server's
+for that request (:func:`request_settings`). Both go through one validation function,
+:func:`validate_block`, so a bad request fails with the same message a bad server block
+gives. This module has no vLLM import: it is shared by the model classes and tested in the
+core lane's style.
 
 An engine sizes the prompt before the vision tower runs, so only Visual SharpV's
 ``budget`` mode fits (SPEC "Inside engines", item 1); Memory SharpV needs per-layer KV
@@ -11,7 +15,7 @@ removal, which vLLM's paged cache cannot do (one block table serves every layer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +24,21 @@ import torch
 from sharpv_kernels import budget_token_count, visual_prune
 from sharpv_kernels.vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_W, METRICS
 
-__all__ = ["VllmSharpVSettings", "settings_from_hf_config", "MEMORY_UNSUPPORTED"]
+__all__ = [
+    "MEMORY_UNSUPPORTED",
+    "OPTIONS_WIDTH",
+    "REQUEST_KEY",
+    "VllmSharpVSettings",
+    "request_settings",
+    "settings_from_hf_config",
+    "split_request_block",
+    "validate_block",
+]
+
+#: the key of a request's block in ``mm_processor_kwargs``
+REQUEST_KEY = "sharpv"
+#: columns of :meth:`VllmSharpVSettings.as_row` (budget, min_keep, w, metric index)
+OPTIONS_WIDTH = 4
 
 #: Why ``memory: true`` is refused (also the start-up error text).
 MEMORY_UNSUPPORTED = (
@@ -73,6 +91,19 @@ class VllmSharpVSettings:
         if self.metric not in METRICS:
             raise ValueError(f"sharpv.metric must be one of {METRICS}, got {self.metric!r}")
 
+    def as_row(self) -> torch.Tensor:
+        """``(OPTIONS_WIDTH,)`` float64 ``[budget, min_keep, w, metric index]``: the settings
+        as one row of a per-video tensor field (exact round trip, :meth:`from_row`)."""
+        return torch.tensor(
+            [self.budget, self.min_keep, self.w, METRICS.index(self.metric)], dtype=torch.float64
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[float]) -> VllmSharpVSettings:
+        """Inverse of :meth:`as_row` (``row`` a list of 4 floats)."""
+        budget, min_keep, w, metric = (float(x) for x in row)
+        return cls(budget=budget, min_keep=int(min_keep), w=w, metric=METRICS[int(metric)])
+
     def video_tokens(self, n_frames: int, tokens_per_frame: int) -> int:
         """Frame tokens one video keeps: the shared budget formula (extras not included).
 
@@ -107,22 +138,21 @@ class VllmSharpVSettings:
         return res.indices.to(torch.int64)
 
 
-def settings_from_hf_config(hf_config: Any) -> VllmSharpVSettings:
-    """Read and validate ``hf_config.sharpv`` (the block ``--hf-overrides`` sets).
+def validate_block(block: Any) -> VllmSharpVSettings:
+    """Validate one ``sharpv`` block (the server's, or a request's merged over it).
 
-    Args:
-        hf_config: the checkpoint's Hugging Face config after vLLM's overrides.
+    The one home of the option rules: the start-up check, the processors and the models all
+    call it, so a request's error is worded as the server's would be.
+
     Raises:
-        ValueError: no ``sharpv`` block, an unknown key, ``mode`` other than ``"budget"``,
-            ``memory: true``, ``visual: false`` or an option out of range.
-        TypeError: an option of the wrong type.
+        ValueError: no block (``None``), an unknown key, no ``budget``, ``mode`` other than
+            ``"budget"``, ``memory: true``, ``visual: false`` or an option out of range.
+        TypeError: a block that is not a mapping, or an option of the wrong type.
 
     Examples:
-        >>> from types import SimpleNamespace
-        >>> settings_from_hf_config(SimpleNamespace(sharpv={"budget": 0.3})).budget
-        0.3
+        >>> validate_block({"budget": 0.3, "w": 0.5}).w
+        0.5
     """
-    block = getattr(hf_config, "sharpv", None)
     if block is None:
         raise ValueError(
             "the SharpV architectures need a 'sharpv' block in the model config, e.g. "
@@ -154,3 +184,51 @@ def settings_from_hf_config(hf_config: Any) -> VllmSharpVSettings:
         w=block.get("w", DEFAULT_W),
         metric=block.get("metric", DEFAULT_METRIC),
     )
+
+
+def settings_from_hf_config(hf_config: Any) -> VllmSharpVSettings:
+    """Read and validate ``hf_config.sharpv`` (the block ``--hf-overrides`` sets).
+
+    Args:
+        hf_config: the checkpoint's Hugging Face config after vLLM's overrides.
+    Raises:
+        ValueError, TypeError: as :func:`validate_block`.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> settings_from_hf_config(SimpleNamespace(sharpv={"budget": 0.3})).budget
+        0.3
+    """
+    return validate_block(getattr(hf_config, "sharpv", None))
+
+
+def split_request_block(mm_kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``(the request's sharpv block or None, the other processor kwargs)``: the block is
+    taken out so that the Hugging Face processor never sees it."""
+    rest = dict(mm_kwargs)
+    return rest.pop(REQUEST_KEY, None), rest
+
+
+def request_settings(hf_config: Any, request_block: Any) -> VllmSharpVSettings:
+    """Settings of one request: its ``sharpv`` block's keys over the server's block.
+
+    Args:
+        hf_config: the model's Hugging Face config (its ``sharpv`` block is the default).
+        request_block: ``mm_processor_kwargs["sharpv"]`` of the request, or None.
+    Raises:
+        ValueError, TypeError: as :func:`validate_block`, for the merged block.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(sharpv={"budget": 0.3, "w": 0.5})
+        >>> s = request_settings(cfg, {"budget": 0.1})
+        >>> s.budget, s.w
+        (0.1, 0.5)
+    """
+    server = getattr(hf_config, "sharpv", None)
+    if request_block is None:
+        return validate_block(server)
+    if not isinstance(request_block, Mapping):
+        raise TypeError(f"sharpv must be a JSON object, got {type(request_block).__name__}")
+    base = dict(server) if isinstance(server, Mapping) else {}
+    return validate_block({**base, **request_block})
