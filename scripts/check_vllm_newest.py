@@ -93,7 +93,7 @@ def main() -> int:
         try:
             _model_config(qwen_dir, QWEN, {"budget": 1.5})
         except Exception as exc:  # vLLM wraps it in a pydantic ValidationError
-            assert "sharpv.budget must be in (0, 1]" in str(exc), exc
+            assert "option budget of method sharpv must be a number in (0, 1]" in str(exc), exc
         else:
             raise AssertionError("a bad sharpv block was accepted")
         _ok("a bad sharpv block is refused at start-up")
@@ -123,7 +123,7 @@ def main() -> int:
             try:
                 _video_count(processor, placeholder, videos[:1], {"sharpv": {"budget": 0}}, 4)
             except ValueError as exc:
-                assert "sharpv.budget must be in (0, 1]" in str(exc), exc
+                assert "option budget of method sharpv must be a number in (0, 1]" in str(exc), exc
             else:
                 raise AssertionError("a bad per-request block was accepted")
             _ok(f"{cfg.architecture}: processor counts = budget formula (server and per request)")

@@ -117,6 +117,6 @@ def test_server_sizes_each_request_by_its_block(server):
         assert out["usage"]["prompt_tokens"] - n0 == count[budget] - count[BUDGET]
     status, out = _post(server, {"budget": 1.5})
     assert status == 400, out
-    assert "sharpv.budget must be in (0, 1]" in json.dumps(out)
+    assert "option budget of method sharpv must be a number in (0, 1]" in json.dumps(out)
     status, again = _post(server, None)  # the server goes on, same answer as before
     assert status == 200 and again["choices"][0]["message"] == base["choices"][0]["message"]

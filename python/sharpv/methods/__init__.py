@@ -100,7 +100,7 @@ def engine_options(name: str, options: Mapping[str, Any] | None = None) -> Engin
     method = get(name)
     resolved = method.validate(options)
     if method.hooks_factory(resolved) is not None:
-        what = "memory=false" if "memory" in resolved else "a method that prunes before the LLM"
+        what = "memory=false" if resolved.get("memory") else "a method that prunes before the LLM"
         raise MethodOptionError(
             f"method {name} acts inside the LLM with these options, which an engine with a "
             f"paged KV cache cannot do; use {what}"

@@ -3,11 +3,15 @@
 Every method, built-in or not, is added with :func:`register`. Third-party packages declare
 an entry point in the group ``sharpv.methods`` whose object is a :class:`Method` (registered
 here), or a module or function that registers its methods itself when loaded or called; the
-group is read once, at the first lookup.
+group is read once, at the first lookup. Modules named in the environment variable
+``SHARPV_METHOD_MODULES`` (comma-separated) are imported at the same moment: the way to make a
+method that is not packaged known to processes an engine starts (vLLM's workers).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import warnings
 from collections.abc import Mapping
 from importlib.metadata import entry_points
@@ -15,10 +19,12 @@ from typing import Any
 
 from ._schema import Method, MethodOptionError, ResolvedOptions
 
-__all__ = ["ENTRY_POINT_GROUP", "register", "unregister", "get", "names", "validate"]
+__all__ = ["ENTRY_POINT_GROUP", "MODULES_ENV", "register", "unregister", "get", "names", "validate"]
 
 #: entry-point group read for third-party methods
 ENTRY_POINT_GROUP = "sharpv.methods"
+#: environment variable naming modules that register methods when imported
+MODULES_ENV = "SHARPV_METHOD_MODULES"
 
 _METHODS: dict[str, Method] = {}
 _plugins_loaded = False
@@ -62,6 +68,16 @@ def _load_plugins() -> None:
             warnings.warn(
                 f"sharpv: entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} "
                 f"failed to load: {type(e).__name__}: {e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # likewise
+            warnings.warn(
+                f"sharpv: module {module!r} of {MODULES_ENV} failed to import: "
+                f"{type(e).__name__}: {e}",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -59,7 +59,7 @@ def _config_check(mrope: bool) -> type:
         def verify_and_update_model_config(model_config) -> None:
             settings = settings_from_hf_config(model_config.hf_config)
             if mrope:
-                enable_multimodal_pruning(model_config, settings.budget)
+                enable_multimodal_pruning(model_config, settings.engine.options.get("budget", 1.0))
 
     return SharpVConfigCheck
 

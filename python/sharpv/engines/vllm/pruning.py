@@ -1,12 +1,12 @@
 """The pruning step of a batch of videos inside vLLM's worker, each with its own settings.
 
 vLLM hands a model the videos of every request in a scheduling step in one call. Videos whose
-frame shape and settings agree form one group, and each group is pruned by *one*
-``sharpv_kernels.visual_prune(mode="budget")`` call over its packed frames (the native CPU
-kernel on CPU, the Triton kernels on CUDA): the cost of the step is one op call per distinct
-(shape, settings) pair, not per video. Each video's kept count comes from the budget
-formula on the host (:meth:`VllmSharpVSettings.video_tokens`), so splitting the kept rows
-back into videos needs no device-to-host copy. No vLLM import.
+frame shape and settings agree form one group, and each group is pruned by *one* call of its
+method's pruning function over its packed frames (for ``sharpv``, ``visual_prune`` in budget
+mode: the native CPU kernel on CPU, the Triton kernels on CUDA): the cost of the step is one
+call per distinct (shape, settings) pair, not per video. Each video's kept count comes from
+the method's count on the host (:meth:`VllmSharpVSettings.video_tokens`), so splitting the
+kept rows back into videos needs no device-to-host copy. No vLLM import.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
-
-from sharpv_kernels import visual_prune
 
 from .settings import OPTIONS_WIDTH, VllmSharpVSettings
 
@@ -55,7 +53,7 @@ def settings_per_video(
 
 @dataclass(frozen=True)
 class PrunedGroup:
-    """One ``visual_prune`` call's result for the videos that share shape and settings.
+    """One pruning call's result for the videos that share shape and settings.
 
     Attributes:
         videos: positions of the group's videos in the batch.
@@ -77,7 +75,7 @@ def prune_videos(
     settings: Sequence[VllmSharpVSettings],
     keys: Sequence[Hashable] | None = None,
 ) -> list[PrunedGroup]:
-    """Prune a batch of videos, one ``visual_prune`` call per (key, settings) group.
+    """Prune a batch of videos, one pruning call per (key, settings) group.
 
     Args:
         frames: per video ``(n_i, f_i, d)`` frame tokens as they enter the LLM.
@@ -103,10 +101,6 @@ def prune_videos(
         for n in n_frames:
             offsets.append(offsets[-1] + n)
         f = int(packed.shape[1])
-        res = visual_prune(
-            packed, offsets, mode="budget", budget=float(s.budget), min_keep=s.min_keep,
-            w=float(s.w), metric=s.metric,
-        )  # fmt: skip
         sizes = [s.video_tokens(n, f) for n in n_frames]
-        out.append(PrunedGroup(members, packed, res.indices.to(torch.int64), sizes, offsets[:-1]))
+        out.append(PrunedGroup(members, packed, s.prune(packed, offsets), sizes, offsets[:-1]))
     return out

@@ -4,28 +4,35 @@ vLLM passes ``--hf-overrides '{"sharpv": {...}}'`` into the checkpoint's Hugging
 so the server's block reaches the model as ``hf_config.sharpv`` (a dict). A request may carry
 its own block as ``mm_processor_kwargs={"sharpv": {...}}``; its keys override the server's
 for that request (:func:`request_settings`). Both go through one validation function,
-:func:`validate_block`, so a bad request fails with the same message a bad server block
-gives. This module has no vLLM import: it is shared by the model classes and tested in the
-core lane's style.
+:func:`validate_block`, which hands the block to the method registry
+(:func:`sharpv.methods.engine_options`): a bad block fails with the message the Python API,
+the command line and lmms-eval give for the same options. This module has no vLLM import.
 
-An engine sizes the prompt before the vision tower runs, so only Visual SharpV's
-``budget`` mode fits (SPEC "Inside engines", item 1); Memory SharpV needs per-layer KV
-removal, which vLLM's paged cache cannot do (one block table serves every layer of a group).
+A block names a registered method (``"method"``, default ``"sharpv"``) and its options. Any
+method whose token count is fixed before the features exist is accepted (SPEC "Inside
+engines", item 1; a user's method too, registered through the ``sharpv.methods`` entry points
+or a module named in ``SHARPV_METHOD_MODULES``, so that vLLM's worker processes see it). For
+``sharpv`` the block's defaults are the engine's: ``mode="budget"`` and ``memory=false``.
+Memory SharpV needs per-layer KV removal, which vLLM's paged cache cannot do (one block table
+serves every layer of a group).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from sharpv_kernels import budget_token_count, visual_prune
-from sharpv_kernels.vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_W, METRICS
+from sharpv.methods import EngineMethod, MethodOptionError, engine_options, get, names
 
 __all__ = [
+    "ENGINE_DEFAULTS",
     "MEMORY_UNSUPPORTED",
+    "METHOD_KEY",
     "OPTIONS_WIDTH",
     "REQUEST_KEY",
     "VllmSharpVSettings",
@@ -37,120 +44,165 @@ __all__ = [
 
 #: the key of a request's block in ``mm_processor_kwargs``
 REQUEST_KEY = "sharpv"
-#: columns of :meth:`VllmSharpVSettings.as_row` (budget, min_keep, w, metric index)
-OPTIONS_WIDTH = 4
+#: the key of a block that names its method (the rest are the method's options)
+METHOD_KEY = "method"
+#: what a block means when it leaves these options out, per method: an engine sizes the
+#: prompt before the features exist and cannot drop KV entries per layer
+ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {"sharpv": {"mode": "budget", "memory": False}}
+#: columns of :meth:`VllmSharpVSettings.as_row`: the method, then one per option
+OPTIONS_WIDTH = 16
 
-#: Why ``memory: true`` is refused (also the start-up error text).
+#: Why Memory SharpV is refused (part of the error text).
 MEMORY_UNSUPPORTED = (
     "Memory SharpV is not available in vLLM: its paged KV cache shares one block table "
     "across the layers of a KV-cache group, so dropping the video entries of single layers "
-    "frees no memory. Remove 'memory' from the sharpv block or set it to false."
+    "frees no memory; set memory=false"
 )
 
-_KEYS = ("budget", "min_keep", "w", "metric", "mode", "memory", "visual")
 
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"sharpv.{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+@functools.lru_cache(maxsize=256)
+def _engine(method: str, options: tuple[tuple[str, Any], ...]) -> EngineMethod:
+    try:
+        return engine_options(method, dict(options))
+    except MethodOptionError as e:
+        if "inside the LLM" in str(e) and dict(options).get("memory"):
+            raise MethodOptionError(f"{e}. {MEMORY_UNSUPPORTED}") from None
+        raise
 
 
 @dataclass(frozen=True)
 class VllmSharpVSettings:
-    """Validated settings of Visual SharpV in budget mode inside vLLM.
+    """One video's pruning method and its options, validated for an engine.
 
     Attributes:
-        budget: fraction of each video's tokens kept, in ``(0, 1]``.
-        min_keep: fewest tokens kept in any frame (>= 1).
-        w: weight of the spatial score in ``I = T + w * S`` (finite).
-        metric: ``"dissim"`` or ``"cosine"``.
+        method: a registered method whose token count is fixed before the features exist.
+        options: the options given (engine defaults included), ``(name, value)`` pairs sorted
+            by name, values as the registry resolved them.
 
     Examples:
-        >>> s = VllmSharpVSettings(budget=0.25)
-        >>> s.video_tokens(n_frames=8, tokens_per_frame=4)
-        8
+        >>> s = VllmSharpVSettings.from_block({"budget": 0.25})
+        >>> s.video_tokens(n_frames=8, tokens_per_frame=4), s["mode"]
+        (8, 'budget')
     """
 
-    budget: float
-    min_keep: int = DEFAULT_MIN_KEEP
-    w: float = DEFAULT_W
-    metric: str = DEFAULT_METRIC
-
-    def __post_init__(self) -> None:
-        b = _real("budget", self.budget)
-        if not 0.0 < b <= 1.0:
-            raise ValueError(f"sharpv.budget must be in (0, 1], got {self.budget}")
-        if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int):
-            raise TypeError(f"sharpv.min_keep must be an int, got {type(self.min_keep).__name__}")
-        if self.min_keep < 1:
-            raise ValueError(f"sharpv.min_keep must be >= 1, got {self.min_keep}")
-        w = _real("w", self.w)
-        if w != w or w in (float("inf"), float("-inf")):
-            raise ValueError(f"sharpv.w must be finite, got {self.w}")
-        if self.metric not in METRICS:
-            raise ValueError(f"sharpv.metric must be one of {METRICS}, got {self.metric!r}")
-
-    def as_row(self) -> torch.Tensor:
-        """``(OPTIONS_WIDTH,)`` float64 ``[budget, min_keep, w, metric index]``: the settings
-        as one row of a per-video tensor field (exact round trip, :meth:`from_row`)."""
-        return torch.tensor(
-            [self.budget, self.min_keep, self.w, METRICS.index(self.metric)], dtype=torch.float64
-        )
+    method: str
+    options: tuple[tuple[str, Any], ...]
 
     @classmethod
-    def from_row(cls, row: Sequence[float]) -> VllmSharpVSettings:
-        """Inverse of :meth:`as_row` (``row`` a list of 4 floats)."""
-        budget, min_keep, w, metric = (float(x) for x in row)
-        return cls(budget=budget, min_keep=int(min_keep), w=w, metric=METRICS[int(metric)])
+    def from_block(cls, block: Mapping[str, Any]) -> VllmSharpVSettings:
+        """Validate a block (``{"method": ..., option: value, ...}``).
+
+        Raises:
+            MethodOptionError: the registry's error for these options (a ``ValueError``).
+        """
+        given = dict(block)
+        method = given.pop(METHOD_KEY, "sharpv")
+        if not isinstance(method, str):
+            raise MethodOptionError(f"sharpv.method must be a method name, got {method!r}")
+        given = {**ENGINE_DEFAULTS.get(method, {}), **given}
+        resolved = _engine(method, tuple(sorted(given.items()))).options
+        return cls(method, tuple(sorted((k, resolved[k]) for k in given)))
+
+    @property
+    def engine(self) -> EngineMethod:
+        """The method, its resolved options and its token count (cached)."""
+        return _engine(self.method, self.options)
+
+    def __getitem__(self, name: str) -> Any:
+        """A resolved option (given or default), e.g. ``settings["budget"]``."""
+        return self.engine.options[name]
 
     def video_tokens(self, n_frames: int, tokens_per_frame: int) -> int:
-        """Frame tokens one video keeps: the shared budget formula (extras not included).
+        """Frame tokens one video keeps, from the method's count (extras not included).
 
         The count needs no features, so vLLM can size the prompt before the vision tower.
         """
-        if self.min_keep > tokens_per_frame:
+        min_keep = self.engine.options.get("min_keep", 0)
+        if min_keep > tokens_per_frame:
             raise ValueError(
-                f"sharpv.min_keep={self.min_keep} exceeds the {tokens_per_frame} tokens of a "
+                f"sharpv.min_keep={min_keep} exceeds the {tokens_per_frame} tokens of a "
                 "frame of this video"
             )
-        return budget_token_count(self.budget, n_frames, tokens_per_frame, self.min_keep)
+        return int(self.engine.token_count(n_frames, tokens_per_frame))
 
-    def prune(self, frames: torch.Tensor) -> torch.Tensor:
-        """Flat indices (``frame * f + token``, ascending) of the tokens one video keeps.
+    def prune(self, frames: torch.Tensor, cu_frames: Sequence[int] | None = None) -> torch.Tensor:
+        """Flat indices (``frame * f + token``, ascending) of the tokens the videos keep.
 
         Args:
-            frames: ``(n, f, d)`` frame tokens of one video as they enter the LLM.
+            frames: ``(n, f, d)`` frame tokens as they enter the LLM, of one video or (with
+                ``cu_frames``) of several packed one after the other.
+            cu_frames: frame offsets of the videos (default: one video).
         Returns:
-            ``(N,)`` int64 indices, ``N = self.video_tokens(n, f)``, exactly the tokens
-            ``sharpv_kernels.visual_prune(mode="budget")`` keeps.
+            ``(N,)`` int64 indices, ``N`` the sum of :meth:`video_tokens` over the videos:
+            exactly what the method's pruning function keeps.
         """
-        n = int(frames.shape[0])
-        res = visual_prune(
-            frames,
-            [0, n],
-            mode="budget",
-            budget=float(self.budget),
-            min_keep=self.min_keep,
-            w=float(self.w),
-            metric=self.metric,
-        )
+        engine = self.engine
+        cu = [0, int(frames.shape[0])] if cu_frames is None else list(cu_frames)
+        res = engine.method.pruner(engine.options)(frames, cu)
         return res.indices.to(torch.int64)
+
+    def as_row(self) -> torch.Tensor:
+        """``(OPTIONS_WIDTH,)`` float64: the method's index among the registered names, then
+        each option of its schema (NaN when not given); exact round trip (:meth:`from_row`).
+
+        Raises:
+            MethodOptionError: the method has more options than a row holds, or a free-text
+                option (one without ``choices``).
+        """
+        method = get(self.method)
+        row = [math.nan] * OPTIONS_WIDTH
+        row[0] = float(sorted(names()).index(self.method))
+        schema = list(method.schema)
+        if len(schema) >= OPTIONS_WIDTH:
+            raise MethodOptionError(
+                f"method {self.method} has {len(schema)} options; vLLM carries at most "
+                f"{OPTIONS_WIDTH - 1} per video"
+            )
+        given = dict(self.options)
+        for i, opt in enumerate(schema, start=1):
+            if opt.name not in given or given[opt.name] is None:
+                continue
+            value = given[opt.name]
+            if opt.type is str:
+                if opt.choices is None:
+                    raise MethodOptionError(
+                        f"option {opt.name} of method {self.method} is free text, which vLLM "
+                        "cannot carry per video"
+                    )
+                value = opt.choices.index(value)
+            row[i] = float(value)
+        return torch.tensor(row, dtype=torch.float64)
+
+    @classmethod
+    def from_row(cls, row: Sequence[float]) -> VllmSharpVSettings:
+        """Inverse of :meth:`as_row` (``row`` a list of floats)."""
+        method = get(sorted(names())[int(row[0])])
+        given: dict[str, Any] = {}
+        for opt, value in zip(method.schema, row[1:], strict=False):
+            if math.isnan(value):
+                continue
+            if opt.type is str:
+                given[opt.name] = opt.choices[int(value)]
+            else:
+                given[opt.name] = opt.type(value)
+        return cls(method.name, tuple(sorted(given.items())))
 
 
 def validate_block(block: Any) -> VllmSharpVSettings:
     """Validate one ``sharpv`` block (the server's, or a request's merged over it).
 
-    The one home of the option rules: the start-up check, the processors and the models all
-    call it, so a request's error is worded as the server's would be.
+    The one home of the block's rules: the start-up check, the processors and the models all
+    call it, so a request's error is worded as the server's would be, and as the Python API
+    words it for the same options.
 
     Raises:
-        ValueError: no block (``None``), an unknown key, no ``budget``, ``mode`` other than
-            ``"budget"``, ``memory: true``, ``visual: false`` or an option out of range.
-        TypeError: a block that is not a mapping, or an option of the wrong type.
+        ValueError: no block (``None``), or the registry's :class:`MethodOptionError`
+            (unknown, unused, conflicting or out-of-range options, a method whose count
+            depends on the content, Memory SharpV).
+        TypeError: a block that is not a mapping.
 
     Examples:
-        >>> validate_block({"budget": 0.3, "w": 0.5}).w
+        >>> validate_block({"budget": 0.3, "w": 0.5})["w"]
         0.5
     """
     if block is None:
@@ -160,30 +212,7 @@ def validate_block(block: Any) -> VllmSharpVSettings:
         )
     if not isinstance(block, Mapping):
         raise TypeError(f"sharpv must be a JSON object, got {type(block).__name__}")
-    unknown = sorted(set(block) - set(_KEYS))
-    if unknown:
-        raise ValueError(f"unknown sharpv option(s) {unknown}; allowed: {list(_KEYS)}")
-    if "budget" not in block:
-        raise ValueError("sharpv.budget is required: the fraction of video tokens kept, (0, 1]")
-    mode = block.get("mode", "budget")
-    if mode != "budget":
-        raise ValueError(
-            f"sharpv.mode must be 'budget' in vLLM, got {mode!r}: the engine sizes the prompt "
-            "before the vision tower runs, so the kept count must not depend on the content"
-        )
-    if block.get("memory", False) is not False:
-        raise ValueError(MEMORY_UNSUPPORTED)
-    if block.get("visual", True) is not True:
-        raise ValueError(
-            "sharpv.visual must be true (omit it); serve the original architecture for "
-            "dense inference"
-        )
-    return VllmSharpVSettings(
-        budget=block["budget"],
-        min_keep=block.get("min_keep", DEFAULT_MIN_KEEP),
-        w=block.get("w", DEFAULT_W),
-        metric=block.get("metric", DEFAULT_METRIC),
-    )
+    return VllmSharpVSettings.from_block(block)
 
 
 def settings_from_hf_config(hf_config: Any) -> VllmSharpVSettings:
