@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import typing
 from collections.abc import Callable
 
 import torch
@@ -11,6 +13,10 @@ __all__ = [
     "BACKEND_ENV",
     "BACKENDS",
     "FLOAT_DTYPES",
+    "INDEX_DTYPES",
+    "check_spans",
+    "check_written_memory",
+    "signature_of",
     "check_no_overlap",
     "check_tensor",
     "is_interpreting",
@@ -20,6 +26,8 @@ __all__ = [
 
 #: Input dtypes the Triton kernels accept.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Dtypes of index arguments (spans, lengths).
+INDEX_DTYPES = (torch.int32, torch.int64)
 
 #: Environment variable that picks the implementation behind every ``torch.ops.sharpv`` op.
 BACKEND_ENV = "SHARPV_BACKEND"
@@ -159,3 +167,61 @@ def check_no_overlap(named: list[tuple[str, torch.Tensor]]) -> None:
             )
         if reach is None or reach[1] != storage or hi > reach[2]:
             reach = (name, storage, hi)
+
+
+def check_spans(span_start: object, span_len: object, bsz: int, device: torch.device) -> None:
+    """``span_start``/``span_len``: ``(bsz,)`` int32/int64 tensors on ``device`` (any strides)."""
+    for name, t in (("span_start", span_start), ("span_len", span_len)):
+        check_tensor(name, t, ndim=1, dtypes=INDEX_DTYPES, device=device)
+        if t.shape[0] != bsz:
+            raise ValueError(f"{name} must have shape ({bsz},), got {tuple(t.shape)}")
+
+
+def check_written_memory(
+    keys: list[torch.Tensor] | None = None,
+    values: list[torch.Tensor] | None = None,
+    lengths: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> None:
+    """The tensors an op writes must not alias themselves or each other (a stride-0
+    ``lengths``, two layers that are views of one slot range): ``ValueError`` naming them.
+    Reads data pointers, so it runs in the real implementations, not the fake ones."""
+    written = [(f"keys[{i}]", k) for i, k in enumerate(keys or [])]
+    written += [(f"values[{i}]", v) for i, v in enumerate(values or [])]
+    if lengths is not None:
+        written.append(("lengths", lengths))
+    if out is not None:
+        written.append(("out", out))
+    check_no_overlap(written)
+
+
+def signature_of(args_type: type[tuple]) -> Callable[[Callable], Callable]:
+    """Give the decorated ``f(*args, **kwargs)`` the signature of the ``NamedTuple``
+    ``args_type``: its fields, in order, with their types, returning ``None``.
+
+    An op's arguments are written once, as the fields of its ``NamedTuple`` (``checks.py``);
+    ``inspect.signature``, ``help()`` and ``torch.library.custom_op``'s schema inference read
+    them from there.
+
+    Examples:
+        >>> class Args(typing.NamedTuple):
+        ...     x: torch.Tensor
+        ...     k: int
+        >>> @signature_of(Args)
+        ... def op(*args, **kwargs) -> None: ...
+        >>> str(inspect.signature(op))
+        '(x: torch.Tensor, k: int) -> None'
+    """
+    hints = typing.get_type_hints(args_type)
+    params = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=hints[name])
+        for name in args_type._fields
+    ]
+
+    def apply(fn: Callable) -> Callable:
+        ret = typing.get_type_hints(fn).get("return", inspect.Signature.empty)
+        ret = None if ret is type(None) else ret
+        fn.__signature__ = inspect.Signature(params, return_annotation=ret)
+        return fn
+
+    return apply

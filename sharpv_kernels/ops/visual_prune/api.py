@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_MODE, DEFAULT_THRESHOLD, DEFAULT_W
+from ...vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_MODE, DEFAULT_THRESHOLD, DEFAULT_W
 from . import ops as _ops  # noqa: F401  (registers torch.ops.sharpv.visual_*)
 from .checks import as_cu_tensor, check_visual_args
 from .result import VisualPruneResult

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .._utils import FLOAT_DTYPES, check_tensor
-from ..vocab import METRICS, VISUAL_MODES
+from ..._utils import FLOAT_DTYPES, check_tensor
+from ...vocab import METRICS, VISUAL_MODES
 
 __all__ = [
     "MODES",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._utils import select_backend
+from ..._utils import select_backend
 from .checks import check_visual_args, prepare_cu_frames, raise_bad_features
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
 from .native import NATIVE_DTYPES, native_unavailable_reason

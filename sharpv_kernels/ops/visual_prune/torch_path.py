@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ..vocab import (
+from ...vocab import (
     BUDGET_BISECTION_STEPS,
     DEFAULT_METRIC,
     DEFAULT_MIN_KEEP,
