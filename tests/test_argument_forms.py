@@ -13,8 +13,9 @@ from sharpv_kernels import (
     visual_prune,
     visual_scores,
 )
-from sharpv_kernels.memory import kv_compact_reference, layer_similarity_reference
-from sharpv_kernels.visual.checks import MAGNITUDE_MESSAGE, NONFINITE_MESSAGE
+from sharpv_kernels.ops.kv_compact import kv_compact_reference
+from sharpv_kernels.ops.layer_similarity import layer_similarity_reference
+from sharpv_kernels.ops.visual_prune.checks import MAGNITUDE_MESSAGE, NONFINITE_MESSAGE
 
 from .backends import backend  # noqa: F401  (fixture)
 from .visual_cases import make_features

@@ -10,12 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharpv_kernels.memory import (
-    kv_compact_,
-    kv_compact_reference,
-    layer_similarity,
-    layer_similarity_reference,
-)
+from sharpv_kernels import kv_compact_, layer_similarity
+from sharpv_kernels.ops.kv_compact import kv_compact_reference
+from sharpv_kernels.ops.layer_similarity import layer_similarity_reference
 
 from .backends import MEMORY_BACKENDS, use_backend
 

@@ -12,7 +12,7 @@ import torch
 
 import sharpv_kernels as sk
 from sharpv_kernels._gpu import program_order
-from sharpv_kernels.visual.launch import plan_launch
+from sharpv_kernels.ops.visual_prune.launch import plan_launch
 from tests.backends import use_backend
 
 ORDERS = ["reversed", "shuffled:1", "shuffled:7"]

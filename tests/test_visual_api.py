@@ -7,7 +7,7 @@ import torch
 
 import sharpv_kernels
 from sharpv_kernels import VisualPruneResult, visual_prune, visual_scores
-from sharpv_kernels.visual.naive import visual_prune_reference, visual_scores_reference
+from sharpv_kernels.ops.visual_prune.naive import visual_prune_reference, visual_scores_reference
 
 from .visual_cases import DTYPES, MODE_KW, SHAPE_IDS, SHAPES, check_result, make_features
 

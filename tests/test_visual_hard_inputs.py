@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sharpv_kernels import visual_prune, visual_scores
-from sharpv_kernels.visual.naive import visual_scores_reference
+from sharpv_kernels.ops.visual_prune.naive import visual_scores_reference
 
 from .backends import backend  # noqa: F401  (fixture)
 from .visual_cases import DTYPES

@@ -1,5 +1,5 @@
-"""Pre-0.2 import path of Memory SharpV, now two op folders: :mod:`sharpv_kernels.ops.layer_similarity`
-and :mod:`sharpv_kernels.ops.kv_compact` (kept so old imports work).
+"""Pre-0.2 import path of Memory SharpV (kept so old imports work), now two op folders:
+:mod:`sharpv_kernels.ops.layer_similarity` and :mod:`sharpv_kernels.ops.kv_compact`.
 
 ``sharpv_kernels.memory.<role>`` (``api``, ``checks``, ``kernels``, ``launch``, ``naive``,
 ``ops``, ``torch_path``) is a module holding the names of both ops' ``<role>`` modules
@@ -14,7 +14,11 @@ from .. import _utils
 from ..ops import kv_compact as _compact
 from ..ops import layer_similarity as _similarity
 from ..ops.kv_compact import kv_compact_, kv_compact_reference, kv_compact_triton
-from ..ops.layer_similarity import layer_similarity, layer_similarity_reference, layer_similarity_triton
+from ..ops.layer_similarity import (
+    layer_similarity,
+    layer_similarity_reference,
+    layer_similarity_triton,
+)
 
 __all__ = [
     "layer_similarity",
@@ -25,17 +29,42 @@ __all__ = [
     "kv_compact_triton",
 ]
 
-#: names that moved from ``memory.checks`` to ``sharpv_kernels._utils``
-_SHARED_CHECKS = ("INDEX_DTYPES", "check_written_memory")
+
+class _Merged(types.ModuleType):
+    """A module whose names are those of ``sources`` (first match wins), read and written
+    through: ``setattr`` (``monkeypatch``) changes the module that defines the name."""
+
+    def __init__(self, name: str, sources: tuple[types.ModuleType, ...]) -> None:
+        super().__init__(
+            name, f"Pre-0.2 path: the names of {', '.join(m.__name__ for m in sources)}."
+        )
+        self.__dict__["_sources"] = sources
+
+    def _owner(self, name: str) -> types.ModuleType | None:
+        return next((m for m in self._sources if name in vars(m)), None)
+
+    def __getattr__(self, name: str) -> object:
+        owner = self._owner(name)
+        if owner is None:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        return getattr(owner, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        owner = self._owner(name)
+        setattr(owner, name, value) if owner is not None else super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        owner = self._owner(name)
+        delattr(owner, name) if owner is not None else super().__delattr__(name)
+
+    def __dir__(self) -> list[str]:
+        return sorted({n for m in self._sources for n in dir(m)})
 
 
 def _merged(role: str) -> types.ModuleType:
-    module = types.ModuleType(f"{__name__}.{role}", f"Pre-0.2 path: ``{role}`` of both ops.")
-    for package in (_similarity, _compact):
-        names = vars(getattr(package, role))
-        module.__dict__.update({k: v for k, v in names.items() if not k.startswith("__")})
-    if role == "checks":
-        module.__dict__.update({k: getattr(_utils, k) for k in _SHARED_CHECKS})
+    sources = (getattr(_similarity, role), getattr(_compact, role))
+    # check_written_memory and INDEX_DTYPES moved from memory.checks to sharpv_kernels._utils
+    module = _Merged(f"{__name__}.{role}", sources + ((_utils,) if role == "checks" else ()))
     sys.modules[module.__name__] = module
     return module
 

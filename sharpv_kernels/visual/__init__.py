@@ -1,4 +1,5 @@
-"""Pre-0.2 import path of the folder :mod:`sharpv_kernels.ops.visual_prune` (kept so old imports work).
+"""Pre-0.2 import path of the folder :mod:`sharpv_kernels.ops.visual_prune` (kept so old
+imports work).
 
 ``sharpv_kernels.visual`` and ``sharpv_kernels.visual.<module>`` are the very module objects
 of ``sharpv_kernels.ops.visual_prune`` (one copy of every module, so patching either name patches

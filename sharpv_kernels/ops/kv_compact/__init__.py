@@ -12,4 +12,10 @@ from .launch import kv_compact_triton
 from .naive import kv_compact_reference
 from .torch_path import kv_compact_torch
 
-__all__ = ["CompactArgs", "kv_compact_", "kv_compact_reference", "kv_compact_torch", "kv_compact_triton"]
+__all__ = [
+    "CompactArgs",
+    "kv_compact_",
+    "kv_compact_reference",
+    "kv_compact_torch",
+    "kv_compact_triton",
+]

@@ -87,7 +87,9 @@ def check_compact_values(a: CompactArgs) -> None:
     compact inside its entries. One device-to-host copy."""
     keys, lengths, similarity = a.keys, a.lengths, a.similarity
     caps = torch.tensor([k.shape[2] for k in keys], dtype=torch.int64)
-    host = torch.cat([lengths.long(), a.span_start.long()[None], a.span_len.long()[None]], dim=0).cpu()
+    host = torch.cat(
+        [lengths.long(), a.span_start.long()[None], a.span_len.long()[None]], dim=0
+    ).cpu()
     sim = similarity.cpu()
     n_layers = len(keys)
     lens, s, n = host[:n_layers], host[n_layers], host[n_layers + 1]

@@ -40,7 +40,6 @@ class CompactPlan:
     warps: int
 
 
-
 def plan_compact(shape: tuple[int, int, int, int], element_size: int) -> CompactPlan:
     """Plan for caches of ``shape = (B, H, T, D)``: 4096-element tiles, whole head rows."""
     block_d = next_power_of_2(shape[3])

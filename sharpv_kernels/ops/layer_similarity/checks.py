@@ -18,7 +18,7 @@ __all__ = ["SimilarityArgs", "check_similarity_args", "check_similarity_values"]
 
 
 class SimilarityArgs(NamedTuple):
-    """The arguments of ``layer_similarity``, in order (see :func:`sharpv_kernels.layer_similarity`).
+    """The arguments of ``layer_similarity``, in order (:func:`sharpv_kernels.layer_similarity`).
 
     ``hidden``/``reference``: ``(B, S, d)`` float32/float16/bfloat16, any strides; the spans
     ``(B,)`` int32/int64, any strides; ``out``: ``(L, B)`` float32, row ``layer`` written.

@@ -206,4 +206,3 @@ def similarity_grid(plan: SimilarityPlan, bsz: int, seq: int) -> tuple[tuple[int
         raise ValueError(f"layer_similarity takes at most {MAX_GRID_YZ} samples, got {bsz}")
     n_tiles = max(1, triton.cdiv(seq, plan.block_t))
     return check_grid("_sim_partial_kernel", (n_tiles, max(1, bsz))), n_tiles
-
