@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -195,33 +194,51 @@ def check_written_memory(
     check_no_overlap(written)
 
 
-def signature_of(args_type: type[tuple]) -> Callable[[Callable], Callable]:
-    """Give the decorated ``f(*args, **kwargs)`` the signature of the ``NamedTuple``
-    ``args_type``: its fields, in order, with their types, returning ``None``.
+def _written(annotation: object) -> object:
+    """An annotation as written: ``NamedTuple`` keeps postponed ones as ``ForwardRef``."""
+    return getattr(annotation, "__forward_arg__", annotation)
+
+
+def signature_of(
+    args_type: type[tuple],
+    *,
+    head: Sequence[inspect.Parameter] = (),
+    tail: Sequence[inspect.Parameter] = (),
+    keyword_only: bool = False,
+    defaults: bool = True,
+) -> Callable[[Callable], Callable]:
+    """Give the decorated ``f(*args, **kwargs)`` the signature ``(*head, <fields>, *tail)``:
+    the fields of the ``NamedTuple`` ``args_type``, in order, with their annotations as
+    written (and their defaults unless ``defaults=False``; keyword-only if ``keyword_only``),
+    and ``f``'s return annotation.
 
     An op's arguments are written once, as the fields of its ``NamedTuple`` (``checks.py``);
     ``inspect.signature``, ``help()`` and ``torch.library.custom_op``'s schema inference read
     them from there.
 
     Examples:
-        >>> class Args(typing.NamedTuple):
+        >>> from typing import NamedTuple
+        >>> class Args(NamedTuple):
         ...     x: torch.Tensor
-        ...     k: int
+        ...     k: int = 2
         >>> @signature_of(Args)
         ... def op(*args, **kwargs) -> None: ...
         >>> str(inspect.signature(op))
-        '(x: torch.Tensor, k: int) -> None'
+        "(x: 'torch.Tensor', k: 'int' = 2) -> 'None'"
     """
-    hints = typing.get_type_hints(args_type)
-    params = [
-        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=hints[name])
-        for name in args_type._fields
-    ]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    if keyword_only:
+        kind = inspect.Parameter.KEYWORD_ONLY
+    found = args_type._field_defaults if defaults else {}
+    fields = [
+        inspect.Parameter(n, kind, annotation=_written(args_type.__annotations__[n]),
+                          default=found.get(n, inspect.Parameter.empty))
+        for n in args_type._fields
+    ]  # fmt: skip
 
     def apply(fn: Callable) -> Callable:
-        ret = typing.get_type_hints(fn).get("return", inspect.Signature.empty)
-        ret = None if ret is type(None) else ret
-        fn.__signature__ = inspect.Signature(params, return_annotation=ret)
+        ret = fn.__annotations__.get("return", inspect.Signature.empty)
+        fn.__signature__ = inspect.Signature([*head, *fields, *tail], return_annotation=ret)
         return fn
 
     return apply
