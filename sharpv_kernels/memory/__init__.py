@@ -31,34 +31,31 @@ __all__ = [
 
 
 class _Merged(types.ModuleType):
-    """A module whose names are those of ``sources`` (first match wins), read and written
-    through: ``setattr`` (``monkeypatch``) changes the module that defines the name."""
+    """A module holding the names of ``sources`` (the first that defines a name wins), written
+    through: ``setattr`` (``monkeypatch``) also changes the module that defines the name, so
+    the op code, which reads its own module, sees the patch."""
 
     def __init__(self, name: str, sources: tuple[types.ModuleType, ...]) -> None:
-        super().__init__(
-            name, f"Pre-0.2 path: the names of {', '.join(m.__name__ for m in sources)}."
-        )
+        names = ", ".join(m.__name__ for m in sources)
+        super().__init__(name, f"Pre-0.2 path: the names of {names}.")
+        for source in reversed(sources):
+            self.__dict__.update({k: v for k, v in vars(source).items() if k[:2] != "__"})
         self.__dict__["_sources"] = sources
 
     def _owner(self, name: str) -> types.ModuleType | None:
         return next((m for m in self._sources if name in vars(m)), None)
 
-    def __getattr__(self, name: str) -> object:
-        owner = self._owner(name)
-        if owner is None:
-            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
-        return getattr(owner, name)
-
     def __setattr__(self, name: str, value: object) -> None:
         owner = self._owner(name)
-        setattr(owner, name, value) if owner is not None else super().__setattr__(name, value)
+        if owner is not None:
+            setattr(owner, name, value)
+        super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
         owner = self._owner(name)
-        delattr(owner, name) if owner is not None else super().__delattr__(name)
-
-    def __dir__(self) -> list[str]:
-        return sorted({n for m in self._sources for n in dir(m)})
+        if owner is not None:
+            delattr(owner, name)
+        super().__delattr__(name)
 
 
 def _merged(role: str) -> types.ModuleType:
