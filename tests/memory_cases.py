@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from .backends import MEMORY_BACKENDS
@@ -53,3 +54,10 @@ def small_args(device):
     values = [torch.randn(2, 1, 8, 4, device=device) for _ in range(2)]
     sim = torch.tensor([[1.0, 0.1], [0.1, 0.3]], device=device)
     return h, s, n, lengths, keys, values, sim
+
+
+def every_case(test):
+    """Run ``test(path, dtype, spans)`` on every backend, dtype and span layout."""
+    test = pytest.mark.parametrize("spans", list(SPANS))(test)
+    test = pytest.mark.parametrize("dtype", DTYPES)(test)
+    return pytest.mark.parametrize("path", PATHS)(test)

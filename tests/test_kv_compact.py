@@ -21,9 +21,8 @@ from .backends import (
     use_backend,
 )
 from .memory_cases import (
-    DTYPES,
     PATHS,
-    SPANS,
+    every_case,
     make_spans,
     small_args,
     snapshot,
@@ -61,9 +60,7 @@ def _assert_same(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("spans", list(SPANS))
+@every_case
 def test_kv_compact_matches_reference(device, path, dtype, spans):
     torch.manual_seed(2)
     s, n = make_spans(spans, device)

@@ -20,7 +20,7 @@ from .backends import (
     backend,  # noqa: F401  (fixture)
     use_backend,
 )
-from .memory_cases import DTYPES, PATHS, SPANS, make_spans, small_args, strided_spans
+from .memory_cases import PATHS, every_case, make_spans, small_args, strided_spans
 
 
 def _sim(path, hidden, ref, s, n, out, layer):
@@ -28,9 +28,7 @@ def _sim(path, hidden, ref, s, n, out, layer):
         layer_similarity(hidden, ref, s, n, out, layer)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("spans", list(SPANS))
+@every_case
 def test_layer_similarity_matches_reference(device, path, dtype, spans):
     torch.manual_seed(0)
     s, n = make_spans(spans, device)

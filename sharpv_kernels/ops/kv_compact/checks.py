@@ -20,18 +20,19 @@ __all__ = ["CompactArgs", "check_compact_args", "check_compact_values"]
 
 
 class CompactArgs(NamedTuple):
-    """The arguments of ``kv_compact_``, in order (see :func:`sharpv_kernels.kv_compact_`).
+    """The arguments of ``kv_compact_``, in order (see :func:`sharpv_kernels.kv_compact_`)."""
 
-    ``keys``/``values``: ``L`` tensors ``(B, H, T_l, D)``, one float dtype, unit last stride;
-    ``lengths``: ``(L, B)`` int32/int64 (written); the spans ``(B,)`` int32/int64;
-    ``similarity``: ``(L, B)`` float32; compaction where ``similarity < threshold``.
-    """
-
+    #: the cache, written in place: ``L`` tensors ``(B, H, T_l, D)``, one float dtype, each
+    #: with unit last stride (any other strides); the capacity ``T_l`` may differ per layer
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    #: ``(L, B)`` int32/int64, any strides: entries held per (layer, sample); decreased
     lengths: torch.Tensor
+    #: ``(B,)`` int32/int64, any strides: each sample's visual span
     span_start: torch.Tensor
     span_len: torch.Tensor
+    #: ``(L, B)`` float32, any strides; a (layer, sample) with ``similarity < threshold``
+    #: loses its span (NaN similarity never does)
     similarity: torch.Tensor
     threshold: float
 

@@ -18,11 +18,11 @@ __all__ = ["SimilarityArgs", "check_similarity_args", "check_similarity_values"]
 
 
 class SimilarityArgs(NamedTuple):
-    """The arguments of ``layer_similarity``, in order (:func:`sharpv_kernels.layer_similarity`).
-
-    ``hidden``/``reference``: ``(B, S, d)`` float32/float16/bfloat16, any strides; the spans
-    ``(B,)`` int32/int64, any strides; ``out``: ``(L, B)`` float32, row ``layer`` written.
-    """
+    """The arguments of ``layer_similarity``, in order (:func:`sharpv_kernels.layer_similarity`):
+    ``hidden``/``reference`` ``(B, S, d)`` float32/float16/bfloat16, any strides (the hidden
+    state entering layer ``layer``, the embeddings entering layer 0); the spans ``(B,)``
+    int32/int64, any strides (each sample's visual rows); ``out`` ``(L, B)`` float32, any
+    strides, written in row ``layer`` only (``0 <= layer < L``)."""
 
     hidden: torch.Tensor
     reference: torch.Tensor
