@@ -31,7 +31,7 @@ setup(
     packages=_kernel_pkgs + _model_pkgs,
     package_dir={"sharpv": "python/sharpv"},
     # the native CPU kernel's C source, compiled on first use (sharpv_kernels/_native.py)
-    package_data={"sharpv_kernels.visual": ["*.c"]},
+    package_data={"sharpv_kernels.ops.visual_prune": ["*.c"]},
     install_requires=["torch>=2.5,<2.15", "triton>=3.1,<3.10", "numpy"],
     extras_require={
         "hf": ["transformers>=4.57,<5.26", "av", "matplotlib", "tqdm", "pillow"],

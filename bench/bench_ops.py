@@ -32,8 +32,8 @@ import torch
 
 import sharpv_kernels  # noqa: F401  (registers torch.ops.sharpv)
 from sharpv_kernels import visual_prune, visual_scores
-from sharpv_kernels.visual.naive import visual_prune_reference, visual_scores_reference
-from sharpv_kernels.visual.torch_path import visual_prune_torch, visual_scores_torch
+from sharpv_kernels.ops.visual_prune.naive import visual_prune_reference, visual_scores_reference
+from sharpv_kernels.ops.visual_prune.torch_path import visual_prune_torch, visual_scores_torch
 
 from .bench_visual import bytes_floor as visual_prune_bytes
 from .common import copy_bandwidth, environment, time_fn, write_result
@@ -119,8 +119,11 @@ def visual_cases(
 def memory_cases(model: str, n_visual: int, dtype: torch.dtype, device: str) -> list[dict]:
     """``layer_similarity`` and ``kv_compact_`` cases with one Qwen2 LM's dimensions."""
     from sharpv_kernels import kv_compact_, layer_similarity
-    from sharpv_kernels.memory import kv_compact_reference, layer_similarity_reference
-    from sharpv_kernels.memory.torch_path import kv_compact_torch, layer_similarity_torch
+    from sharpv_kernels.ops.kv_compact import kv_compact_reference, kv_compact_torch
+    from sharpv_kernels.ops.layer_similarity import (
+        layer_similarity_reference,
+        layer_similarity_torch,
+    )
 
     hidden, kv_heads, head_dim, n_layers = LM_DIMS[model]
     seq = TEXT_BEFORE + n_visual + TEXT_AFTER

@@ -29,8 +29,8 @@ os.environ["SHARPV_BACKEND"] = "triton"
 import torch  # noqa: E402
 
 import sharpv_kernels as sk  # noqa: E402
-from sharpv_kernels.visual import kernels as VK  # noqa: E402
-from sharpv_kernels.visual.launch import visual_prune_triton  # noqa: E402
+from sharpv_kernels.ops.visual_prune import kernels as VK  # noqa: E402
+from sharpv_kernels.ops.visual_prune.launch import visual_prune_triton  # noqa: E402
 
 #: LLaVA-OV-7B at 384 px: 32 frames of 196 tokens of 3584 channels, bfloat16
 SHAPE = (32, 196, 3584)

@@ -39,9 +39,9 @@ from typing import Any
 import torch
 
 from sharpv_kernels import visual_prune
-from sharpv_kernels.visual.naive import visual_prune_reference
-from sharpv_kernels.visual.native import native_unavailable_reason
-from sharpv_kernels.visual.torch_path import visual_prune_torch
+from sharpv_kernels.ops.visual_prune.naive import visual_prune_reference
+from sharpv_kernels.ops.visual_prune.native import native_unavailable_reason
+from sharpv_kernels.ops.visual_prune.torch_path import visual_prune_torch
 
 from .common import copy_bandwidth, environment, sync, write_result
 from .visual_cases import SHAPES, video_features

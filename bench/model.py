@@ -209,8 +209,9 @@ class Case:
 
 def _plan(gpu: GPU, family: str, shape: tuple[int, ...], element_size: int) -> dict[str, Any]:
     """``{"plan": ...}``: the launch plan the launcher would pick on ``gpu``."""
-    from sharpv_kernels.memory import launch as ML
-    from sharpv_kernels.visual import launch as VL
+    from sharpv_kernels.ops.kv_compact import launch as CL
+    from sharpv_kernels.ops.layer_similarity import launch as ML
+    from sharpv_kernels.ops.visual_prune import launch as VL
 
     if family == "visual":
         if not hasattr(VL, "plan_launch"):  # the kernels before the rebuild planned alone
@@ -221,12 +222,12 @@ def _plan(gpu: GPU, family: str, shape: tuple[int, ...], element_size: int) -> d
         extra = {"shared_per_sm": gpu.shared_per_sm} if takes_shared else {}
         return {"plan": ML.plan_similarity(shape, element_size, gpu.sms, **extra)}
     if family == "compact" and hasattr(ML, "plan_compact"):
-        return {"plan": ML.plan_compact(shape, element_size)}
+        return {"plan": CL.plan_compact(shape, element_size)}
     return {}
 
 
 def _visual_case(op: str, shape: str, dtype: torch.dtype) -> Case:
-    from sharpv_kernels.visual.launch import visual_prune_triton
+    from sharpv_kernels.ops.visual_prune.launch import visual_prune_triton
 
     n, f, d = VISUAL_SHAPES[shape]
     x = torch.empty((n, f, d), dtype=dtype)
@@ -245,7 +246,8 @@ def _visual_case(op: str, shape: str, dtype: torch.dtype) -> Case:
 
 
 def _memory_case(op: str, shape: str, dtype: torch.dtype) -> Case:
-    from sharpv_kernels.memory.launch import kv_compact_triton, layer_similarity_triton
+    from sharpv_kernels.ops.kv_compact.launch import kv_compact_triton
+    from sharpv_kernels.ops.layer_similarity.launch import layer_similarity_triton
 
     m = MEMORY_SHAPES[shape]
     seq = TEXT_BEFORE + m["visual"] + TEXT_AFTER
@@ -298,12 +300,13 @@ def cases(ops: list[str], shapes: list[str], dtype: torch.dtype) -> list[Case]:
 
 def _record(case: Case, gpu: GPU) -> tuple[list[Launch], list[int]]:
     """Launches of one op call and the launch counts at which the host read a tensor back."""
-    from sharpv_kernels.memory import kernels as MK
-    from sharpv_kernels.visual import kernels as VK
+    from sharpv_kernels.ops.kv_compact import kernels as KK
+    from sharpv_kernels.ops.layer_similarity import kernels as SK
+    from sharpv_kernels.ops.visual_prune import kernels as VK
 
     syncs: list[int] = []
     real_item, real_tolist = torch.Tensor.item, torch.Tensor.tolist
-    with record_launches(VK, MK) as log:
+    with record_launches(VK, SK, KK) as log:
 
         def item(self):
             syncs.append(len(log))

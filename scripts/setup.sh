@@ -40,5 +40,5 @@ fi
 python -m pip install -q "${pins[@]}" -e ".[hf,test,bench]"
 python -c "import torch, triton, sharpv_kernels; print('sharpv-kernels ready: torch', torch.__version__, 'triton', triton.__version__)"
 # build the native CPU kernel now rather than on the first CPU call (about a second)
-python -c "from sharpv_kernels.visual.native import native_unavailable_reason as r; why = r(); print('native CPU kernel:', why or 'built')"
+python -c "from sharpv_kernels.ops.visual_prune.native import native_unavailable_reason as r; why = r(); print('native CPU kernel:', why or 'built')"
 echo "$key" > "$STAMP"

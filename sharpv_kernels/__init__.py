@@ -5,8 +5,9 @@ triton only.
 """
 
 from . import vocab
-from .memory import kv_compact_, layer_similarity  # noqa: F401
-from .visual import (
+from .ops.kv_compact import kv_compact_
+from .ops.layer_similarity import layer_similarity
+from .ops.visual_prune import (
     VisualPruneResult,
     visual_prune,
     visual_prune_reference,

@@ -25,7 +25,7 @@ Anything that makes the kernel unusable raises :class:`NativeUnavailable` with a
 that names the file or the folder; callers fall back to PyTorch.
 
 Examples:
-    >>> lib = load_library("sharpv_kernels.visual", "native_scores.c")  # doctest: +SKIP
+    >>> lib = load_library("sharpv_kernels.ops.visual_prune", "native_scores.c")  # doctest: +SKIP
 """
 
 from __future__ import annotations

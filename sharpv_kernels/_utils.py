@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -11,6 +12,10 @@ __all__ = [
     "BACKEND_ENV",
     "BACKENDS",
     "FLOAT_DTYPES",
+    "INDEX_DTYPES",
+    "check_spans",
+    "check_written_memory",
+    "signature_of",
     "check_no_overlap",
     "check_tensor",
     "is_interpreting",
@@ -20,6 +25,8 @@ __all__ = [
 
 #: Input dtypes the Triton kernels accept.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Dtypes of index arguments (spans, lengths).
+INDEX_DTYPES = (torch.int32, torch.int64)
 
 #: Environment variable that picks the implementation behind every ``torch.ops.sharpv`` op.
 BACKEND_ENV = "SHARPV_BACKEND"
@@ -159,3 +166,79 @@ def check_no_overlap(named: list[tuple[str, torch.Tensor]]) -> None:
             )
         if reach is None or reach[1] != storage or hi > reach[2]:
             reach = (name, storage, hi)
+
+
+def check_spans(span_start: object, span_len: object, bsz: int, device: torch.device) -> None:
+    """``span_start``/``span_len``: ``(bsz,)`` int32/int64 tensors on ``device`` (any strides)."""
+    for name, t in (("span_start", span_start), ("span_len", span_len)):
+        check_tensor(name, t, ndim=1, dtypes=INDEX_DTYPES, device=device)
+        if t.shape[0] != bsz:
+            raise ValueError(f"{name} must have shape ({bsz},), got {tuple(t.shape)}")
+
+
+def check_written_memory(
+    keys: list[torch.Tensor] | None = None,
+    values: list[torch.Tensor] | None = None,
+    lengths: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> None:
+    """The tensors an op writes must not alias themselves or each other (a stride-0
+    ``lengths``, two layers that are views of one slot range): ``ValueError`` naming them.
+    Reads data pointers, so it runs in the real implementations, not the fake ones."""
+    written = [(f"keys[{i}]", k) for i, k in enumerate(keys or [])]
+    written += [(f"values[{i}]", v) for i, v in enumerate(values or [])]
+    if lengths is not None:
+        written.append(("lengths", lengths))
+    if out is not None:
+        written.append(("out", out))
+    check_no_overlap(written)
+
+
+def _written(annotation: object) -> object:
+    """An annotation as written: ``NamedTuple`` keeps postponed ones as ``ForwardRef``."""
+    return getattr(annotation, "__forward_arg__", annotation)
+
+
+def signature_of(
+    args_type: type[tuple],
+    *,
+    head: Sequence[inspect.Parameter] = (),
+    tail: Sequence[inspect.Parameter] = (),
+    keyword_only: bool = False,
+    defaults: bool = True,
+) -> Callable[[Callable], Callable]:
+    """Give the decorated ``f(*args, **kwargs)`` the signature ``(*head, <fields>, *tail)``:
+    the fields of the ``NamedTuple`` ``args_type``, in order, with their annotations as
+    written (and their defaults unless ``defaults=False``; keyword-only if ``keyword_only``),
+    and ``f``'s return annotation.
+
+    An op's arguments are written once, as the fields of its ``NamedTuple`` (``checks.py``);
+    ``inspect.signature``, ``help()`` and ``torch.library.custom_op``'s schema inference read
+    them from there.
+
+    Examples:
+        >>> from typing import NamedTuple
+        >>> class Args(NamedTuple):
+        ...     x: torch.Tensor
+        ...     k: int = 2
+        >>> @signature_of(Args)
+        ... def op(*args, **kwargs) -> None: ...
+        >>> str(inspect.signature(op))
+        "(x: 'torch.Tensor', k: 'int' = 2) -> 'None'"
+    """
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    if keyword_only:
+        kind = inspect.Parameter.KEYWORD_ONLY
+    found = args_type._field_defaults if defaults else {}
+    fields = [
+        inspect.Parameter(n, kind, annotation=_written(args_type.__annotations__[n]),
+                          default=found.get(n, inspect.Parameter.empty))
+        for n in args_type._fields
+    ]  # fmt: skip
+
+    def apply(fn: Callable) -> Callable:
+        ret = fn.__annotations__.get("return", inspect.Signature.empty)
+        fn.__signature__ = inspect.Signature([*head, *fields, *tail], return_annotation=ret)
+        return fn
+
+    return apply

@@ -23,8 +23,8 @@ import torch
 
 from ._gpu import device_limits
 from ._utils import is_interpreting, select_backend
-from .memory import launch as memory_launch
-from .visual import launch as visual_launch
+from .ops.layer_similarity import launch as similarity_launch
+from .ops.visual_prune import launch as visual_launch
 
 __all__ = ["warmup", "visual_warmup_inputs", "similarity_warmup_lengths"]
 
@@ -66,8 +66,8 @@ def similarity_warmup_lengths(
     """
     seen: dict[tuple, int] = {}
     for seq in range(1, max_seq + 1):
-        plan = memory_launch.plan_similarity((1, seq, d), element_size, sms, shared_per_sm)
-        _, n_tiles = memory_launch.similarity_grid(plan, 1, seq)
+        plan = similarity_launch.plan_similarity((1, seq, d), element_size, sms, shared_per_sm)
+        _, n_tiles = similarity_launch.similarity_grid(plan, 1, seq)
         seen.setdefault((plan, n_tiles <= 128), seq)
     return list(seen.values())
 
@@ -104,8 +104,8 @@ def warmup(
     Returns:
         calls made per op.
     """
-    from .memory.api import layer_similarity
-    from .visual.api import visual_prune
+    from .ops.layer_similarity.api import layer_similarity
+    from .ops.visual_prune.api import visual_prune
 
     device = torch.device(device)
     calls = {"visual_prune": 0, "layer_similarity": 0}

@@ -20,7 +20,7 @@ MEMORY_BACKENDS = ["torch", "triton"]
 def skip_unless_available(name: str) -> None:
     """Skip the calling test when ``name`` is the native backend and it cannot be built."""
     if name == "native":
-        from sharpv_kernels.visual.native import native_unavailable_reason
+        from sharpv_kernels.ops.visual_prune.native import native_unavailable_reason
 
         reason = native_unavailable_reason()
         if reason is not None:

@@ -91,7 +91,7 @@ import os, warnings, torch
 warnings.simplefilter("always")
 from sharpv_kernels import visual_prune
 from sharpv_kernels._native import NativeKernelWarning
-from sharpv_kernels.visual.native import native_unavailable_reason
+from sharpv_kernels.ops.visual_prune.native import native_unavailable_reason
 x = torch.randn(6, 5, 24, generator=torch.Generator().manual_seed(0))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sharpv_kernels.visual.kernels as VK
-from sharpv_kernels.visual.launch import plan_launch, visual_prune_triton
+import sharpv_kernels.ops.visual_prune.kernels as VK
+from sharpv_kernels.ops.visual_prune.launch import plan_launch, visual_prune_triton
 from tests.test_gpu_plans import MODEL_SHAPES
 
 #: variants per kernel over both modes (2-4 per mode today): the frame and video counts only
@@ -70,9 +70,9 @@ def test_layer_similarity_specialisations_over_200_sizes(dtype, sms, monkeypatch
     """200 sequence lengths from 16 to 32K tokens (quadratically spaced), Qwen2-7B's hidden
     size, through the planner for that GPU: at most :data:`SIM_BOUND` variants of the
     partial kernel, two of the finishing one (``S`` and the tile count are not specialised)."""
-    import sharpv_kernels.memory.kernels as MK
+    import sharpv_kernels.ops.layer_similarity.kernels as MK
     from sharpv_kernels._gpu import SIM_GPUS
-    from sharpv_kernels.memory.launch import layer_similarity_triton, plan_similarity
+    from sharpv_kernels.ops.layer_similarity.launch import layer_similarity_triton, plan_similarity
 
     keys: dict[str, set] = {}
     for name in ("_sim_partial_kernel", "_sim_finish_kernel"):

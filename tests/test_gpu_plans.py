@@ -18,13 +18,13 @@ from sharpv_kernels._gpu import (
     device_limits,
     sim_limits,
 )
-from sharpv_kernels.memory.launch import (
-    plan_compact,
+from sharpv_kernels.ops.kv_compact.launch import plan_compact
+from sharpv_kernels.ops.layer_similarity.launch import (
     plan_similarity,
     similarity_grid,
     similarity_residency,
 )
-from sharpv_kernels.visual.launch import MAX_TOKENS_PER_FRAME, plan_launch, validate_plan
+from sharpv_kernels.ops.visual_prune.launch import MAX_TOKENS_PER_FRAME, plan_launch, validate_plan
 
 #: (d, f) of the models the kernels serve: LLaVA-OneVision 0.5B/7B (27x27 patches pooled to
 #: 14x14), LLaVA-Video 7B (13x13 after pooling), Qwen2.5-VL 3B/7B at 224/336/448 px (2x2

@@ -30,7 +30,7 @@ from sharpv.tiny_models import (
     tiny_qwen2_5_vl,
     tiny_qwen2_vl,
 )
-from sharpv_kernels.visual.naive import visual_prune_reference
+from sharpv_kernels.ops.visual_prune.naive import visual_prune_reference
 
 from .memory_oracle import dense_masked
 

@@ -9,14 +9,14 @@ import pytest
 
 from bench.model import MEMORY_SHAPES, TEXT_AFTER, TEXT_BEFORE
 from bench.visual_cases import SHAPES
-from sharpv_kernels.memory.launch import (
+from sharpv_kernels.ops.kv_compact.launch import plan_compact
+from sharpv_kernels.ops.layer_similarity.launch import (
     SHARED_PER_SM,
     SimilarityPlan,
-    plan_compact,
     plan_similarity,
     similarity_residency,
 )
-from sharpv_kernels.visual.launch import LaunchPlan, plan_launch
+from sharpv_kernels.ops.visual_prune.launch import LaunchPlan, plan_launch
 
 
 @pytest.mark.parametrize("sms", [132, 108])

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("transformers")
 
 from sharpv.cache import CompactingCache  # noqa: E402
-from sharpv_kernels.memory import kv_compact_reference  # noqa: E402
+from sharpv_kernels.ops.kv_compact import kv_compact_reference  # noqa: E402
 
 B, H, D, L = 3, 2, 4, 3
 

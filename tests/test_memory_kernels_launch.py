@@ -11,14 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharpv_kernels.memory.launch import (
-    CompactPlan,
+from sharpv_kernels.ops.kv_compact.launch import CompactPlan, kv_compact_triton
+from sharpv_kernels.ops.kv_compact.naive import kv_compact_reference
+from sharpv_kernels.ops.layer_similarity.launch import (
     SimilarityPlan,
-    kv_compact_triton,
     layer_similarity_triton,
     plan_similarity,
 )
-from sharpv_kernels.memory.naive import kv_compact_reference, layer_similarity_reference
+from sharpv_kernels.ops.layer_similarity.naive import layer_similarity_reference
 
 ATOL = 1e-5
 

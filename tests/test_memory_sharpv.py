@@ -10,7 +10,7 @@ import torch
 
 import sharpv
 from sharpv.hooks import GenerationHooks, cache_kwarg, find_text_model, get_cache, visual_spans
-from sharpv_kernels.memory import layer_similarity_reference
+from sharpv_kernels.ops.layer_similarity import layer_similarity_reference
 
 from .memory_oracle import dense_masked
 

@@ -21,7 +21,7 @@ import torch
 
 from sharpv_kernels import visual_prune
 from sharpv_kernels._native import NativeUnavailable, load_library
-from sharpv_kernels.visual.native import (
+from sharpv_kernels.ops.visual_prune.native import (
     gather_rows_native,
     native_unavailable_reason,
     unit_distances_native,
@@ -137,7 +137,7 @@ def test_a_failing_compiler_is_a_clear_reason(tmp_path, monkeypatch):
     if not shutil.which("false"):
         pytest.skip("no `false` command to stand in for a broken compiler")
     with pytest.raises(NativeUnavailable, match="failed"):
-        load_library("sharpv_kernels.visual", "native_scores.c")
+        load_library("sharpv_kernels.ops.visual_prune", "native_scores.c")
     assert not list(tmp_path.glob("*.so"))  # no partial library is left behind
 
 
@@ -147,7 +147,7 @@ def test_auto_falls_back_to_pytorch_without_a_compiler(tmp_path):
         """
         import torch
         from sharpv_kernels import visual_prune
-        from sharpv_kernels.visual.native import native_unavailable_reason
+        from sharpv_kernels.ops.visual_prune.native import native_unavailable_reason
         assert "no C compiler" in native_unavailable_reason()
         x = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
         print(visual_prune(x).indices.tolist())

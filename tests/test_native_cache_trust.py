@@ -36,7 +36,7 @@ IS_ROOT = os.geteuid() == 0
 LOAD_EACH = """
 import json, os, sys, warnings
 from sharpv_kernels._native import NativeUnavailable, load_library
-from sharpv_kernels.visual.native import SYMBOLS
+from sharpv_kernels.ops.visual_prune.native import SYMBOLS
 for case in json.loads(sys.argv[1]):
     os.environ.update(case["env"])
     for k in case.get("unset", []):
@@ -44,8 +44,8 @@ for case in json.loads(sys.argv[1]):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            lib = load_library("sharpv_kernels.visual", "native_scores.c", (("-fopenmp",),),
-                               SYMBOLS)
+            lib = load_library("sharpv_kernels.ops.visual_prune", "native_scores.c",
+                               (("-fopenmp",),), SYMBOLS)
             out = {"loaded": lib._name}
         except NativeUnavailable as e:
             out = {"refused": str(e)}

@@ -21,7 +21,7 @@ from sharpv_kernels._native import (
     compiler_command,
     load_library,
 )
-from sharpv_kernels.visual.native import SYMBOLS
+from sharpv_kernels.ops.visual_prune.native import SYMBOLS
 
 from .native_child import LOAD_AND_RUN, THEN_NATIVE, check_ok, child_env, lines, run_child
 
@@ -44,7 +44,7 @@ def _load(tmp_path: Path, monkeypatch, cc: str, variants=((),)):
     monkeypatch.setenv("SHARPV_CACHE_DIR", str(cache))
     monkeypatch.setenv("CC", cc)
     try:
-        return load_library("sharpv_kernels.visual", "native_scores.c", variants, SYMBOLS)
+        return load_library("sharpv_kernels.ops.visual_prune", "native_scores.c", variants, SYMBOLS)
     finally:
         if cache.exists():
             assert not [p for p in cache.iterdir() if p.suffix != ".so"]  # no build leftovers

@@ -13,7 +13,7 @@ from .native_child import check_ok, child_env, run_child
 FORK_AFTER_THREADED_CALL = """
 import os, signal, sys, time, torch
 from sharpv_kernels import visual_prune
-from sharpv_kernels.visual.native import native_unavailable_reason, unit_distances_native
+from sharpv_kernels.ops.visual_prune.native import native_unavailable_reason, unit_distances_native
 assert native_unavailable_reason() is None, native_unavailable_reason()
 os.environ["SHARPV_BACKEND"] = "native"
 torch.set_num_threads(2)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sharpv_kernels import visual_prune, visual_scores
-from sharpv_kernels.visual.naive import visual_scores_reference
+from sharpv_kernels.ops.visual_prune.naive import visual_scores_reference
 
 from .backends import use_backend
 

@@ -12,11 +12,19 @@ import torch
 
 import sharpv_kernels as sk
 from sharpv_kernels._gpu import program_order
-from sharpv_kernels.visual.launch import plan_launch
+from sharpv_kernels.ops.visual_prune.launch import plan_launch
 from tests.backends import use_backend
 
 ORDERS = ["reversed", "shuffled:1", "shuffled:7"]
 SMS = [108, 132, 170]
+
+
+@pytest.fixture
+def g(sms, order, monkeypatch):
+    """Plans for the GPU with ``sms`` SMs, programs in ``order``; a generator seeded by ``sms``."""
+    monkeypatch.setenv("SHARPV_SIM_SMS", str(sms))
+    monkeypatch.setenv("SHARPV_SIM_ORDER", order)
+    return torch.Generator().manual_seed(sms)
 
 
 def _visual(backend, x, cu, mode, **kw):
@@ -26,10 +34,7 @@ def _visual(backend, x, cu, mode, **kw):
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("sms", SMS)
-def test_visual_prune_real_plans_any_order(sms, order, monkeypatch):
-    monkeypatch.setenv("SHARPV_SIM_SMS", str(sms))
-    monkeypatch.setenv("SHARPV_SIM_ORDER", order)
-    g = torch.Generator().manual_seed(sms)
+def test_visual_prune_real_plans_any_order(sms, order, g):
     x = torch.randn(2, 7, 640, generator=g)
     plan = plan_launch(tuple(x.shape), 4, sms)
     assert plan.norms_cols < 640 and plan.scores_cols < 640  # several channel slices
@@ -47,10 +52,7 @@ def test_visual_prune_real_plans_any_order(sms, order, monkeypatch):
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("sms", SMS)
-def test_memory_ops_real_plans_any_order(sms, order, monkeypatch):
-    monkeypatch.setenv("SHARPV_SIM_SMS", str(sms))
-    monkeypatch.setenv("SHARPV_SIM_ORDER", order)
-    g = torch.Generator().manual_seed(sms)
+def test_memory_ops_real_plans_any_order(sms, order, g):
     h, r = torch.randn(2, 24, 48, generator=g), torch.randn(2, 24, 48, generator=g)
     start, n = torch.tensor([3, 0]), torch.tensor([17, 24])
     outs = {}

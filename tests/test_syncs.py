@@ -16,17 +16,18 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import sharpv_kernels.memory.kernels as MK
-import sharpv_kernels.visual.kernels as VK
+import sharpv_kernels.ops.kv_compact.kernels as KK
+import sharpv_kernels.ops.layer_similarity.kernels as SK
+import sharpv_kernels.ops.visual_prune.kernels as VK
 from sharpv_kernels._gpu import SIM_GPUS
-from sharpv_kernels.memory.launch import (
-    CompactPlan,
-    SimilarityPlan,
-    kv_compact_triton,
-    layer_similarity_triton,
+from sharpv_kernels.ops.kv_compact.launch import CompactPlan, kv_compact_triton
+from sharpv_kernels.ops.layer_similarity.launch import SimilarityPlan, layer_similarity_triton
+from sharpv_kernels.ops.visual_prune.checks import prepare_cu_frames
+from sharpv_kernels.ops.visual_prune.launch import (
+    plan_launch,
+    visual_prune_triton,
+    visual_scores_triton,
 )
-from sharpv_kernels.visual.checks import prepare_cu_frames
-from sharpv_kernels.visual.launch import plan_launch, visual_prune_triton, visual_scores_triton
 
 DEV = torch.device("cuda", 1)
 
@@ -94,7 +95,8 @@ def launches(monkeypatch):
     for mod, names in (
         (VK, ["frame_norms_kernel", "frame_scores_kernel", "frame_select_kernel",
               "video_counts_kernel", "gather_kernel"]),
-        (MK, ["_sim_partial_kernel", "_sim_finish_kernel", "_kv_compact_kernel"]),
+        (SK, ["_sim_partial_kernel", "_sim_finish_kernel"]),
+        (KK, ["_kv_compact_kernel"]),
     ):  # fmt: skip
         for name in names:
             monkeypatch.setattr(mod, name, Kernel(name, log))
@@ -160,7 +162,7 @@ def test_visual_prune_syncs(launches, mode, videos, cu_host, syncs, monkeypatch)
     one read-back, before the gather kernel. (The host-side value check of ``cu_frames``
     reads a CPU tensor: not a sync, and not something a fake tensor can do, so it is left
     out here.)"""
-    monkeypatch.setattr("sharpv_kernels.visual.checks.check_cu_values", lambda *a: None)
+    monkeypatch.setattr("sharpv_kernels.ops.visual_prune.checks.check_cu_values", lambda *a: None)
     monkeypatch.setattr("sharpv_kernels._gpu._cuda_limits", lambda index: SIM_GPUS[132])
     kw = {"keep_ratio": 0.5} if mode == "ratio" else {"budget": 0.5} if mode == "budget" else {}
     bounds = [0, 1, 4] if videos == 2 else [0, 4]

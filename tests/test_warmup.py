@@ -8,11 +8,11 @@ import contextlib
 import pytest
 import torch
 
-import sharpv_kernels.memory.kernels as MK
-import sharpv_kernels.visual.kernels as VK
+import sharpv_kernels.ops.layer_similarity.kernels as MK
+import sharpv_kernels.ops.visual_prune.kernels as VK
 from sharpv_kernels._gpu import SIM_GPUS
-from sharpv_kernels.memory.launch import layer_similarity_triton, plan_similarity
-from sharpv_kernels.visual.launch import plan_launch, visual_prune_triton
+from sharpv_kernels.ops.layer_similarity.launch import layer_similarity_triton, plan_similarity
+from sharpv_kernels.ops.visual_prune.launch import plan_launch, visual_prune_triton
 from sharpv_kernels.warmup import similarity_warmup_lengths, visual_warmup_inputs, warmup
 from tests.backends import use_backend
 from tests.test_compile_keys import NAMES, _Key

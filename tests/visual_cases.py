@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from sharpv_kernels.visual.naive import visual_prune_reference, visual_scores_reference
+from sharpv_kernels.ops.visual_prune.naive import visual_prune_reference, visual_scores_reference
 
 #: (frames, f, d, cu_frames) covering f in {1, 7, 64, 197}, d in {1, 3, 64, 130}, one frame,
 #: one video and several videos of different lengths.

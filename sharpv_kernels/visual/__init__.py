@@ -1,17 +1,16 @@
-"""Visual SharpV: pre-LLM visual token pruning (SPEC, Visual SharpV).
+"""Pre-0.2 import path of the folder :mod:`sharpv_kernels.ops.visual_prune` (kept so old
+imports work).
 
-Importing this package registers ``torch.ops.sharpv.visual_prune`` and
-``torch.ops.sharpv.visual_scores``.
+``sharpv_kernels.visual`` and ``sharpv_kernels.visual.<module>`` are the very module objects
+of ``sharpv_kernels.ops.visual_prune`` (one copy of every module, so patching either name patches
+both). New code imports ``sharpv_kernels.ops.visual_prune``.
 """
 
-from .api import visual_prune, visual_scores
-from .naive import visual_prune_reference, visual_scores_reference
-from .result import VisualPruneResult
+import sys
 
-__all__ = [
-    "VisualPruneResult",
-    "visual_prune",
-    "visual_prune_reference",
-    "visual_scores",
-    "visual_scores_reference",
-]
+from ..ops import visual_prune
+from ..ops.visual_prune import api, checks, kernels, launch, naive, native, ops, result, torch_path
+
+for _module in (api, checks, kernels, launch, naive, native, ops, result, torch_path):
+    sys.modules[f"{__name__}.{_module.__name__.rpartition('.')[2]}"] = _module
+sys.modules[__name__] = visual_prune

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from sharpv_kernels import VisualPruneResult, visual_prune
-from sharpv_kernels.visual.checks import check_cu_values, normalize_cu_frames
+from sharpv_kernels.ops.visual_prune.checks import check_cu_values, normalize_cu_frames
 from sharpv_kernels.vocab import DEFAULT_MIN_KEEP, ZERO_NORM_EPS
 
 __all__ = [

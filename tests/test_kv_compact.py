@@ -1,8 +1,11 @@
-"""Memory SharpV ops against the plain-PyTorch references, on both backends.
+"""``kv_compact_`` (SPEC, Memory SharpV items 4 and 6): the same cases on every backend
+against the plain-PyTorch reference, every argument form it accepts, the errors for the
+others (an op that raises changes nothing), and ``torch.compile`` with ``layer_similarity``.
 
-Each test runs the public functions (``torch.ops.sharpv.*``) with ``SHARPV_BACKEND=triton``
-(Triton interpreter on CPU tensors, compiled kernels on CUDA with
-``SHARPV_TEST_COMPILED=1``) and ``SHARPV_BACKEND=torch`` (the plain PyTorch path).
+Backend-parametrised tests run the public function (``torch.ops.sharpv.kv_compact_``) with
+``SHARPV_BACKEND=triton`` (Triton interpreter on CPU tensors, compiled kernels on CUDA with
+``SHARPV_TEST_COMPILED=1``), ``torch`` (the plain PyTorch path) and, where the ``backend``
+fixture is used, ``native`` (which runs the PyTorch path: no native kernel).
 """
 
 from __future__ import annotations
@@ -10,105 +13,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharpv_kernels.memory import (
-    kv_compact_,
-    kv_compact_reference,
-    layer_similarity,
-    layer_similarity_reference,
+from sharpv_kernels import kv_compact_, layer_similarity
+from sharpv_kernels.ops.kv_compact import kv_compact_reference
+
+from .backends import (
+    backend,  # noqa: F401  (fixture)
+    use_backend,
 )
-
-from .backends import MEMORY_BACKENDS, use_backend
-
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-PATHS = MEMORY_BACKENDS
-
-# (span_start, span_len) per sample for a sequence of 24 rows: start, middle, end (empty
-# suffix), empty span
-SPANS = {
-    "start": ([0], [9]),
-    "middle": ([6], [10]),
-    "end": ([14], [10]),
-    "mixed": ([0, 7, 20, 3], [5, 9, 4, 0]),
-}
-
-
-def _spans(name: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    s, n = SPANS[name]
-    return (
-        torch.tensor(s, dtype=torch.int32, device=device),
-        torch.tensor(n, dtype=torch.int64, device=device),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# layer_similarity
-
-
-def _sim(path, hidden, ref, s, n, out, layer):
-    with use_backend(path):
-        layer_similarity(hidden, ref, s, n, out, layer)
-
-
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("spans", list(SPANS))
-def test_layer_similarity_matches_reference(device, path, dtype, spans):
-    torch.manual_seed(0)
-    s, n = _spans(spans, device)
-    bsz, seq, d = s.shape[0], 24, 72
-    hidden = torch.randn(bsz, seq, d, device=device).to(dtype)
-    ref = (0.7 * hidden.float() + 0.5 * torch.randn(bsz, seq, d, device=device)).to(dtype)
-    ref[0, 1] = 0  # a zero reference row: cosine 0
-    out = torch.full((3, bsz), -5.0, device=device)
-    _sim(path, hidden, ref, s, n, out, 1)
-    want = layer_similarity_reference(hidden, ref, s, n)
-    torch.testing.assert_close(out[1], want, atol=2e-5, rtol=1e-5)
-    assert torch.all(out[[0, 2]] == -5.0), "rows other than `layer` must stay untouched"
-    assert torch.all(out[1][n == 0] == 1.0)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_layer_similarity_identity_and_strides(device, path):
-    torch.manual_seed(1)
-    base = torch.randn(2, 40, 33, device=device)
-    hidden = base[:, ::2]  # strided rows
-    s = torch.tensor([0, 3], dtype=torch.int64, device=device)
-    n = torch.tensor([20, 17], dtype=torch.int32, device=device)
-    out = torch.zeros(1, 2, device=device)
-    _sim(path, hidden, hidden, s, n, out, 0)
-    torch.testing.assert_close(out[0], torch.ones(2, device=device), atol=1e-6, rtol=0)
-    _sim(path, hidden, -hidden, s, n, out, 0)
-    torch.testing.assert_close(out[0], -torch.ones(2, device=device), atol=1e-6, rtol=0)
-
-
-def test_layer_similarity_bad_args(device):
-    h = torch.randn(2, 8, 4, device=device)
-    s = torch.zeros(2, dtype=torch.int32, device=device)
-    n = torch.full((2,), 4, dtype=torch.int32, device=device)
-    out = torch.zeros(3, 2, device=device)
-    with pytest.raises(ValueError, match="reference"):
-        layer_similarity(h, h[:, :4], s, n, out, 0)
-    with pytest.raises(TypeError, match="hidden"):
-        layer_similarity(h.long(), h, s, n, out, 0)
-    with pytest.raises(TypeError, match="span_start"):
-        layer_similarity(h, h, s.float(), n, out, 0)
-    with pytest.raises(ValueError, match="span_len"):
-        layer_similarity(h, h, s, n[:1], out, 0)
-    with pytest.raises(TypeError, match="out"):
-        layer_similarity(h, h, s, n, out.double(), 0)
-    with pytest.raises(ValueError, match="layer"):
-        layer_similarity(h, h, s, n, out, 3)
-    with pytest.raises(ValueError, match="span_start"):  # mismatched devices
-        layer_similarity(h, h, s.to("meta"), n, out, 0)
-    with pytest.raises(ValueError, match="out"):
-        layer_similarity(h, h, s, n, out.to("meta"), 0)
-    if device == "cpu":
-        with pytest.raises(ValueError, match="span"):
-            layer_similarity(h, h, s, n + 5, out, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# kv_compact_
+from .memory_cases import (
+    PATHS,
+    every_case,
+    make_spans,
+    small_args,
+    snapshot,
+    strided_spans,
+    unchanged,
+)
 
 
 def _cache(device, dtype, lengths, caps, heads=2, dim=8, seq_major=False):
@@ -140,12 +60,10 @@ def _assert_same(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("spans", list(SPANS))
+@every_case
 def test_kv_compact_matches_reference(device, path, dtype, spans):
     torch.manual_seed(2)
-    s, n = _spans(spans, device)
+    s, n = make_spans(spans, device)
     bsz = s.shape[0]
     caps = [24, 32, 28]
     # every sample's entries end at 24 or earlier; the "end" spans end exactly at their length
@@ -231,26 +149,86 @@ def test_kv_compact_errors_leave_cache_intact(device):
     assert lengths.tolist() == [[7, 8], [7, 8]]
 
 
-# ---------------------------------------------------------------------------------------------
-# torch.library
+# ---------------------------------------------------------------- argument forms
 
 
-def _small_args(device):
-    torch.manual_seed(4)
-    h = torch.randn(2, 6, 8, device=device)
-    s = torch.tensor([1, 0], dtype=torch.int32, device=device)
-    n = torch.tensor([3, 6], dtype=torch.int32, device=device)
-    lengths = torch.tensor([[6, 6], [6, 6]], dtype=torch.int32, device=device)
-    keys = [torch.randn(2, 1, 8, 4, device=device) for _ in range(2)]
-    values = [torch.randn(2, 1, 8, 4, device=device) for _ in range(2)]
-    sim = torch.tensor([[1.0, 0.1], [0.1, 0.3]], device=device)
-    return h, s, n, lengths, keys, values, sim
+def _random_cache(lengths_cap=10, n_layers=2, bsz=3):
+    g = torch.Generator().manual_seed(7)
+    keys = [torch.randn(bsz, 2, lengths_cap, 4, generator=g) for _ in range(n_layers)]
+    values = [torch.randn(bsz, 2, lengths_cap, 4, generator=g) for _ in range(n_layers)]
+    return keys, values
+
+
+def test_kv_compact_strided_arguments(backend):  # noqa: F811
+    keys, values = _random_cache()
+    s, n = strided_spans()
+    lengths = torch.tensor([[10, 9], [8, 10], [10, 10]], dtype=torch.int64).t()  # (2, 3)
+    sim = torch.tensor([[0.1, 0.5], [0.0, 0.1], [0.3, 0.05]]).t()  # (2, 3), stride (1, 2)
+    want_k, want_v, want_len = kv_compact_reference(
+        keys, values, lengths.contiguous(), s.contiguous(), n.contiguous(), sim, 0.2
+    )
+    kv_compact_(keys, values, lengths, s, n, sim, 0.2)
+    assert torch.equal(lengths, want_len)
+    for got, want in zip(keys + values, want_k + want_v, strict=True):
+        assert torch.equal(got, want)
+
+
+# ---------------------------------------- an op that raises changes nothing
+
+
+@pytest.mark.parametrize("alias", ["lengths-stride0", "lengths-rows-alias", "keys-twice",
+                                   "keys-values-same", "keys-overlap"])  # fmt: skip
+def test_kv_compact_aliased_writes_raise_before_writing(backend, alias):  # noqa: F811
+    keys, values = _random_cache()
+    s = torch.tensor([1, 0, 4])
+    n = torch.tensor([5, 2, 3])
+    sim = torch.zeros(2, 3)
+    lengths = torch.full((2, 3), 10, dtype=torch.int64)
+    name = "lengths"
+    if alias == "lengths-stride0":
+        lengths = torch.full((3,), 10, dtype=torch.int64).expand(2, 3)
+    elif alias == "lengths-rows-alias":
+        lengths = torch.full((4,), 10, dtype=torch.int64).as_strided((2, 3), (1, 1))
+    elif alias == "keys-twice":
+        keys = [keys[0], keys[0]]
+        name = "keys"
+    elif alias == "keys-values-same":
+        values = [values[0], keys[1]]
+        name = "keys"
+    else:
+        buf = torch.randn(3, 2, 14, 4)
+        keys = [buf[:, :, :10], buf[:, :, 4:]]
+        name = "keys"
+    before = snapshot(*keys, *values, lengths)
+    with pytest.raises(ValueError, match=name):
+        kv_compact_(keys, values, lengths, s, n, sim, 0.2)
+    unchanged(before, *keys, *values, lengths)
+
+
+@pytest.mark.parametrize("case", ["span-past-length", "length-past-capacity", "negative-span"])
+def test_kv_compact_bad_values_raise_before_writing(backend, case):  # noqa: F811
+    keys, values = _random_cache()
+    s = torch.tensor([1, 0, 4])[::1]
+    n = torch.tensor([5, 2, 3])
+    lengths = torch.full((3, 2), 10, dtype=torch.int32).t()  # strided
+    sim = torch.zeros(2, 3)
+    if case == "span-past-length":
+        lengths[1, 2] = 6  # 4 + 3 > 6, in a layer that compacts
+    elif case == "length-past-capacity":
+        lengths[0, 1] = 11
+    else:
+        s = torch.tensor([1, -1, 4])
+    before = snapshot(*keys, *values, lengths)
+    with pytest.raises(ValueError, match="span|lengths"):
+        kv_compact_(keys, values, lengths, s, n, sim, 0.2)
+    unchanged(before, *keys, *values, lengths)
+
+
+# ---------------------------------------------------------------- torch.library
 
 
 def test_opcheck():
-    h, s, n, lengths, keys, values, sim = _small_args("cpu")
-    out = torch.zeros(2, 2)
-    torch.library.opcheck(torch.ops.sharpv.layer_similarity, (h, h * 2 + 1, s, n, out, 1))
+    _, s, n, lengths, keys, values, sim = small_args("cpu")
     torch.library.opcheck(torch.ops.sharpv.kv_compact_, (keys, values, lengths, s, n, sim, 0.2))
 
 
@@ -258,7 +236,7 @@ def test_torch_compile_fullgraph(monkeypatch):
     # Inductor allocates its own tensors with torch.empty (some requiring grad), which the
     # NaN poisoning of conftest.py would break: undo it for this test only.
     monkeypatch.undo()
-    h, s, n, lengths, keys, values, sim = _small_args("cpu")
+    h, s, n, lengths, keys, values, sim = small_args("cpu")
     ref = h.flip(1)
 
     def f(h, ref, s, n, keys, values, lengths):

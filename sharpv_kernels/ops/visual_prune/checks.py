@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
-from .._utils import FLOAT_DTYPES, check_tensor
-from ..vocab import METRICS, VISUAL_MODES
+from ... import vocab
+from ..._utils import FLOAT_DTYPES, check_tensor
+from ...vocab import METRICS, VISUAL_MODES
 
 __all__ = [
+    "PruneOptions",
     "MODES",
     "METRICS",
     "NONFINITE_MESSAGE",
@@ -29,6 +32,27 @@ __all__ = [
     "check_visual_args",
     "raise_bad_features",
 ]
+
+
+class PruneOptions(NamedTuple):
+    """The options of ``visual_prune`` after ``features`` and ``cu_frames``, with their
+    defaults: the contract of :func:`sharpv_kernels.visual_prune`, written once (its public
+    signature, ``torch.ops.sharpv.visual_prune``'s schema and the backends read it).
+
+    ``mode``: ``adaptive``, ``ratio``, ``budget`` or ``manual``; ``w``: weight of the spatial
+    score; ``threshold``: adaptive keep threshold; ``keep_ratio`` (mode ``ratio``) and
+    ``budget`` (mode ``budget``) in (0, 1], ``None`` otherwise; ``min_keep``: tokens kept per
+    frame at least, ``0 <= min_keep <= f``; ``metric``: ``dissim`` or ``cosine``.
+    """
+
+    mode: str = vocab.DEFAULT_MODE
+    w: float = vocab.DEFAULT_W
+    threshold: float = vocab.DEFAULT_THRESHOLD
+    keep_ratio: float | None = None
+    budget: float | None = None
+    min_keep: int = vocab.DEFAULT_MIN_KEEP
+    metric: str = vocab.DEFAULT_METRIC
+
 
 #: the selection modes (from :mod:`sharpv_kernels.vocab`)
 MODES = VISUAL_MODES
@@ -156,19 +180,12 @@ def _check_cu_tensor(cu_frames: object, features: torch.Tensor) -> None:
         )
 
 
-def check_visual_args(
-    features: torch.Tensor,
-    cu_frames: torch.Tensor,
-    *,
-    mode: str,
-    w: float,
-    threshold: float,
-    keep_ratio: float | None,
-    budget: float | None,
-    min_keep: int,
-    metric: str,
-) -> None:
-    """Raise ``TypeError``/``ValueError`` naming the first bad argument (no device work)."""
+def check_visual_args(features: torch.Tensor, cu_frames: torch.Tensor, **options: Any) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the first bad argument (no device work).
+
+    ``options``: the fields of :class:`PruneOptions` (defaults for those left out).
+    """
+    mode, w, threshold, keep_ratio, budget, min_keep, metric = PruneOptions(**options)
     check_tensor("features", features, ndim=3)
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating tensor, got {features.dtype}")

@@ -10,10 +10,13 @@ unbacked symbol, so a function calling the op traces under ``torch.compile(fullg
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 
-from .._utils import select_backend
-from .checks import check_visual_args, prepare_cu_frames, raise_bad_features
+from ..._utils import select_backend, signature_of
+from .checks import PruneOptions, check_visual_args, prepare_cu_frames, raise_bad_features
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
 from .native import NATIVE_DTYPES, native_unavailable_reason
 from .torch_path import visual_prune_torch, visual_scores_torch
@@ -45,33 +48,30 @@ def _backend(features: torch.Tensor) -> str:
 _UNSAFE = (torch.Tag.cudagraph_unsafe,)
 
 
+_TENSORS = tuple(
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="torch.Tensor")
+    for name in ("features", "cu_frames")
+)
+_RETURN_SCORES = inspect.Parameter(
+    "return_scores", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="bool"
+)
+
+
 @torch.library.custom_op("sharpv::visual_prune", mutates_args=(), tags=_UNSAFE)
-def visual_prune_op(
-    features: torch.Tensor,
-    cu_frames: torch.Tensor,
-    mode: str,
-    w: float,
-    threshold: float,
-    keep_ratio: float | None,
-    budget: float | None,
-    min_keep: int,
-    metric: str,
-    return_scores: bool,
-) -> _Out6:
+@signature_of(PruneOptions, head=_TENSORS, tail=(_RETURN_SCORES,), defaults=False)
+def visual_prune_op(features: torch.Tensor, cu_frames: torch.Tensor, *rest: Any) -> _Out6:
     """Visual SharpV. Returns ``(tokens, indices, counts, ratios, cu_tokens, scores)``;
     ``scores`` is ``(total_frames, f)`` float32 when ``return_scores`` else an empty tensor.
-    See :func:`sharpv_kernels.visual_prune` for the contract."""
-    check_visual_args(
-        features, cu_frames, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
-        budget=budget, min_keep=min_keep, metric=metric,
-    )  # fmt: skip
+    ``rest``: the fields of :class:`~.checks.PruneOptions`, then ``return_scores``. See
+    :func:`sharpv_kernels.visual_prune` for the contract."""
+    *options, return_scores = rest
+    kw = PruneOptions(*options)._asdict()
+    check_visual_args(features, cu_frames, **kw)
     backend = _backend(features)
     cu = prepare_cu_frames(cu_frames, features, check_on_host=backend != "triton")
-    kw = dict(mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio, budget=budget,
-              min_keep=min_keep, metric=metric)  # fmt: skip
     if backend == "triton":
         # host values of cu_frames size a multi-video budget output with no read-back
-        host = mode == "budget" and cu_frames.device.type == "cpu"
+        host = kw["mode"] == "budget" and cu_frames.device.type == "cpu"
         out = visual_prune_triton(features, cu, cu_host=cu_frames.tolist() if host else None, **kw)
     else:
         out = visual_prune_torch(features, cu, native=backend == "native", **kw)
@@ -82,9 +82,8 @@ def visual_prune_op(
 
 
 @visual_prune_op.register_fake
-def _visual_prune_fake(
-    features, cu_frames, mode, w, threshold, keep_ratio, budget, min_keep, metric, return_scores
-):
+def _visual_prune_fake(features, cu_frames, *rest):
+    return_scores = rest[-1]
     n_frames, f, d = features.shape
     n_keep = torch.library.get_ctx().new_dynamic_size()
     return (
@@ -103,10 +102,7 @@ def visual_scores_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Spatial ``S``, temporal ``T``, importance ``I`` (each ``(total_frames, f)`` float32)
     and keep ratio ``r`` (``(total_frames,)`` float32) of Visual SharpV, for analysis."""
-    check_visual_args(
-        features, cu_frames, mode="adaptive", w=w, threshold=0.0, keep_ratio=None,
-        budget=None, min_keep=0, metric=metric,
-    )  # fmt: skip
+    check_visual_args(features, cu_frames, w=w, threshold=0.0, min_keep=0, metric=metric)
     backend = _backend(features)
     cu = prepare_cu_frames(cu_frames, features, check_on_host=backend != "triton")
     if backend == "triton":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from inspect import Parameter
+from typing import Any
 
 import torch
 
-from ..vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_MODE, DEFAULT_THRESHOLD, DEFAULT_W
+from ..._utils import signature_of
+from ...vocab import DEFAULT_METRIC, DEFAULT_W
 from . import ops as _ops  # noqa: F401  (registers torch.ops.sharpv.visual_*)
-from .checks import as_cu_tensor, check_visual_args
+from .checks import PruneOptions, as_cu_tensor, check_visual_args
 from .result import VisualPruneResult
 
 __all__ = ["visual_prune", "visual_scores"]
@@ -22,18 +25,23 @@ def _features(features: object) -> torch.Tensor:
     return features
 
 
+_INPUTS = (
+    Parameter("features", Parameter.POSITIONAL_OR_KEYWORD, annotation="torch.Tensor"),
+    Parameter("cu_frames", Parameter.POSITIONAL_OR_KEYWORD, default=None,
+              annotation="torch.Tensor | Sequence[int] | None"),
+)  # fmt: skip
+_RETURN_SCORES = Parameter(
+    "return_scores", Parameter.KEYWORD_ONLY, default=False, annotation="bool"
+)
+
+
+@signature_of(PruneOptions, head=_INPUTS, tail=(_RETURN_SCORES,), keyword_only=True)
 def visual_prune(
     features: torch.Tensor,
     cu_frames: torch.Tensor | Sequence[int] | None = None,
     *,
-    mode: str = DEFAULT_MODE,
-    w: float = DEFAULT_W,
-    threshold: float = DEFAULT_THRESHOLD,
-    keep_ratio: float | None = None,
-    budget: float | None = None,
-    min_keep: int = DEFAULT_MIN_KEEP,
-    metric: str = DEFAULT_METRIC,
     return_scores: bool = False,
+    **options: Any,
 ) -> VisualPruneResult:
     """Prune the visual tokens of a varlen batch of videos with Visual SharpV.
 
@@ -47,6 +55,8 @@ def visual_prune(
         cu_frames: ``(B + 1,)`` frame offsets of the videos: a sequence of ints, or an
             int32/int64 tensor of any strides on the features' device or the CPU; None
             means one video. Values must fit in int32.
+        options: the fields of :class:`~.checks.PruneOptions`, keyword-only, each with its
+            default:
         mode: ``"adaptive"`` (``k_t = ceil(r_t f)``), ``"manual"`` (keep ``I > threshold``),
             ``"ratio"`` (``k_t = ceil(keep_ratio f - 1e-9)``) or ``"budget"`` (exactly
             ``budget_token_count(budget, n, f, min_keep)`` tokens per video).
@@ -73,10 +83,8 @@ def visual_prune(
     """
     features = _features(features)
     cu = as_cu_tensor(cu_frames, features)
-    check_visual_args(
-        features, cu, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
-        budget=budget, min_keep=min_keep, metric=metric,
-    )  # fmt: skip
+    check_visual_args(features, cu, **options)
+    mode, w, threshold, keep_ratio, budget, min_keep, metric = PruneOptions(**options)
     out = torch.ops.sharpv.visual_prune(
         features, cu, mode, float(w), float(threshold),
         None if keep_ratio is None else float(keep_ratio),
@@ -106,8 +114,5 @@ def visual_scores(
     """
     features = _features(features)
     cu = as_cu_tensor(cu_frames, features)
-    check_visual_args(
-        features, cu, mode=DEFAULT_MODE, w=w, threshold=0.0, keep_ratio=None, budget=None,
-        min_keep=0, metric=metric,
-    )  # fmt: skip
+    check_visual_args(features, cu, w=w, threshold=0.0, min_keep=0, metric=metric)
     return torch.ops.sharpv.visual_scores(features, cu, float(w), metric)

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..vocab import BUDGET_BISECTION_STEPS, ZERO_NORM_EPS, budget_token_count, ratio_keep_count
+from ...vocab import BUDGET_BISECTION_STEPS, ZERO_NORM_EPS, budget_token_count, ratio_keep_count
 from .result import VisualPruneResult
 
 __all__ = [

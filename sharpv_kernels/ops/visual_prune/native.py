@@ -33,9 +33,9 @@ import threading
 
 import torch
 
-from .._native import NativeUnavailable, load_library, warn_once
-from .._utils import BACKEND_ENV
-from ..vocab import ZERO_NORM_EPS
+from ..._native import NativeUnavailable, load_library, warn_once
+from ..._utils import BACKEND_ENV
+from ...vocab import ZERO_NORM_EPS
 
 __all__ = [
     "NATIVE_DTYPES",

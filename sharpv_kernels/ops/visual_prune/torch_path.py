@@ -18,20 +18,16 @@ and score exactly 0.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-from ..vocab import (
+from ...vocab import (
     BUDGET_BISECTION_STEPS,
-    DEFAULT_METRIC,
-    DEFAULT_MIN_KEEP,
-    DEFAULT_MODE,
-    DEFAULT_THRESHOLD,
-    DEFAULT_W,
     ZERO_NORM_EPS,
     ratio_keep_count,
 )
-from .checks import raise_bad_features
+from .checks import PruneOptions, raise_bad_features
 from .native import gather_rows_native, unit_distances_native
 
 __all__ = [
@@ -292,17 +288,7 @@ def select_torch(I: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 
 def visual_prune_torch(
-    features: torch.Tensor,
-    cu_frames: torch.Tensor,
-    *,
-    mode: str = DEFAULT_MODE,
-    w: float = DEFAULT_W,
-    threshold: float = DEFAULT_THRESHOLD,
-    keep_ratio: float | None = None,
-    budget: float | None = None,
-    min_keep: int = DEFAULT_MIN_KEEP,
-    metric: str = DEFAULT_METRIC,
-    native: bool = False,
+    features: torch.Tensor, cu_frames: torch.Tensor, *, native: bool = False, **options: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Visual SharpV in plain tensor ops on any device; arguments already validated.
 
@@ -310,6 +296,7 @@ def visual_prune_torch(
         features: ``(total_frames, f, d)`` float32/float16/bfloat16/float64, any strides.
         cu_frames: ``(B + 1,)`` int32 valid frame offsets on the features' device.
         native: run the score pass on the native CPU kernel (CPU tensors, not float64).
+        options: the fields of :class:`~.checks.PruneOptions` (keywords, with its defaults).
     Returns:
         ``(tokens, indices, counts, ratios, cu_tokens, scores)`` as the Triton launcher;
         ``ratios`` and ``scores`` float32.
@@ -323,13 +310,14 @@ def visual_prune_torch(
         >>> out[2].tolist()
         [3, 3, 3, 3]
     """
-    _, _, scores, ratios, norms = visual_scores_torch(features, cu_frames, w, metric,
+    o = PruneOptions(**options)
+    _, _, scores, ratios, norms = visual_scores_torch(features, cu_frames, o.w, o.metric,
                                                       native=native)  # fmt: skip
     raise_bad_features(features, norms)
     scores, ratios = scores.to(torch.float32), ratios.to(torch.float32)
     k = frame_counts_torch(
-        scores, ratios, cu_frames, mode=mode, threshold=threshold, keep_ratio=keep_ratio,
-        budget=budget, min_keep=min_keep,
+        scores, ratios, cu_frames, mode=o.mode, threshold=o.threshold,
+        keep_ratio=o.keep_ratio, budget=o.budget, min_keep=o.min_keep,
     )  # fmt: skip
     indices = select_torch(scores, k)
     n, f, d = features.shape

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._gpu import (
+from ..._gpu import (
     FP_PINNED,
     MAX_BLOCK_NUMEL,
     MAX_GRID_YZ,
@@ -36,8 +36,8 @@ from .._gpu import (
     device_limits,
     launch_scope,
 )
-from .._utils import next_power_of_2
-from ..vocab import (
+from ..._utils import next_power_of_2
+from ...vocab import (
     BUDGET_BISECTION_STEPS,
     DEFAULT_METRIC,
     DEFAULT_MIN_KEEP,

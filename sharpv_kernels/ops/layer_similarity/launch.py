@@ -1,14 +1,13 @@
-"""Launchers of the Memory SharpV Triton kernels.
+"""Launcher of the ``layer_similarity`` Triton kernels and its launch plan.
 
-They take already-validated arguments (see ``checks.py``: every check passes before a
-launcher is called, so nothing is written for an invalid call) and work on CUDA tensors, or
+It takes already-validated arguments (see ``checks.py``: every check passes before the
+launcher is called, so nothing is written for an invalid call) and works on CUDA tensors, or
 on CPU tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``), which is how CI
-tests the kernels themselves. Neither launcher synchronises with the host. Index tensors
-(spans, lengths, similarities) may have any strides: tiny ones are copied contiguous, the
-others have their strides passed to the kernels.
+tests the kernels themselves. It does not synchronise with the host. The spans may have any
+strides (they are tiny: copied contiguous).
 
-How the work is cut is a :class:`SimilarityPlan` / :class:`CompactPlan` from
-:func:`plan_similarity` / :func:`plan_compact`; both launchers take an optional ``plan=``.
+How the work is cut is a :class:`SimilarityPlan` from :func:`plan_similarity`; the launcher
+takes an optional ``plan=``.
 
 Examples:
     >>> plan_similarity((1, 1946, 3584), element_size=2, sms=132)
@@ -17,28 +16,25 @@ Examples:
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
 
-from .._gpu import FP_PINNED, MAX_GRID_YZ, check_grid, device_limits, launch_scope
-from .._utils import next_power_of_2
-from ..vocab import ZERO_NORM_EPS
+from ..._gpu import FP_PINNED, MAX_GRID_YZ, check_grid, device_limits, launch_scope
+from ..._utils import next_power_of_2
+from ...vocab import ZERO_NORM_EPS
 from . import kernels as K
+from .checks import SimilarityArgs
 
 __all__ = [
     "SimilarityPlan",
-    "CompactPlan",
     "plan_similarity",
     "similarity_grid",
     "similarity_residency",
-    "plan_compact",
     "layer_similarity_triton",
-    "kv_compact_triton",
-    "compact_table",
 ]
 
 
@@ -50,15 +46,6 @@ class SimilarityPlan:
     block_d: int
     warps: int
     stages: int = 3
-
-
-@dataclass(frozen=True)
-class CompactPlan:
-    """Rows and channels per tile of ``_kv_compact_kernel`` and its warps."""
-
-    block_t: int
-    block_d: int
-    warps: int
 
 
 #: Shared memory of one SM, bytes, when the planner is not told: H100's 228 KB, the most of
@@ -158,38 +145,20 @@ def plan_similarity(
     return SimilarityPlan(block_t=1, block_d=block_d, warps=SIM_WARPS, stages=SIM_STAGES[0])
 
 
-def plan_compact(shape: tuple[int, int, int, int], element_size: int) -> CompactPlan:
-    """Plan for caches of ``shape = (B, H, T, D)``: 4096-element tiles, whole head rows."""
-    block_d = next_power_of_2(shape[3])
-    block_t = max(1, min(64, 4096 // block_d))
-    warps = 8 if block_t * block_d >= 4096 else 4
-    return CompactPlan(block_t=block_t, block_d=block_d, warps=warps)
-
-
-def layer_similarity_triton(
-    hidden: torch.Tensor,
-    reference: torch.Tensor,
-    span_start: torch.Tensor,
-    span_len: torch.Tensor,
-    out: torch.Tensor,
-    layer: int,
-    *,
-    plan: SimilarityPlan | None = None,
-) -> None:
+def layer_similarity_triton(*args: Any, plan: SimilarityPlan | None = None) -> None:
     """Write ``out[layer, b]`` = mean over the span rows of cos(hidden[b, i], reference[b, i]).
 
     Args:
-        hidden: ``(B, S, d)`` float32/float16/bfloat16, any strides.
-        reference: ``(B, S, d)`` float32/float16/bfloat16, any strides.
-        span_start, span_len: ``(B,)`` int32/int64, any strides; the span is
-            ``[start, start + len)``.
-        out: ``(L, B)`` float32, any strides; only row ``layer`` is written.
-        layer: row of ``out`` to write.
+        args: the fields of :class:`~.checks.SimilarityArgs` (``hidden, reference, span_start,
+            span_len, out, layer``), already checked; ``hidden``/``reference`` and ``out``
+            may have any strides.
         plan: launch plan; by default :func:`plan_similarity` for the device.
 
     Examples:
         >>> layer_similarity_triton(h, v, start, n, sims, 3)  # doctest: +SKIP
     """
+    a = SimilarityArgs(*args)
+    hidden, reference, out, layer = a.hidden, a.reference, a.out, a.layer
     if hidden.stride(2) != 1:
         hidden = hidden.contiguous()
     if reference.stride(2) != 1:
@@ -201,7 +170,7 @@ def layer_similarity_triton(
         plan = plan_similarity((bsz, seq, d), hidden.element_size(), limits.sms,
                                limits.shared_per_sm)  # fmt: skip
     grid, n_tiles = similarity_grid(plan, bsz, seq)
-    start, length = span_start.contiguous(), span_len.contiguous()
+    start, length = a.span_start.contiguous(), a.span_len.contiguous()
     with launch_scope(dev):
         part = torch.empty((bsz, n_tiles), dtype=torch.float32, device=dev)
         K._sim_partial_kernel[grid](
@@ -237,99 +206,3 @@ def similarity_grid(plan: SimilarityPlan, bsz: int, seq: int) -> tuple[tuple[int
         raise ValueError(f"layer_similarity takes at most {MAX_GRID_YZ} samples, got {bsz}")
     n_tiles = max(1, triton.cdiv(seq, plan.block_t))
     return check_grid("_sim_partial_kernel", (n_tiles, max(1, bsz))), n_tiles
-
-
-def compact_table(
-    keys: list[torch.Tensor], values: list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Address every layer's keys and values from one base tensor.
-
-    Returns ``(base, table, caps, align)``: ``base`` is ``keys[0]``; ``table`` ``(L, 8)``
-    int64 holds ``[k_off, v_off, k_sb, k_sh, k_st, v_sb, v_sh, v_st]`` in elements relative
-    to ``base``; ``caps`` ``(L,)`` int64 the capacity ``T_l`` of each layer; ``align`` the
-    largest power of two (at most 16 bytes' worth of elements) dividing every entry of the
-    table. The tensors live on the device of ``base`` (one small host-to-device copy, no
-    synchronisation; none when the layout was seen before).
-    """
-    base = keys[0]
-    elt = base.element_size()
-    p0 = base.data_ptr()
-    rows, caps = [], []
-    for k, v in zip(keys, values, strict=True):
-        dk, dv = k.data_ptr() - p0, v.data_ptr() - p0
-        if dk % elt or dv % elt:  # pragma: no cover - allocations are always aligned
-            raise ValueError("keys/values must be aligned to their element size")
-        rows.append([dk // elt, dv // elt, k.stride(0), k.stride(1), k.stride(2),
-                     v.stride(0), v.stride(1), v.stride(2)])  # fmt: skip
-        caps.append(k.shape[2])
-    align = max(1, 16 // elt)
-    while align > 1 and (p0 % (align * elt) or any(x % align for r in rows for x in r)):
-        align //= 2
-    table, cap = _device_table(base.device, tuple(map(tuple, rows)), tuple(caps))
-    return base, table, cap, align
-
-
-@functools.lru_cache(maxsize=64)
-def _device_table(
-    device: torch.device, rows: tuple[tuple[int, ...], ...], caps: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The table and capacities on ``device``, kept for the next call with the same caches
-    (a KV cache keeps its buffers: one small pinned, non-blocking copy per cache layout)."""
-    host = torch.tensor([x for r in rows for x in r] + list(caps), dtype=torch.int64)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    both = host.to(device, non_blocking=True)
-    n = len(rows)
-    return both.narrow(0, 0, 8 * n).view(n, 8), both.narrow(0, 8 * n, n)
-
-
-def kv_compact_triton(
-    keys: list[torch.Tensor],
-    values: list[torch.Tensor],
-    lengths: torch.Tensor,
-    span_start: torch.Tensor,
-    span_len: torch.Tensor,
-    similarity: torch.Tensor,
-    threshold: float,
-    *,
-    plan: CompactPlan | None = None,
-) -> None:
-    """Compact every (layer, sample) with ``similarity < threshold`` in place, one launch.
-
-    Only the entries after the visual span move (left by the span's length); rows move as
-    16-byte vectors whenever the caches' offsets and strides allow it.
-
-    Args:
-        keys, values: ``L`` tensors ``(B, H, T_l, D)``, one dtype, ``stride(-1) == 1``.
-        lengths: ``(L, B)`` int32/int64 entries held per (layer, sample), any strides;
-            decreased in place.
-        span_start, span_len: ``(B,)`` int32/int64 visual span of each sample, any strides.
-        similarity: ``(L, B)`` float32, any strides.
-        threshold: a (layer, sample) is compacted when ``similarity < threshold``.
-        plan: launch plan; by default :func:`plan_compact`.
-
-    Examples:
-        >>> kv_compact_triton(keys, values, lengths, start, n, sims, 0.2)  # doctest: +SKIP
-    """
-    n_layers = len(keys)
-    bsz, n_heads, _, d = keys[0].shape
-    if n_layers == 0 or bsz == 0 or n_heads == 0:
-        return
-    with launch_scope(keys[0].device):
-        base, table, cap, align = compact_table(keys, values)
-        if plan is None:
-            plan = plan_compact(tuple(keys[0].shape), base.element_size())
-        start, span = span_start.contiguous(), span_len.contiguous()
-        # The lengths are decreased after the launch (stream order) so that every head's
-        # program reads the original length.
-        s, n = start.unsqueeze(0).to(lengths.dtype), span.unsqueeze(0).to(lengths.dtype)
-        valid = (s >= 0) & (n > 0) & (s + n <= lengths) & (lengths <= cap.unsqueeze(1))
-        drop = (similarity < threshold) & valid
-        grid = check_grid("_kv_compact_kernel", (n_layers * bsz, n_heads))
-        K._kv_compact_kernel[grid](
-            base, table, cap, lengths, start, span, similarity, float(threshold),
-            bsz, d, lengths.stride(0), lengths.stride(1), similarity.stride(0),
-            similarity.stride(1), BLOCK_T=plan.block_t, BLOCK_D=plan.block_d, ALIGN=align,
-            num_warps=plan.warps, **FP_PINNED,
-        )  # fmt: skip
-        lengths.sub_(torch.where(drop, n, 0))
