@@ -70,6 +70,10 @@ assert MODE_CODES["budget"] == K.MODE_BUDGET.value and METRIC_CODES["cosine"] ==
 
 #: largest tokens-per-frame the kernels take (one frame's tokens sit in one select program)
 MAX_TOKENS_PER_FRAME = 16384
+#: select kernel: elements of its largest tiles (a row block's partials, pass-1 slots and rank
+#: comparisons), and its fewest rows per block
+SELECT_TILE = 2048
+SELECT_ROWS_MIN = 16
 #: pass 2: elements of a frame's tile per thread, and the fewest frames per program when the
 #: frames are split over programs to fill the GPU (each program re-reads one frame)
 SCORES_ELEMS_PER_THREAD = 32
@@ -96,12 +100,16 @@ class LaunchPlan:
         scores_frames: frames per pass-2 program (any positive number; each program but the
             first also reads the frame before its chunk, for T of its first frame). The
             default walks every frame in one program.
-        gather_rows, gather_cols: kept rows and channels per copy tile of ``gather_kernel``.
+        gather_rows, gather_cols: kept rows and channels per copy tile of ``gather_kernel``
+            (which reads its frame's ranks in blocks of ``gather_rows`` tokens).
         gather_cols_per_prog: channels each gather program copies (a multiple of
             ``gather_cols``); ``ceil(d / gather_cols_per_prog)`` programs per frame.
         gather_warps: warps of the gather kernel.
         block_n: frames per chunk in the per-video loops (budget split, offsets).
         block_b: videos per chunk in the loops over ``cu_frames``.
+        select_rows: tokens per row block of ``frame_select_kernel``, which walks a frame's
+            tokens in such blocks (scores, then a tiled rank), so that its per-thread state
+            does not grow with ``f``.
         rank_cols: width of the select kernel's rank-comparison tile.
         stages: software-pipelining depth of the streaming loops (loads issued this many
             iterations ahead, through shared memory, on sm_80 and later).
@@ -120,12 +128,13 @@ class LaunchPlan:
     scores_frames: int = MAX_GRID_YZ + 1
     block_n: int = 128
     block_b: int = 1024
+    select_rows: int = 256
     rank_cols: int = 16
     stages: int = 3
 
     def __post_init__(self) -> None:
         for name in ("norms_rows", "norms_cols", "scores_rows", "scores_cols", "gather_rows",
-                     "gather_cols", "block_n", "block_b", "rank_cols"):  # fmt: skip
+                     "gather_cols", "block_n", "block_b", "select_rows", "rank_cols"):  # fmt: skip
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchPlan.{name} must be a power of two, got {v}")
@@ -171,14 +180,14 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
             c2 //= 2
         else:
             r2 //= 2
-    # the select kernel holds a frame's pass-2 partials, (slices2, f), in one block
-    while next_power_of_2(math.ceil(d / c2)) * fb > MAX_BLOCK_NUMEL:
+    # the select kernel holds the pass-2 partials of a row block, (slices2, rows), in one tile
+    while next_power_of_2(math.ceil(d / c2)) * SELECT_ROWS_MIN > MAX_BLOCK_NUMEL:
         c2 *= 2
     while r2 > 1 and r2 * c2 > 4096:  # tiles of at most 4K elements
         r2 //= 2
     # pass 2 and the select kernel read a token's pass-1 slots, padded to a power of two, in
-    # one tile: at most scores_cols of them, and (slots, f) within Triton's largest block
-    slots = min(c2, MAX_BLOCK_NUMEL // fb)
+    # one tile: at most scores_cols of them, and (slots, rows) within Triton's largest block
+    slots = min(c2, MAX_BLOCK_NUMEL // SELECT_ROWS_MIN)
     while next_power_of_2(math.ceil(d / n1)) > slots:
         n1 *= 2
     t1 = max(1, min(fb, 4096 // n1))
@@ -190,12 +199,15 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
     g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
     while math.ceil(d / g_cols) > MAX_GRID_YZ:
         g_cols *= 2
+    # select: row blocks of at most SELECT_TILE elements in its (slots, rows) tiles
+    wide = max(next_power_of_2(math.ceil(d / n1)), next_power_of_2(math.ceil(d / c2)))
+    sel = min(fb, max(SELECT_ROWS_MIN, SELECT_TILE // wide))
     return LaunchPlan(
         norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
         scores_rows=r2, scores_cols=c2, scores_warps=w2, scores_frames=k2,
         gather_rows=32, gather_cols=g_cols, gather_cols_per_prog=g_cols, gather_warps=4,
         block_n=32 if n_frames <= 32 else 128, block_b=1024,  # two variants, any count
-        rank_cols=16 if fb >= 256 else min(fb, max(16, 4096 // fb)),
+        select_rows=sel, rank_cols=min(fb, max(16, SELECT_TILE // sel)),
     )  # fmt: skip
 
 
@@ -236,16 +248,17 @@ def _validate(plan, shape, element_size, n_videos, limits) -> None:
     blocks = {
         "norms tile": plan.norms_rows * max(plan.norms_cols, block_s),
         "scores tile": plan.scores_rows * plan.scores_cols,
-        "select slots": fb * max(block_s, block_s2),
-        "select rank tile": fb * min(fb, plan.rank_cols),
-        "gather match": plan.gather_rows * fb,
+        "select slots": plan.select_rows * max(block_s, block_s2),
+        "select rank tile": plan.select_rows * min(fb, plan.rank_cols),
+        "gather match": plan.gather_rows * plan.gather_rows,
         "gather tile": plan.gather_rows * plan.gather_cols,
     }
     for what, numel in blocks.items():
         if numel > MAX_BLOCK_NUMEL:
             raise ValueError(f"LaunchPlan: the {what} holds {numel} elements, more than "
                              f"Triton's {MAX_BLOCK_NUMEL}")  # fmt: skip
-    warps = (plan.norms_warps, plan.scores_warps, plan.gather_warps, _select_warps(fb))
+    select = _select_warps(plan.select_rows * max(block_s, block_s2, plan.rank_cols))
+    warps = (plan.norms_warps, plan.scores_warps, plan.gather_warps, select)
     if 32 * max(warps) > limits.max_threads_per_block:
         raise ValueError(f"LaunchPlan: {max(warps)} warps exceed {limits.name}'s threads/block")
     pipe = (
@@ -277,8 +290,15 @@ def _video_block(plan: LaunchPlan, n_videos: int) -> int:
     return min(plan.block_b, max(16, next_power_of_2(n_videos + 1)))
 
 
-def _select_warps(block_f: int) -> int:
-    return 4 if block_f <= 64 else 8 if block_f <= 512 else 16
+def _select_rows(plan: LaunchPlan, block_f: int) -> int:
+    """Rows per block of the select kernel: the plan's, at most the frame's (padded)."""
+    return min(plan.select_rows, block_f)
+
+
+def _select_warps(tile: int) -> int:
+    """Warps of the select kernel whose largest tile holds ``tile`` elements: at most 16
+    elements of a tile per thread (no spills on sm_80/sm_90 at any ``f``)."""
+    return 4 if tile <= 1024 else 8
 
 
 def _prepare(features: torch.Tensor, cu_frames: torch.Tensor, plan: LaunchPlan | None):
@@ -359,15 +379,19 @@ def _scores(
         out["counts"] = torch.empty(n_frames, dtype=torch.int32, device=dev)
     dummy = out["I"]
     block_f = next_power_of_2(f)
+    block_r = _select_rows(plan, block_f)
+    block_j = min(block_f, plan.rank_cols)
+    block_s2 = next_power_of_2(n2)
     K.frame_select_kernel[(n_frames,)](
         nrm, msq, flg, part, cu, hdr,
         out.get("S", dummy), out.get("T", dummy), out["I"], out["r"],
         out.get("rank", dummy), out.get("counts", dummy),
         n_videos, n_frames, f, n1, n2, float(w), float(threshold), int(k_fixed), int(min_keep),
         EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
-        STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
+        STORE_ST=store_st, RANK=rank, BLOCK_R=block_r, BLOCK_J=block_j,
         BLOCK_B=_video_block(plan, n_videos), BLOCK_S=block_s,
-        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f), **FP_PINNED,
+        BLOCK_S2=block_s2, num_warps=_select_warps(block_r * max(block_s, block_s2, block_j)),
+        **FP_PINNED,
     )  # fmt: skip
     return out
 
@@ -533,7 +557,7 @@ def visual_prune_triton(
         K.gather_kernel[(n_frames, math.ceil(d / per_prog))](
             features, out["rank"], counts, offsets, tokens, indices, n_keep, f, d,
             features.stride(0), features.stride(1),
-            BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
+            BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
             D_PER_PROG=per_prog, num_warps=plan.gather_warps, **FP_PINNED,
         )  # fmt: skip
         if capacity is not None:
