@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ..vocab import DEFAULT_METRIC, DEFAULT_MIN_KEEP, DEFAULT_MODE, DEFAULT_THRESHOLD, DEFAULT_W
-from . import ops as _ops  # noqa: F401  (registers torch.ops.sharpv.visual_*)
+from . import ops as _ops  # registers torch.ops.sharpv.visual_*
 from .checks import as_cu_tensor, check_visual_args
 from .result import VisualPruneResult
 
@@ -77,11 +77,18 @@ def visual_prune(
         features, cu, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
         budget=budget, min_keep=min_keep, metric=metric,
     )  # fmt: skip
-    out = torch.ops.sharpv.visual_prune(
+    args = (
         features, cu, mode, float(w), float(threshold),
         None if keep_ratio is None else float(keep_ratio),
         None if budget is None else float(budget), int(min_keep), metric, bool(return_scores),
     )  # fmt: skip
+    if _ops.plain_eager(features, cu):  # checked above: the op's body, no second check
+        host = None
+        if not isinstance(cu_frames, torch.Tensor):  # the values, already checked as ints
+            host = [0, features.shape[0]] if cu_frames is None else [int(c) for c in cu_frames]
+        out = _ops.visual_prune_checked(*args, cu_host=host)
+    else:
+        out = torch.ops.sharpv.visual_prune(*args)
     return VisualPruneResult(*out[:5], scores=out[5] if return_scores else None)
 
 
