@@ -10,6 +10,11 @@ backend accepts CPU tensors; the stubs never reach the interpreter. Allocation i
 allocator's, not CUDA's caching allocator (similar cost per call for these sizes), and a
 CPU ``cu_frames`` is not copied to a device (on CUDA: a pinned, non-blocking copy more).
 
+The stubs' own work (writing the header: a few tensor element writes) is timed alone as well
+(``stubs_us``, a call's five stub launches with the arguments of a real call) and
+``op_us`` = ``median_us - stubs_us`` is the op's own Python: what ``python -m bench model``
+adds before the first launch.
+
 Usage: python -m bench.bench_overhead [--calls 3000] [--out bench/results/overhead-cpu.json]
 """
 
@@ -70,6 +75,20 @@ def _nothing(*args, **kwargs):
     return None
 
 
+def _stubs_alone(x: torch.Tensor):
+    """One call's five stub launches (the stubs' own cost, subtracted from each row)."""
+    hdr = torch.empty(2, dtype=torch.int32)
+    stubs = [_Stub(name) for name in KERNELS]
+    head = (x, None, None, None, None, hdr, 0, 0, 0)
+
+    def run() -> None:
+        for stub in stubs[:4]:
+            stub[(1,)](*head, BLOCK=1)
+        stubs[4][(1,)](None, None, None, None, None, None, 100, BLOCK=1)
+
+    return run
+
+
 def _time(fn, calls: int) -> dict[str, float]:
     for _ in range(50):
         fn()
@@ -95,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         x = torch.zeros(SHAPE, dtype=torch.bfloat16)
+        stubs_us = _time(_stubs_alone(x), args.calls)["median_us"]
+        print(f"the five stubs alone: median {stubs_us:.1f} us per call")
         cu_list = [0, SHAPE[0]]
         cu_t = torch.tensor(cu_list, dtype=torch.int32)
         for mode, kw in MODES.items():
@@ -108,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             }  # fmt: skip
             for what, fn in calls.items():
                 r = {"mode": mode, "call": what, **_time(fn, args.calls)}
+                r["op_us"] = round(r["median_us"] - stubs_us, 2)
                 rows.append(r)
                 print(f"{mode:9s} {what:52s} median {r['median_us']:7.1f} us "
                       f"(p10 {r['p10_us']:.1f}, p90 {r['p90_us']:.1f})")  # fmt: skip
@@ -121,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "cpus": os.cpu_count()},
+        "stubs_us": stubs_us,
         "rows": rows,
     }  # fmt: skip
     if args.out:

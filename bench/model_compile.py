@@ -37,7 +37,14 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
-__all__ = ["Launch", "record_launches", "compile_launch", "cubin_stats", "CubinStats"]
+__all__ = [
+    "Launch",
+    "record_launches",
+    "compile_launch",
+    "cubin_stats",
+    "CubinStats",
+    "local_stores",
+]
 
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
@@ -208,3 +215,14 @@ def cubin_stats(compiled) -> CubinStats:
         loop_loads=loop_loads,
         pipelined=pipelined,
     )
+
+
+_STL = re.compile(r"\bSTL(?:\.(\d+))?\b")
+
+
+def local_stores(compiled) -> int:
+    """Bytes written by the SASS's local-memory stores (``STL``; ``STL.64``, ``STL.128``):
+    register spills (and local arrays, which Triton does not emit). 0 means no spills."""
+    sass = _tool("nvdisasm", "-c", cubin=compiled.asm["cubin"])
+    insns = "\n".join(text for _, text in _INSN.findall(sass))
+    return sum(int(width or 32) // 8 for width in _STL.findall(insns))

@@ -63,7 +63,8 @@ ASSUMPTIONS: dict[str, float | str] = {
     "start a kernel before the host has enqueued it (no CUDA graph)",
     "op_python_note": "the op's own Python per call (checks, dispatch, planning, buffers), "
     "measured on this machine with the kernels stubbed: bench/results/overhead-cpu.json "
-    "(python -m bench.bench_overhead); added before the first launch",
+    "(python -m bench.bench_overhead; op_us: the median less the stubs' own work); added "
+    "before the first launch",
     "no_l2_note": "GPU-busy and end-to-end figures assume no L2 reuse between passes (a one-wave "
     "first pass over more data than L2 holds leaves little for the next); the L2-reuse "
     "variant is kept in the JSON as *_l2 (optimistic)",

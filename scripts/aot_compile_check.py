@@ -14,7 +14,13 @@ kernel's PTX is read for the approximate instructions the kernels must not use
 (:data:`APPROX`: ``div.full.f32``, ``div.approx``, ``rsqrt.approx``, ``sqrt.approx``) and its
 options for pinned contraction (``enable_fp_fusion=False``).
 
-Usage: python scripts/aot_compile_check.py [--arch 90] [--fp]
+With ``--frames F [F ...]``, the per-frame kernels (``frame_select_kernel``, ``gather_kernel``)
+of ``visual_prune`` at ``f = F`` tokens per frame (LLaVA-OV-7B's width, bf16, the GPU's
+plan; adaptive/Dissim, manual/cosine and budget), each with its compile time, stack frame and
+spilled bytes (local-memory stores in the SASS): their per-thread state must not grow with
+``f`` (issue 19, item 9; ``tests/test_select_state.py``).
+
+Usage: python scripts/aot_compile_check.py [--arch 90] [--fp | --frames 729 4096 16384]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,7 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.model_compile import compile_launch, cubin_stats, record_launches  # noqa: E402
+from bench.model_compile import (  # noqa: E402
+    compile_launch,
+    cubin_stats,
+    local_stores,
+    record_launches,
+)
 from sharpv_kernels.memory import kernels as MK  # noqa: E402
 from sharpv_kernels.memory import launch as ML  # noqa: E402
 from sharpv_kernels.visual import kernels as VK  # noqa: E402
@@ -81,6 +93,26 @@ def _fp_calls(sms: int) -> Iterator[tuple[str, Callable[[], object]]]:
     yield from [c for c in _memory_calls(sms) if c[0].startswith("kv_compact_")][:1]
 
 
+#: the kernels whose per-thread state ``--frames`` checks
+PER_FRAME_KERNELS = ("frame_select_kernel", "gather_kernel")
+
+
+def _frames_calls(sms: int, frames: list[int]) -> Iterator[tuple[str, Callable[[], object]]]:
+    """``visual_prune`` at ``(n, f, 3584)`` bf16 for each ``f``, one frame (the narrowest
+    channel slices) and 32: three mode/metric pairs."""
+    for f in frames:
+        for n in (1, 32):
+            x = torch.empty((n, f, 3584), dtype=torch.bfloat16)
+            plan = VL.plan_launch(x.shape, x.element_size(), sms)
+            cu_t = torch.tensor([0, n], dtype=torch.int32)
+            for mode, metric in (("adaptive", "dissim"), ("manual", "cosine"),
+                                 ("budget", "dissim")):  # fmt: skip
+                yield (f"visual_prune[{mode},{metric},n={n},f={f}]",
+                       lambda x=x, cu_t=cu_t, mode=mode, metric=metric, plan=plan:
+                       VL.visual_prune_triton(x, cu_t, mode=mode, metric=metric, plan=plan,
+                                              **MODE_KW[mode]))  # fmt: skip
+
+
 def _fp_problems(launch, compiled) -> list[str]:
     """What breaks the pinned floating point in one compiled kernel."""
     ptx = compiled.asm["ptx"]
@@ -118,30 +150,43 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 80, 90")
     p.add_argument("--fp", action="store_true", help="check the PTX for approximate maths")
+    p.add_argument("--frames", type=int, nargs="+", help="per-frame kernels at these f")
     args = p.parse_args()
     sms = SMS.get(args.arch, 108)
     seen: set[str] = set()
     failures = 0
-    calls = _fp_calls(sms) if args.fp else list(_visual_calls(sms)) + list(_memory_calls(sms))
+    if args.frames:
+        calls = list(_frames_calls(sms, args.frames))
+    elif args.fp:
+        calls = list(_fp_calls(sms))
+    else:
+        calls = list(_visual_calls(sms)) + list(_memory_calls(sms))
     for call_name, call in calls:
         with record_launches(VK, MK) as log:
             call()
         for launch in log:
+            if args.frames and launch.name not in PER_FRAME_KERNELS:
+                continue
             key = repr((launch.name, {k: v for k, v in launch.kwargs.items()},
                         [str(a.dtype) if isinstance(a, torch.Tensor) else
                          ("D" if isinstance(a, int) and a % 16 == 0 else
                           "1" if a == 1 else type(a).__name__) for a in launch.args]))  # fmt: skip
+            if args.frames:  # each f reported, even where its kernels are those of another f
+                key += call_name.split(",f=")[-1]
             if key in seen:
                 continue
             seen.add(key)
             name = f"{launch.name} from {call_name}"
             try:
+                t0 = time.perf_counter()
                 compiled = compile_launch(launch, args.arch)
+                seconds = time.perf_counter() - t0
                 if args.fp and (problems := _fp_problems(launch, compiled)):
                     raise AssertionError("; ".join(problems))
                 st = cubin_stats(compiled)
                 print(f"ok   {name}: warps={launch.num_warps} regs={st.registers} "
-                      f"stack={st.stack_bytes}B shared={st.shared_bytes}B", flush=True)  # fmt: skip
+                      f"stack={st.stack_bytes}B spills={local_stores(compiled)}B "
+                      f"shared={st.shared_bytes}B compile={seconds:.1f}s", flush=True)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - report every kernel
                 failures += 1
                 print(f"FAIL {name}: {type(exc).__name__}: {str(exc)[:2000]}", flush=True)

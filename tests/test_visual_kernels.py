@@ -49,6 +49,7 @@ SMALL_PLAN = LaunchPlan(
     gather_warps=4,
     block_n=2,
     block_b=2,
+    select_rows=2,
     rank_cols=4,
     stages=2,
 )

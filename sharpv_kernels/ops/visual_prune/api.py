@@ -10,7 +10,7 @@ import torch
 
 from ..._utils import signature_of
 from ...vocab import DEFAULT_METRIC, DEFAULT_W
-from . import ops as _ops  # noqa: F401  (registers torch.ops.sharpv.visual_*)
+from . import ops as _ops  # registers torch.ops.sharpv.visual_*
 from .checks import PruneOptions, as_cu_tensor, check_visual_args
 from .result import VisualPruneResult
 
@@ -85,11 +85,18 @@ def visual_prune(
     cu = as_cu_tensor(cu_frames, features)
     check_visual_args(features, cu, **options)
     mode, w, threshold, keep_ratio, budget, min_keep, metric = PruneOptions(**options)
-    out = torch.ops.sharpv.visual_prune(
+    args = (
         features, cu, mode, float(w), float(threshold),
         None if keep_ratio is None else float(keep_ratio),
         None if budget is None else float(budget), int(min_keep), metric, bool(return_scores),
     )  # fmt: skip
+    if _ops.plain_eager(features, cu):  # checked above: the op's body, no second check
+        host = None
+        if not isinstance(cu_frames, torch.Tensor):  # the values, already checked as ints
+            host = [0, features.shape[0]] if cu_frames is None else [int(c) for c in cu_frames]
+        out = _ops.visual_prune_checked(*args, cu_host=host)
+    else:
+        out = torch.ops.sharpv.visual_prune(*args)
     return VisualPruneResult(*out[:5], scores=out[5] if return_scores else None)
 
 

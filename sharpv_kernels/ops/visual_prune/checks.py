@@ -29,6 +29,7 @@ __all__ = [
     "normalize_cu_frames",
     "prepare_cu_frames",
     "check_cu_values",
+    "check_cu_host",
     "check_visual_args",
     "raise_bad_features",
 ]
@@ -74,10 +75,11 @@ def as_cu_tensor(
     cu_frames: torch.Tensor | Sequence[int] | None, features: torch.Tensor
 ) -> torch.Tensor:
     """``cu_frames`` as a tensor for the op: None becomes ``[0, total_frames]``, a sequence of
-    ints an int64 CPU tensor (values outside int32 are a ``ValueError`` naming ``cu_frames``);
+    ints an int32 CPU tensor (values outside int32 are a ``ValueError`` naming ``cu_frames``);
     a tensor is returned as it is (checked by :func:`check_visual_args`)."""
     if cu_frames is None:
-        return torch.tensor([0, features.shape[0]], dtype=torch.int64)
+        n = features.shape[0]
+        return torch.tensor([0, n], dtype=torch.int32 if n <= _INT32_MAX else torch.int64)
     if isinstance(cu_frames, torch.Tensor):
         return cu_frames
     if (
@@ -88,7 +90,7 @@ def as_cu_tensor(
         raise TypeError("cu_frames must be None, a sequence of ints or an integer tensor")
     values = [int(x) for x in cu_frames]
     _check_int32(values)
-    return torch.tensor(values, dtype=torch.int64)
+    return torch.tensor(values, dtype=torch.int32)
 
 
 def _check_int32(values: list[int]) -> None:
@@ -98,7 +100,12 @@ def _check_int32(values: list[int]) -> None:
 
 def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> None:
     """Host-side value check of ``cu_frames`` (reads the tensor: one copy if on a device)."""
-    cu = cu_frames.tolist()
+    check_cu_host(cu_frames.tolist(), total_frames)
+
+
+def check_cu_host(cu: Sequence[int], total_frames: int) -> None:
+    """Value check of ``cu_frames`` given as host ints (int32, from 0 to ``total_frames``,
+    strictly increasing)."""
     _check_int32(cu)
     if (
         cu[0] != 0
@@ -112,7 +119,11 @@ def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> None:
 
 
 def prepare_cu_frames(
-    cu_frames: torch.Tensor, features: torch.Tensor, *, check_on_host: bool
+    cu_frames: torch.Tensor,
+    features: torch.Tensor,
+    *,
+    check_on_host: bool,
+    host_values: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Contiguous int32 ``cu_frames`` on the features' device, from a checked tensor.
 
@@ -120,18 +131,26 @@ def prepare_cu_frames(
     memory without blocking. A tensor on the features'
     device is value-checked here only with ``check_on_host`` (one synchronisation); else it
     is converted with saturation (values outside int32 become -1 or ``2**31 - 1``, which no
-    valid ``cu_frames`` holds), and the kernels check it on the device.
+    valid ``cu_frames`` holds), and the kernels check it on the device. ``host_values``: the
+    values of a CPU ``cu_frames`` as ints, when the caller has them (checked instead of
+    reading the tensor).
     """
+    if host_values is not None and cu_frames.device.type == "cpu":
+        check_cu_host(host_values, features.shape[0])
+        return _to_device(cu_frames.to(dtype=torch.int32).contiguous(), features)
     if cu_frames.device.type == "cpu" or check_on_host:
         check_cu_values(cu_frames, features.shape[0])
-        cu = cu_frames.to(dtype=torch.int32).contiguous()
-        if features.device.type == "cuda" and cu.device.type == "cpu":
-            # a pinned, non-blocking copy: queued on the stream, no wait for the GPU
-            return cu.pin_memory().to(features.device, non_blocking=True)
-        return cu.to(features.device)
+        return _to_device(cu_frames.to(dtype=torch.int32).contiguous(), features)
     if cu_frames.dtype == torch.int64:
         cu_frames = cu_frames.clamp(-1, _INT32_MAX)
     return cu_frames.to(torch.int32).contiguous()
+
+
+def _to_device(cu: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    if features.device.type == "cuda" and cu.device.type == "cpu":
+        # a pinned, non-blocking copy: queued on the stream, no wait for the GPU
+        return cu.pin_memory().to(features.device, non_blocking=True)
+    return cu.to(features.device)
 
 
 def normalize_cu_frames(

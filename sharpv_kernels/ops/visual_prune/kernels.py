@@ -302,61 +302,75 @@ def frame_select_kernel(
     METRIC: tl.constexpr,
     STORE_ST: tl.constexpr,
     RANK: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+    BLOCK_R: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_S: tl.constexpr,
     BLOCK_S2: tl.constexpr,
 ):
+    """One program per frame, its ``f`` tokens in blocks of ``BLOCK_R`` rows: the state of a
+    thread is bounded by the blocks, whatever ``f`` (16,384 at most). A norm is zero when its
+    square is at most ``EPS * EPS`` (in float32: the same as ``sqrt_rn(sq) <= EPS``, with no
+    square-root subroutine call in the loop, whose saved registers would spill)."""
     t = tl.program_id(0)
     t64 = t.to(tl.int64)
     start, end, b = _video_of(cu_ptr, n_videos, n_frames, t, BLOCK_B)
     has_prev = t > start
-    rows = tl.arange(0, BLOCK_F)
-    rmask = rows < f
-    pmask = rmask & (rows * 0 + t > start)  # the interpreter cannot mix scalar/vector masks
-
-    # every partial sum of this frame in one 2-D load each: no loop of dependent loads
-    sp = tl.arange(0, BLOCK_S2)
-    pm = (sp < n_split2)[:, None] & rmask[None, :]
-    base = part_ptr + ((t64 * n_split2 + sp[:, None]) * f + rows[None, :]) * 2
-    d2s = tl.sum(tl.load(base, mask=pm, other=0.0), axis=0)
-    d2t = tl.sum(tl.load(base + 1, mask=pm & pmask[None, :], other=0.0), axis=0)
     splits = tl.arange(0, BLOCK_S)
     smask = splits < n_split1
     msq = tl.sum(tl.load(msq_ptr + t * BLOCK_S + splits), axis=0)
+    sp = tl.arange(0, BLOCK_S2)
+
+    # pass over the row blocks: S, T, I of each token, and the frame's sums over its tokens
+    tsq = tl.zeros((BLOCK_R,), dtype=tl.float32)  # sum of T^2, elementwise over the blocks
+    big = tl.zeros((), dtype=tl.int32)
+    over = tl.zeros((), dtype=tl.int32)
+    above = tl.zeros((), dtype=tl.int32)
+    for r0 in range(0, f, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R)
+        rmask = rows < f
+        pmask = rmask & (rows * 0 + t > start)  # the interpreter cannot mix scalar/vector masks
+        # every partial sum of these tokens in one 2-D load each
+        pm = (sp < n_split2)[:, None] & rmask[None, :]
+        base = part_ptr + ((t64 * n_split2 + sp[:, None]) * f + rows[None, :]) * 2
+        d2s = tl.sum(tl.load(base, mask=pm, other=0.0), axis=0)
+        d2t = tl.sum(tl.load(base + 1, mask=pm & pmask[None, :], other=0.0), axis=0)
+        nz_m = (msq + tl.zeros_like(d2s)) > EPS * EPS  # a vector: see ``pmask``
+        nrm_t = nrm_ptr + (t64 * f + rows[:, None]) * BLOCK_S + splits[None, :]
+        nx2 = tl.sum(tl.load(nrm_t, mask=rmask[:, None], other=0.0), axis=1)
+        # a squared norm that overflows float32 only once the slices are added up
+        big = tl.maximum(big, tl.max((rmask & (nx2 > _FLT_MAX)).to(tl.int32), axis=0))
+        # zero vectors score exactly (SPEC 1) under both metrics: their norms are needed
+        prev = tl.maximum(t - 1, 0).to(tl.int64)
+        nrm_p = nrm_ptr + (prev * f + rows[:, None]) * BLOCK_S + splits[None, :]
+        np2 = tl.sum(tl.load(nrm_p, mask=rmask[:, None], other=0.0), axis=1)
+        nz_x = nx2 > EPS * EPS  # = sqrt_rn(nx2) > EPS (tests/test_select_state.py)
+        nz_p = np2 > EPS * EPS
+        S = _score(d2s, nz_x, nz_m, METRIC)
+        if has_prev:
+            T = _score(d2t, nz_x, nz_p, METRIC)
+        else:
+            T = S  # SPEC 4: the first frame of a video compares against its own mean
+        S = tl.where(rmask, S, 0.0)
+        T = tl.where(rmask, T, 0.0)
+        I = T + w * S  # two roundings: launched with enable_fp_fusion=False, never an FMA
+        tsq += T * T
+        over = tl.maximum(over, tl.max((rmask & ~(tl.abs(I) <= _FLT_MAX)).to(tl.int32), axis=0))
+        if MODE == MODE_MANUAL:
+            above += tl.sum((rmask & (I > threshold)).to(tl.int32), axis=0)
+        out = t64 * f + rows
+        if STORE_ST:
+            tl.store(s_ptr + out, S, mask=rmask)
+            tl.store(tt_ptr + out, T, mask=rmask)
+        tl.store(i_ptr + out, I, mask=rmask)
+    # the pass-1 error bits (read here: nothing but the loop's own state lives in the loop)
     flg = tl.load(flg_ptr + t * n_split1 + splits, mask=smask, other=0)
     flags = tl.max(flg & FLAG_NONFINITE, axis=0) | tl.max(flg & FLAG_MAGNITUDE, axis=0)
-    nz_m = (tl.sqrt_rn(msq) + tl.zeros_like(d2s)) > EPS  # a vector: see ``pmask``
-    nrm_t = nrm_ptr + (t64 * f + rows[:, None]) * BLOCK_S + splits[None, :]
-    nx2 = tl.sum(tl.load(nrm_t, mask=rmask[:, None], other=0.0), axis=1)
-    # a squared norm that overflows float32 only once the slices are added up
-    big = tl.max((rmask & (nx2 > _FLT_MAX)).to(tl.int32), axis=0)
     flags = flags | tl.where((flags & FLAG_NONFINITE) == 0, big * FLAG_MAGNITUDE, 0)
-    prev = tl.maximum(t - 1, 0).to(tl.int64)
-    nrm_p = nrm_ptr + (prev * f + rows[:, None]) * BLOCK_S + splits[None, :]
-    np2 = tl.sum(tl.load(nrm_p, mask=rmask[:, None], other=0.0), axis=1)
-    nz_x = tl.sqrt_rn(nx2) > EPS
-    nz_p = tl.sqrt_rn(np2) > EPS
-    S = _score(d2s, nz_x, nz_m, METRIC)
-    if has_prev:
-        T = _score(d2t, nz_x, nz_p, METRIC)
-    else:
-        T = S  # SPEC 4: the first frame of a video compares against its own mean
-    S = tl.where(rmask, S, 0.0)
-    T = tl.where(rmask, T, 0.0)
-    I = T + w * S  # two roundings: launched with enable_fp_fusion=False, never an FMA
     r = tl.minimum(
-        tl.div_rn(tl.sqrt_rn(tl.sum(T * T, axis=0)), 2.0 * tl.sqrt_rn(f.to(tl.float32))), 1.0
+        tl.div_rn(tl.sqrt_rn(tl.sum(tsq, axis=0)), 2.0 * tl.sqrt_rn(f.to(tl.float32))), 1.0
     )
-    over = tl.max((rmask & ~(tl.abs(I) <= _FLT_MAX)).to(tl.int32), axis=0)
     flags = tl.where(flags == 0, over * FLAG_W_OVERFLOW, flags)
-
-    out = t64 * f + rows
-    if STORE_ST:
-        tl.store(s_ptr + out, S, mask=rmask)
-        tl.store(tt_ptr + out, T, mask=rmask)
-    tl.store(i_ptr + out, I, mask=rmask)
     tl.store(r_ptr + t, r)
 
     if t == 0:  # validate cu_frames on the device: no host synchronisation for it
@@ -369,33 +383,37 @@ def frame_select_kernel(
             hi = tl.load(cu_ptr + offs + 1, mask=jm, other=1)
             bad_cu = tl.maximum(bad_cu, tl.max((jm & (hi <= lo)).to(tl.int32), axis=0))
         flags = flags | (bad_cu * FLAG_BAD_CU)
+    if flags != 0:
+        tl.atomic_or(hdr_ptr + 1, flags)
 
     if RANK:
-        # rank_i = #{j : I_j > I_i, or I_j == I_i and j < i}: ties go to the lower index
-        tl.debug_barrier()
-        rank = tl.zeros((BLOCK_F,), dtype=tl.int32)
-        for j0 in range(0, f, BLOCK_J):
-            cols = j0 + tl.arange(0, BLOCK_J)
-            ij = tl.load(i_ptr + t64 * f + cols, mask=cols < f, other=float("-inf"))
-            beats = (ij[None, :] > I[:, None]) | (
-                (ij[None, :] == I[:, None]) & (cols[None, :] < rows[:, None])
-            )
-            beats = beats & (cols < f)[None, :]
-            rank += tl.sum(beats.to(tl.int32), axis=1)
-        tl.store(rank_ptr + out, rank, mask=rmask)
-
-        if MODE != MODE_BUDGET:
+        if MODE != MODE_BUDGET:  # the kept count (first: nothing but the ranks live in the loop)
             if MODE == MODE_ADAPTIVE:
                 k = tl.ceil(r * f.to(tl.float32)).to(tl.int32)
             elif MODE == MODE_MANUAL:
-                k = tl.sum((rmask & (I > threshold)).to(tl.int32), axis=0)
+                k = above
             else:
                 k = k_fixed + tl.zeros((), dtype=tl.int32)
             k = tl.minimum(tl.maximum(k, min_keep), f)
             tl.store(cnt_ptr + t, k)
             tl.atomic_add(hdr_ptr, k)
-    if flags != 0:
-        tl.atomic_or(hdr_ptr + 1, flags)
+        # a tiled rank over the I just stored: for each block of tokens i, over the blocks of
+        # the frame, rank_i = #{j : I_j > I_i, or I_j == I_i and j < i} (ties to the lower j)
+        tl.debug_barrier()
+        for r0 in range(0, f, BLOCK_R):
+            rows = r0 + tl.arange(0, BLOCK_R)
+            rmask = rows < f
+            ii = tl.load(i_ptr + t64 * f + rows, mask=rmask, other=0.0)
+            rank = tl.zeros((BLOCK_R,), dtype=tl.int32)
+            for j0 in range(0, f, BLOCK_J):
+                cols = j0 + tl.arange(0, BLOCK_J)
+                ij = tl.load(i_ptr + t64 * f + cols, mask=cols < f, other=float("-inf"))
+                beats = (ij[None, :] > ii[:, None]) | (
+                    (ij[None, :] == ii[:, None]) & (cols[None, :] < rows[:, None])
+                )
+                beats = beats & (cols < f)[None, :]
+                rank += tl.sum(beats.to(tl.int32), axis=1)
+            tl.store(rank_ptr + t64 * f + rows, rank, mask=rmask)
 
 
 @triton.jit
@@ -532,6 +550,20 @@ def video_counts_kernel(
         tl.store(cu_tok_ptr + n_videos, run)
 
 
+@triton.jit
+def _copy_rows(frame, src, dst, jm, out_ptr, d, stride_i, pd,
+               BLOCK_D: tl.constexpr, D_PER_PROG: tl.constexpr):  # fmt: skip
+    """Copy the rows ``src`` of ``frame`` to the rows ``dst`` of the output (where ``jm``),
+    this program's ``D_PER_PROG`` channels, in ``(rows, BLOCK_D)`` tiles."""
+    src_p = frame + src.to(tl.int64)[:, None] * stride_i
+    dst_p = out_ptr + dst[:, None] * d
+    for c0 in range(0, D_PER_PROG, BLOCK_D):
+        cols = pd * D_PER_PROG + c0 + tl.arange(0, BLOCK_D)
+        m2 = jm[:, None] & (cols < d)[None, :]
+        v = tl.load(src_p + cols[None, :], mask=m2)
+        tl.store(dst_p + cols[None, :], v, mask=m2)
+
+
 @triton.jit(do_not_specialize=["f", "capacity"])
 def gather_kernel(
     x_ptr,  # (total_frames, f, d) features, channel stride 1
@@ -545,11 +577,17 @@ def gather_kernel(
     d,
     stride_t,
     stride_i,
-    BLOCK_F: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
     D_PER_PROG: tl.constexpr,
 ):
+    """Copy the kept rows of frame ``program_id(0)`` (channel block ``program_id(1)``).
+
+    The frame's tokens are read in blocks of ``BLOCK_R``; the kept ones fill output tiles of
+    ``BLOCK_R`` consecutive slots (a ``(BLOCK_R, BLOCK_R)`` match of slots to the block's
+    prefix-summed keep mask), each tile copied once full, and the last one at the end: every
+    lane of a copy busy, and per-thread state independent of ``f``.
+    """
     t = tl.program_id(0)
     pd = tl.program_id(1)
     t64 = t.to(tl.int64)
@@ -557,24 +595,32 @@ def gather_kernel(
     # cu_frames, reported by the select kernel): clamp, and mask the stores to the buffer
     k = tl.minimum(tl.maximum(tl.load(cnt_ptr + t), 0), f)
     off = tl.load(off_ptr + t)
-    toks = tl.arange(0, BLOCK_F)
-    rank = tl.load(rank_ptr + t64 * f + toks, mask=toks < f, other=2147483647)
-    keep = rank < k
-    pos = tl.cumsum(keep.to(tl.int32), axis=0) - 1  # output slot of each kept token
     frame = x_ptr + t64 * stride_t
-    for j0 in range(0, k, BLOCK_R):
-        jj = j0 + tl.arange(0, BLOCK_R)
-        # the token of the jj-th kept slot: a (BLOCK_R, BLOCK_F) match, one hit per row
-        hit = keep[None, :] & (pos[None, :] == jj[:, None])
-        src = tl.sum(tl.where(hit, toks[None, :], 0), axis=1)
-        dst = (off + jj).to(tl.int64)
-        jm = (jj < k) & (dst >= 0) & (dst < capacity)
+    lane = tl.arange(0, BLOCK_R)
+    j0 = tl.zeros((), dtype=tl.int32)  # first slot of the tile being filled
+    src = tl.zeros((BLOCK_R,), dtype=tl.int32)  # the token of each of its slots
+    run = tl.zeros((), dtype=tl.int32)  # tokens kept before this block
+    for t0 in range(0, f, BLOCK_R):
+        toks = t0 + lane
+        rank = tl.load(rank_ptr + t64 * f + toks, mask=toks < f, other=2147483647)
+        keep = rank < k
+        pos = run + tl.cumsum(keep.to(tl.int32), axis=0) - 1  # output slot of each kept token
+        hit = keep[None, :] & (pos[None, :] == (j0 + lane)[:, None])
+        src += tl.sum(tl.where(hit, toks[None, :], 0), axis=1)
+        run += tl.sum(keep.to(tl.int32), axis=0)
+        # at most BLOCK_R tokens kept here: at most one tile filled, its rest in the next
+        if run >= j0 + BLOCK_R:
+            dst = (off + j0 + lane).to(tl.int64)
+            jm = (dst >= 0) & (dst < capacity)
+            if pd == 0:
+                tl.store(idx_ptr + dst, t64 * f + src, mask=jm)
+            _copy_rows(frame, src, dst, jm, out_ptr, d, stride_i, pd, BLOCK_D, D_PER_PROG)
+            j0 += BLOCK_R
+            hit = keep[None, :] & (pos[None, :] == (j0 + lane)[:, None])
+            src = tl.sum(tl.where(hit, toks[None, :], 0), axis=1)
+    if j0 < k:  # the last, partly filled tile
+        dst = (off + j0 + lane).to(tl.int64)
+        jm = (j0 + lane < k) & (dst >= 0) & (dst < capacity)
         if pd == 0:
             tl.store(idx_ptr + dst, t64 * f + src, mask=jm)
-        src_p = frame + src.to(tl.int64)[:, None] * stride_i
-        dst_p = out_ptr + dst[:, None] * d
-        for c0 in range(0, D_PER_PROG, BLOCK_D):
-            cols = pd * D_PER_PROG + c0 + tl.arange(0, BLOCK_D)
-            m2 = jm[:, None] & (cols < d)[None, :]
-            v = tl.load(src_p + cols[None, :], mask=m2)
-            tl.store(dst_p + cols[None, :], v, mask=m2)
+        _copy_rows(frame, src, dst, jm, out_ptr, d, stride_i, pd, BLOCK_D, D_PER_PROG)

@@ -70,6 +70,10 @@ assert MODE_CODES["budget"] == K.MODE_BUDGET.value and METRIC_CODES["cosine"] ==
 
 #: largest tokens-per-frame the kernels take (one frame's tokens sit in one select program)
 MAX_TOKENS_PER_FRAME = 16384
+#: select kernel: elements of its largest tiles (a row block's partials, pass-1 slots and rank
+#: comparisons), and its fewest rows per block
+SELECT_TILE = 2048
+SELECT_ROWS_MIN = 16
 #: pass 2: elements of a frame's tile per thread, and the fewest frames per program when the
 #: frames are split over programs to fill the GPU (each program re-reads one frame)
 SCORES_ELEMS_PER_THREAD = 32
@@ -96,12 +100,16 @@ class LaunchPlan:
         scores_frames: frames per pass-2 program (any positive number; each program but the
             first also reads the frame before its chunk, for T of its first frame). The
             default walks every frame in one program.
-        gather_rows, gather_cols: kept rows and channels per copy tile of ``gather_kernel``.
+        gather_rows, gather_cols: kept rows and channels per copy tile of ``gather_kernel``
+            (which reads its frame's ranks in blocks of ``gather_rows`` tokens).
         gather_cols_per_prog: channels each gather program copies (a multiple of
             ``gather_cols``); ``ceil(d / gather_cols_per_prog)`` programs per frame.
         gather_warps: warps of the gather kernel.
         block_n: frames per chunk in the per-video loops (budget split, offsets).
         block_b: videos per chunk in the loops over ``cu_frames``.
+        select_rows: tokens per row block of ``frame_select_kernel``, which walks a frame's
+            tokens in such blocks (scores, then a tiled rank), so that its per-thread state
+            does not grow with ``f``.
         rank_cols: width of the select kernel's rank-comparison tile.
         stages: software-pipelining depth of the streaming loops (loads issued this many
             iterations ahead, through shared memory, on sm_80 and later).
@@ -120,12 +128,13 @@ class LaunchPlan:
     scores_frames: int = MAX_GRID_YZ + 1
     block_n: int = 128
     block_b: int = 1024
+    select_rows: int = 256
     rank_cols: int = 16
     stages: int = 3
 
     def __post_init__(self) -> None:
         for name in ("norms_rows", "norms_cols", "scores_rows", "scores_cols", "gather_rows",
-                     "gather_cols", "block_n", "block_b", "rank_cols"):  # fmt: skip
+                     "gather_cols", "block_n", "block_b", "select_rows", "rank_cols"):  # fmt: skip
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchPlan.{name} must be a power of two, got {v}")
@@ -171,14 +180,14 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
             c2 //= 2
         else:
             r2 //= 2
-    # the select kernel holds a frame's pass-2 partials, (slices2, f), in one block
-    while next_power_of_2(math.ceil(d / c2)) * fb > MAX_BLOCK_NUMEL:
+    # the select kernel holds the pass-2 partials of a row block, (slices2, rows), in one tile
+    while next_power_of_2(math.ceil(d / c2)) * SELECT_ROWS_MIN > MAX_BLOCK_NUMEL:
         c2 *= 2
     while r2 > 1 and r2 * c2 > 4096:  # tiles of at most 4K elements
         r2 //= 2
     # pass 2 and the select kernel read a token's pass-1 slots, padded to a power of two, in
-    # one tile: at most scores_cols of them, and (slots, f) within Triton's largest block
-    slots = min(c2, MAX_BLOCK_NUMEL // fb)
+    # one tile: at most scores_cols of them, and (slots, rows) within Triton's largest block
+    slots = min(c2, MAX_BLOCK_NUMEL // SELECT_ROWS_MIN)
     while next_power_of_2(math.ceil(d / n1)) > slots:
         n1 *= 2
     t1 = max(1, min(fb, 4096 // n1))
@@ -190,12 +199,15 @@ def plan_launch(shape: tuple[int, int, int], element_size: int, sms: int) -> Lau
     g_cols = _pick_cols(lambda s: s * n_frames, d, row_elems // 2, row_elems // 4, 2 * want)
     while math.ceil(d / g_cols) > MAX_GRID_YZ:
         g_cols *= 2
+    # select: row blocks of at most SELECT_TILE elements in its (slots, rows) tiles
+    wide = max(next_power_of_2(math.ceil(d / n1)), next_power_of_2(math.ceil(d / c2)))
+    sel = min(fb, max(SELECT_ROWS_MIN, SELECT_TILE // wide))
     return LaunchPlan(
         norms_rows=t1, norms_cols=n1, norms_warps=8 if t1 * n1 >= 4096 else 4,
         scores_rows=r2, scores_cols=c2, scores_warps=w2, scores_frames=k2,
         gather_rows=32, gather_cols=g_cols, gather_cols_per_prog=g_cols, gather_warps=4,
         block_n=32 if n_frames <= 32 else 128, block_b=1024,  # two variants, any count
-        rank_cols=16 if fb >= 256 else min(fb, max(16, 4096 // fb)),
+        select_rows=sel, rank_cols=min(fb, max(16, SELECT_TILE // sel)),
     )  # fmt: skip
 
 
@@ -236,16 +248,17 @@ def _validate(plan, shape, element_size, n_videos, limits) -> None:
     blocks = {
         "norms tile": plan.norms_rows * max(plan.norms_cols, block_s),
         "scores tile": plan.scores_rows * plan.scores_cols,
-        "select slots": fb * max(block_s, block_s2),
-        "select rank tile": fb * min(fb, plan.rank_cols),
-        "gather match": plan.gather_rows * fb,
+        "select slots": plan.select_rows * max(block_s, block_s2),
+        "select rank tile": plan.select_rows * min(fb, plan.rank_cols),
+        "gather match": plan.gather_rows * plan.gather_rows,
         "gather tile": plan.gather_rows * plan.gather_cols,
     }
     for what, numel in blocks.items():
         if numel > MAX_BLOCK_NUMEL:
             raise ValueError(f"LaunchPlan: the {what} holds {numel} elements, more than "
                              f"Triton's {MAX_BLOCK_NUMEL}")  # fmt: skip
-    warps = (plan.norms_warps, plan.scores_warps, plan.gather_warps, _select_warps(fb))
+    select = _select_warps(plan.select_rows * max(block_s, block_s2, plan.rank_cols))
+    warps = (plan.norms_warps, plan.scores_warps, plan.gather_warps, select)
     if 32 * max(warps) > limits.max_threads_per_block:
         raise ValueError(f"LaunchPlan: {max(warps)} warps exceed {limits.name}'s threads/block")
     pipe = (
@@ -277,8 +290,15 @@ def _video_block(plan: LaunchPlan, n_videos: int) -> int:
     return min(plan.block_b, max(16, next_power_of_2(n_videos + 1)))
 
 
-def _select_warps(block_f: int) -> int:
-    return 4 if block_f <= 64 else 8 if block_f <= 512 else 16
+def _select_rows(plan: LaunchPlan, block_f: int) -> int:
+    """Rows per block of the select kernel: the plan's, at most the frame's (padded)."""
+    return min(plan.select_rows, block_f)
+
+
+def _select_warps(tile: int) -> int:
+    """Warps of the select kernel whose largest tile holds ``tile`` elements: at most 16
+    elements of a tile per thread (no spills on sm_80/sm_90 at any ``f``)."""
+    return 4 if tile <= 1024 else 8
 
 
 def _prepare(features: torch.Tensor, cu_frames: torch.Tensor, plan: LaunchPlan | None):
@@ -299,16 +319,79 @@ def _prepare(features: torch.Tensor, cu_frames: torch.Tensor, plan: LaunchPlan |
             f"features.shape[0] and the number of videos must be <= {MAX_GRID_YZ} on the "
             f"Triton path (a CUDA grid limit), got {shape[0]} frames, {cu.numel() - 1} videos"
         )
+    return features, cu, _setup(shape, features.element_size(), cu.numel() - 1, limits, plan)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every launch of one shape derives from its checked plan, worked out once: the
+    kernels' grids, block constexprs and warps, and the scratch buffers' layout."""
+
+    plan: LaunchPlan
+    n1: int  # pass-1 channel slices
+    n2: int  # pass-2 channel slices
+    block_s: int
+    grid_norms: tuple[int, int]
+    grid_scores: tuple[int, int, int]
+    grid_gather: tuple[int, int]
+    norms_kw: dict
+    scores_kw: dict
+    select_kw: dict
+    counts_kw: dict
+    gather_kw: dict
+    #: float32 scratch (nrm, col, msq, part) and int32 scratch (flg, hdr, rank, offsets):
+    #: ``(name, shape)`` each
+    f32_scratch: tuple[tuple[str, tuple[int, ...]], ...]
+    i32_scratch: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _setup(shape, element_size, n_videos, limits, plan) -> _Setup:
+    """The checked plan (``plan_launch``'s when ``plan`` is None) and its :class:`_Setup`."""
     if plan is None:
-        plan = plan_launch(shape, features.element_size(), limits.sms)
-    _validate(plan, shape, features.element_size(), cu.numel() - 1, limits)
-    return features, cu, plan
+        plan = plan_launch(shape, element_size, limits.sms)
+    _validate(plan, shape, element_size, n_videos, limits)
+    n_frames, f, d = shape
+    n1, n2 = math.ceil(d / plan.norms_cols), math.ceil(d / plan.scores_cols)
+    block_s, block_s2, block_f = next_power_of_2(n1), next_power_of_2(n2), next_power_of_2(f)
+    block_r, block_j = _select_rows(plan, block_f), min(block_f, plan.rank_cols)
+    grids = _grids(plan, shape, n_videos)
+    video_block = _video_block(plan, n_videos)
+    return _Setup(
+        plan=plan, n1=n1, n2=n2, block_s=block_s,
+        grid_norms=grids["frame_norms_kernel"], grid_scores=grids["frame_scores_kernel"],
+        grid_gather=grids["gather_kernel"],
+        norms_kw=dict(BLOCK_T=plan.norms_rows, BLOCK_D=plan.norms_cols, BLOCK_S=block_s,
+                      STAGES=plan.stages, num_warps=plan.norms_warps, **FP_PINNED),
+        scores_kw=dict(EPS=ZERO_NORM_EPS, BLOCK_T=plan.scores_rows, BLOCK_D=plan.scores_cols,
+                       BLOCK_S=block_s, EVEN_D=d % plan.scores_cols == 0, STAGES=plan.stages,
+                       num_warps=plan.scores_warps, **FP_PINNED),
+        select_kw=dict(EPS=ZERO_NORM_EPS, BLOCK_R=block_r, BLOCK_J=block_j, BLOCK_B=video_block,
+                       BLOCK_S=block_s, BLOCK_S2=block_s2,
+                       num_warps=_select_warps(block_r * max(block_s, block_s2, block_j)),
+                       **FP_PINNED),
+        counts_kw=dict(STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n, BLOCK_B=video_block,
+                       num_warps=1 if plan.block_n <= 32 else 4, **FP_PINNED),
+        gather_kw=dict(BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
+                       D_PER_PROG=plan.gather_cols_per_prog, num_warps=plan.gather_warps,
+                       **FP_PINNED),
+        f32_scratch=(("nrm", (n_frames, f, block_s)), ("col", (n_frames, d)),
+                     ("msq", (n_frames, block_s)), ("part", (n_frames, n2, f, 2))),
+        i32_scratch=(("flg", (n_frames, n1)), ("hdr", (2,)), ("rank", (n_frames, f)),
+                     ("off", (n_frames,))),
+    )  # fmt: skip
+
+
+def _scratch(spec, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """The named buffers of ``spec`` (``(name, shape)`` pairs), uninitialised. (One
+    allocation carved into views costs more on the host: a view is slower than an empty.)"""
+    return {name: torch.empty(shape, dtype=dtype, device=device) for name, shape in spec}
 
 
 def _scores(
     features: torch.Tensor,
     cu: torch.Tensor,
-    plan: LaunchPlan,
+    setup: _Setup,
     *,
     w: float,
     metric: str,
@@ -323,57 +406,45 @@ def _scores(
     n_frames, f, d = features.shape
     dev = features.device
     n_videos = cu.numel() - 1
-    n1 = math.ceil(d / plan.norms_cols)
-    n2 = math.ceil(d / plan.scores_cols)
-    block_s = next_power_of_2(n1)
+    plan = setup.plan
     f32 = torch.float32
-    nrm = torch.empty((n_frames, f, block_s), dtype=f32, device=dev)
-    col = torch.empty((n_frames, d), dtype=f32, device=dev)
-    msq = torch.empty((n_frames, block_s), dtype=f32, device=dev)
-    flg = torch.empty((n_frames, n1), dtype=torch.int32, device=dev)
-    part = torch.empty((n_frames, n2, f, 2), dtype=f32, device=dev)
-    hdr = torch.empty(2, dtype=torch.int32, device=dev)
+    out: dict[str, torch.Tensor] = {}
+    buf = _scratch(setup.f32_scratch, f32, dev)
+    buf.update(_scratch(setup.i32_scratch, torch.int32, dev))
+    nrm, col, msq, part, flg, hdr = (buf[k] for k in ("nrm", "col", "msq", "part", "flg", "hdr"))
+    out["off"], out["rank"] = buf["off"], buf["rank"]
     st, si = features.stride(0), features.stride(1)
-    K.frame_norms_kernel[(n1, n_frames)](
-        features, nrm, col, msq, flg, hdr, f, d, st, si,
-        BLOCK_T=plan.norms_rows, BLOCK_D=plan.norms_cols, BLOCK_S=block_s, STAGES=plan.stages,
-        num_warps=plan.norms_warps, **FP_PINNED,
-    )  # fmt: skip
-    chunks = math.ceil(n_frames / plan.scores_frames)
-    K.frame_scores_kernel[(math.ceil(f / plan.scores_rows), n2, chunks)](
+    K.frame_norms_kernel[setup.grid_norms](
+        features, nrm, col, msq, flg, hdr, f, d, st, si, **setup.norms_kw
+    )
+    K.frame_scores_kernel[setup.grid_scores](
         features, nrm, col, msq, part, n_frames, plan.scores_frames, f, d, st, si,
-        EPS=ZERO_NORM_EPS, BLOCK_T=plan.scores_rows, BLOCK_D=plan.scores_cols, BLOCK_S=block_s,
-        EVEN_D=d % plan.scores_cols == 0, STAGES=plan.stages, num_warps=plan.scores_warps,
-        **FP_PINNED,
+        **setup.scores_kw,
     )  # fmt: skip
-    out = {
-        "I": torch.empty((n_frames, f), dtype=f32, device=dev),
-        "r": torch.empty(n_frames, dtype=f32, device=dev),
-        "hdr": hdr,
-    }
+    out["I"] = torch.empty((n_frames, f), dtype=f32, device=dev)
+    out["r"] = torch.empty(n_frames, dtype=f32, device=dev)
+    out["hdr"] = hdr
     if store_st:
         out["S"] = torch.empty((n_frames, f), dtype=f32, device=dev)
         out["T"] = torch.empty((n_frames, f), dtype=f32, device=dev)
     if rank:
-        out["rank"] = torch.empty((n_frames, f), dtype=torch.int32, device=dev)
         out["counts"] = torch.empty(n_frames, dtype=torch.int32, device=dev)
     dummy = out["I"]
-    block_f = next_power_of_2(f)
     K.frame_select_kernel[(n_frames,)](
         nrm, msq, flg, part, cu, hdr,
         out.get("S", dummy), out.get("T", dummy), out["I"], out["r"],
         out.get("rank", dummy), out.get("counts", dummy),
-        n_videos, n_frames, f, n1, n2, float(w), float(threshold), int(k_fixed), int(min_keep),
-        EPS=ZERO_NORM_EPS, MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric],
-        STORE_ST=store_st, RANK=rank, BLOCK_F=block_f, BLOCK_J=min(block_f, plan.rank_cols),
-        BLOCK_B=_video_block(plan, n_videos), BLOCK_S=block_s,
-        BLOCK_S2=next_power_of_2(n2), num_warps=_select_warps(block_f), **FP_PINNED,
+        n_videos, n_frames, f, setup.n1, setup.n2, float(w), float(threshold), int(k_fixed),
+        int(min_keep), MODE=MODE_CODES[mode], METRIC=METRIC_CODES[metric], STORE_ST=store_st,
+        RANK=rank, **setup.select_kw,
     )  # fmt: skip
     return out
 
 
 def _raise_flags(flags: int, w: float) -> None:
     """Turn the header's error bits into the error the API reports."""
+    if not flags:
+        return
     for bit, message in _flag_messages(w):
         if flags & bit:
             raise VisualInputError(message)
@@ -442,9 +513,9 @@ def visual_scores_triton(
         >>> S, T, I, r = visual_scores_triton(x, cu, w=1.0, metric="dissim")  # doctest: +SKIP
     """
     with launch_scope(features.device):
-        features, cu, plan = _prepare(features, cu_frames, plan)
+        features, cu, setup = _prepare(features, cu_frames, plan)
         out = _scores(
-            features, cu, plan, w=w, metric=metric, mode="adaptive", threshold=0.0,
+            features, cu, setup, w=w, metric=metric, mode="adaptive", threshold=0.0,
             k_fixed=0, min_keep=0, store_st=True, rank=False,
         )  # fmt: skip
     if check:
@@ -496,7 +567,7 @@ def visual_prune_triton(
         >>> tokens, idx, counts, r, cu_tok, I = visual_prune_triton(x, cu)  # doctest: +SKIP
     """
     with launch_scope(features.device):
-        features, cu, plan = _prepare(features, cu_frames, plan)
+        features, cu, setup = _prepare(features, cu_frames, plan)
         n_frames, f, d = features.shape
         dev = features.device
         n_videos = cu.numel() - 1
@@ -509,17 +580,15 @@ def visual_prune_triton(
             capacity = sum(budget_token_count(budget, b - a, f, min_keep)
                            for a, b in zip(bounds[:-1], bounds[1:], strict=True))  # fmt: skip
         out = _scores(
-            features, cu, plan, w=w, metric=metric, mode=mode, threshold=threshold,
+            features, cu, setup, w=w, metric=metric, mode=mode, threshold=threshold,
             k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True,
         )  # fmt: skip
-        counts, offsets = out["counts"], torch.empty(n_frames, dtype=torch.int32, device=dev)
+        counts, offsets = out["counts"], out["off"]
         cu_tokens = torch.empty(n_videos + 1, dtype=torch.int32, device=dev)
         K.video_counts_kernel[(n_videos,)](
             cu, out["r"], counts, offsets, cu_tokens, out["hdr"], n_videos, n_frames, f,
-            int(min_keep), float(budget if mode == "budget" else 0.0),
-            MODE=MODE_CODES[mode], STEPS=BUDGET_BISECTION_STEPS, BLOCK_N=plan.block_n,
-            BLOCK_B=_video_block(plan, n_videos),
-            num_warps=1 if plan.block_n <= 32 else 4, **FP_PINNED,
+            int(min_keep), float(budget if mode == "budget" else 0.0), MODE=MODE_CODES[mode],
+            **setup.counts_kw,
         )  # fmt: skip
         if capacity is None:
             # the one host synchronisation: the kept count sizes the output exactly
@@ -529,12 +598,9 @@ def visual_prune_triton(
             n_keep = capacity
         tokens = torch.empty((n_keep, d), dtype=features.dtype, device=dev)
         indices = torch.empty(n_keep, dtype=torch.int64, device=dev)
-        per_prog = plan.gather_cols_per_prog
-        K.gather_kernel[(n_frames, math.ceil(d / per_prog))](
+        K.gather_kernel[setup.grid_gather](
             features, out["rank"], counts, offsets, tokens, indices, n_keep, f, d,
-            features.stride(0), features.stride(1),
-            BLOCK_F=next_power_of_2(f), BLOCK_R=plan.gather_rows, BLOCK_D=plan.gather_cols,
-            D_PER_PROG=per_prog, num_warps=plan.gather_warps, **FP_PINNED,
+            features.stride(0), features.stride(1), **setup.gather_kw,
         )  # fmt: skip
         if capacity is not None:
             _check_header(out["hdr"], w)

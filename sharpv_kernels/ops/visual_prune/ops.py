@@ -6,14 +6,21 @@ read at every call): the Triton kernels (``launch.py``), the plain PyTorch path
 (``torch_path.py``), or that path with its score pass on the native CPU kernel
 (``native.py``). The fake implementations give the data-dependent output size an
 unbacked symbol, so a function calling the op traces under ``torch.compile(fullgraph=True)``.
+
+The public functions (``api.py``) check their arguments once and, in plain eager mode
+(:func:`plain_eager`: no tracing, no dispatch or function mode, no autograd to record), call
+the op's body (:func:`visual_prune_checked`) directly: the ``torch.library`` dispatch and a
+second argument check would cost more than the rest of the host path.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ..._utils import select_backend, signature_of
 from .checks import PruneOptions, check_visual_args, prepare_cu_frames, raise_bad_features
@@ -21,7 +28,7 @@ from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_tri
 from .native import NATIVE_DTYPES, native_unavailable_reason
 from .torch_path import visual_prune_torch, visual_scores_torch
 
-__all__ = ["visual_prune_op", "visual_scores_op"]
+__all__ = ["visual_prune_op", "visual_scores_op", "visual_prune_checked", "plain_eager"]
 
 _Out6 = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -65,14 +72,48 @@ def visual_prune_op(features: torch.Tensor, cu_frames: torch.Tensor, *rest: Any)
     ``rest``: the fields of :class:`~.checks.PruneOptions`, then ``return_scores``. See
     :func:`sharpv_kernels.visual_prune` for the contract."""
     *options, return_scores = rest
+    check_visual_args(features, cu_frames, **PruneOptions(*options)._asdict())
+    return visual_prune_checked(features, cu_frames, *options, return_scores)
+
+
+def plain_eager(*tensors: torch.Tensor) -> bool:
+    """True when calling an op's body directly does what the dispatcher would: plain tensors,
+    no autograd to record, no ``torch.compile`` tracing, no Python dispatch or function mode,
+    no functorch transform."""
+    return (
+        all(type(t) is torch.Tensor for t in tensors)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and not torch.compiler.is_compiling()
+        and _get_current_dispatch_mode() is None
+        and not torch._C._is_torch_function_mode_enabled()
+        and not torch._C._are_functorch_transforms_active()
+    )
+
+
+def visual_prune_checked(
+    features: torch.Tensor,
+    cu_frames: torch.Tensor,
+    *rest: Any,
+    cu_host: Sequence[int] | None = None,
+) -> _Out6:
+    """The body of ``torch.ops.sharpv.visual_prune`` after :func:`check_visual_args`:
+    ``rest`` as the op's (the fields of :class:`~.checks.PruneOptions`, then
+    ``return_scores``).
+
+    ``cu_host``: the values of ``cu_frames`` when the caller has them on the host as ints
+    (checked here; saves reading them back from the tensor).
+    """
+    *options, return_scores = rest
     kw = PruneOptions(*options)._asdict()
-    check_visual_args(features, cu_frames, **kw)
     backend = _backend(features)
-    cu = prepare_cu_frames(cu_frames, features, check_on_host=backend != "triton")
+    cu = prepare_cu_frames(
+        cu_frames, features, check_on_host=backend != "triton", host_values=cu_host
+    )
     if backend == "triton":
         # host values of cu_frames size a multi-video budget output with no read-back
-        host = kw["mode"] == "budget" and cu_frames.device.type == "cpu"
-        out = visual_prune_triton(features, cu, cu_host=cu_frames.tolist() if host else None, **kw)
+        if kw["mode"] == "budget" and cu_frames.device.type == "cpu" and cu_host is None:
+            cu_host = cu_frames.tolist()
+        out = visual_prune_triton(features, cu, cu_host=cu_host, **kw)
     else:
         out = visual_prune_torch(features, cu, native=backend == "native", **kw)
     tokens, indices, counts, ratios, cu_tokens, scores = out

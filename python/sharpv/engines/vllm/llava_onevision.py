@@ -20,7 +20,6 @@ Importing this module imports vLLM; the plugin registers it lazily by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,11 +31,10 @@ from vllm.model_executor.models.llava_onevision import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.parse import VideoProcessorItems
-from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
-from .processing import OPTIONS_FIELD, SharpVProcessorMixin
-from .pruning import prune_videos, settings_per_video
-from .settings import VllmSharpVSettings, settings_from_hf_config
+from .processing import SharpVModelMixin, SharpVProcessorMixin
+from .pruning import prune_videos
+from .settings import VllmSharpVSettings
 
 __all__ = [
     "SharpVLlavaOnevisionForConditionalGeneration",
@@ -49,29 +47,15 @@ class SharpVLlavaOnevisionMultiModalProcessor(
 ):
     """LLaVA-OneVision processor whose video runs hold the request's budget count + 1."""
 
-    def _get_prompt_updates(
-        self,
-        mm_items: Any,
-        hf_processor_mm_kwargs: Mapping[str, Any],
-        out_mm_kwargs: Any,
-    ) -> Sequence[PromptUpdate]:
-        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+    def _video_placeholder(
+        self, mm_items: Any, out_mm_kwargs: Any, item_idx: int, settings: VllmSharpVSettings
+    ) -> list[int]:
+        videos = mm_items.get_items("video", VideoProcessorItems)
+        size = videos.get_frame_size(item_idx)
+        f = self.info._get_num_frame_tokens(image_width=size.width, image_height=size.height)
+        n = videos.get_num_frames(item_idx)
         video_id = self.info.get_hf_config().video_token_index
-
-        def video_replacement(item_idx: int) -> list[int]:
-            videos = mm_items.get_items("video", VideoProcessorItems)
-            size = videos.get_frame_size(item_idx)
-            f = self.info._get_num_frame_tokens(image_width=size.width, image_height=size.height)
-            settings = self._video_settings(out_mm_kwargs, item_idx)
-            n = videos.get_num_frames(item_idx)
-            return [video_id] * (settings.video_tokens(n, f) + 1)  # + the newline token
-
-        return [
-            PromptReplacement(modality="video", target=u.target, replacement=video_replacement)
-            if u.modality == "video"
-            else u
-            for u in updates
-        ]
+        return [video_id] * (settings.video_tokens(n, f) + 1)  # + the newline token
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -79,7 +63,9 @@ class SharpVLlavaOnevisionMultiModalProcessor(
     info=LlavaOnevisionProcessingInfo,
     dummy_inputs=LlavaOnevisionDummyInputsBuilder,
 )
-class SharpVLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
+class SharpVLlavaOnevisionForConditionalGeneration(
+    SharpVModelMixin, LlavaOnevisionForConditionalGeneration
+):
     """vLLM LLaVA-OneVision / LLaVA-Video that keeps the budget's video tokens only.
 
     Select it with ``hf_overrides={"architectures": [this name], "sharpv": {"budget": b}}``.
@@ -87,17 +73,7 @@ class SharpVLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalG
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.sharpv: VllmSharpVSettings = settings_from_hf_config(self.config)
-        self._sharpv_rows: Any = None
-
-    def embed_multimodal(self, **kwargs: object) -> Any:
-        """vLLM's embedding step; the per-video ``sharpv_options`` field is taken out of the
-        batch here and read by :meth:`_process_video_pixels`."""
-        self._sharpv_rows = kwargs.pop(OPTIONS_FIELD, None)
-        try:
-            return super().embed_multimodal(**kwargs)
-        finally:
-            self._sharpv_rows = None
+        self._init_sharpv()
 
     def _process_video_pixels(self, inputs) -> list[torch.Tensor]:
         """Per video, ``(N + 1, d)``: the kept pooled frame tokens, then the newline."""
@@ -105,7 +81,7 @@ class SharpVLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditionalG
         videos = list(pixels) if isinstance(pixels, torch.Tensor) else pixels
         n_frames = [int(v.shape[0]) for v in videos]
         feats = self._video_pixels_to_features(self.vision_tower, torch.cat(videos))
-        settings = settings_per_video(self._sharpv_rows, len(videos), self.sharpv)
+        settings = self._video_settings_batch(len(videos))
         newline = self.image_newline[None, :].to(feats.dtype)
         out: list[torch.Tensor | None] = [None] * len(videos)
         for group in prune_videos(torch.split(feats, n_frames), settings):

@@ -17,14 +17,21 @@ Importing this module imports vLLM.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
-from .settings import VllmSharpVSettings, request_settings, split_request_block
+from .pruning import settings_per_video
+from .settings import (
+    VllmSharpVSettings,
+    request_settings,
+    settings_from_hf_config,
+    split_request_block,
+)
 
-__all__ = ["OPTIONS_FIELD", "SharpVProcessorMixin"]
+__all__ = ["OPTIONS_FIELD", "SharpVModelMixin", "SharpVProcessorMixin"]
 
 #: name of the per-video field that carries each video's settings to the model
 OPTIONS_FIELD = "sharpv_options"
@@ -49,9 +56,59 @@ class SharpVProcessorMixin:
         fields[OPTIONS_FIELD] = MultiModalFieldConfig.batched("video", keep_on_cpu=True)
         return fields
 
+    def _get_prompt_updates(
+        self,
+        mm_items: Any,
+        hf_processor_mm_kwargs: Mapping[str, Any],
+        out_mm_kwargs: Any,
+    ) -> Sequence[PromptUpdate]:
+        """vLLM's updates, with each video's placeholder run sized by its own settings
+        (:meth:`_video_placeholder`) before the vision tower runs."""
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+
+        def video_replacement(item_idx: int) -> list[int]:
+            settings = self._video_settings(out_mm_kwargs, item_idx)
+            return self._video_placeholder(mm_items, out_mm_kwargs, item_idx, settings)
+
+        return [
+            PromptReplacement(modality="video", target=u.target, replacement=video_replacement)
+            if u.modality == "video"
+            else u
+            for u in updates
+        ]
+
+    def _video_placeholder(
+        self, mm_items: Any, out_mm_kwargs: Any, item_idx: int, settings: VllmSharpVSettings
+    ) -> list[int]:
+        """The placeholder tokens of video ``item_idx`` under ``settings`` (per family)."""
+        raise NotImplementedError
+
     def _video_settings(self, out_mm_kwargs: Any, item_idx: int) -> VllmSharpVSettings:
         """Settings of video ``item_idx`` of a processed request (from its field)."""
         item = out_mm_kwargs["video"][item_idx]
         if OPTIONS_FIELD not in item:  # an item processed without the field (never by us)
             return request_settings(self.info.get_hf_config(), None)
         return VllmSharpVSettings.from_row(item[OPTIONS_FIELD].data.tolist())
+
+
+class SharpVModelMixin:
+    """Mixed into a SharpV model class (before vLLM's model in the bases): the server's
+    settings, and the per-video ``sharpv_options`` field taken out of each embedding step."""
+
+    def _init_sharpv(self) -> None:
+        """Read the server's block (call at the end of ``__init__``)."""
+        self.sharpv: VllmSharpVSettings = settings_from_hf_config(self.config)
+        self._sharpv_rows: Any = None
+
+    def embed_multimodal(self, **kwargs: object) -> Any:
+        """vLLM's embedding step; the per-video ``sharpv_options`` field is taken out of the
+        batch here and read by :meth:`_video_settings_batch` during the step."""
+        self._sharpv_rows = kwargs.pop(OPTIONS_FIELD, None)
+        try:
+            return super().embed_multimodal(**kwargs)
+        finally:
+            self._sharpv_rows = None
+
+    def _video_settings_batch(self, n_videos: int) -> list[VllmSharpVSettings]:
+        """The settings of each video of the current embedding step."""
+        return settings_per_video(self._sharpv_rows, n_videos, self.sharpv)

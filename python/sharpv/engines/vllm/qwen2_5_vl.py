@@ -25,7 +25,7 @@ Importing this module imports vLLM; the plugin registers it lazily by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -36,11 +36,10 @@ from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
-from .processing import OPTIONS_FIELD, SharpVProcessorMixin
-from .pruning import prune_videos, settings_per_video
-from .settings import VllmSharpVSettings, settings_from_hf_config
+from .processing import SharpVModelMixin, SharpVProcessorMixin
+from .pruning import prune_videos
+from .settings import VllmSharpVSettings
 
 __all__ = [
     "SharpVQwen2_5_VLForConditionalGeneration",
@@ -79,27 +78,13 @@ class SharpVQwen2_5_VLMultiModalProcessor(SharpVProcessorMixin, Qwen2_5_VLMultiM
     """Qwen2.5-VL processor whose video placeholder runs hold SharpV's budget count of the
     request's own settings."""
 
-    def _get_prompt_updates(
-        self,
-        mm_items: Any,
-        hf_processor_mm_kwargs: Mapping[str, Any],
-        out_mm_kwargs: Any,
-    ) -> Sequence[PromptUpdate]:
-        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
-        merge = self.info.get_hf_config().vision_config.spatial_merge_size
-        video_id = self.info.get_hf_config().video_token_id
-
-        def video_replacement(item_idx: int) -> list[int]:
-            t, h, w = (int(x) for x in out_mm_kwargs["video"][item_idx]["video_grid_thw"].data)
-            settings = self._video_settings(out_mm_kwargs, item_idx)
-            return [video_id] * settings.video_tokens(t, (h // merge) * (w // merge))
-
-        return [
-            PromptReplacement(modality="video", target=u.target, replacement=video_replacement)
-            if u.modality == "video"
-            else u
-            for u in updates
-        ]
+    def _video_placeholder(
+        self, mm_items: Any, out_mm_kwargs: Any, item_idx: int, settings: VllmSharpVSettings
+    ) -> list[int]:
+        config = self.info.get_hf_config()
+        merge = config.vision_config.spatial_merge_size
+        t, h, w = (int(x) for x in out_mm_kwargs["video"][item_idx]["video_grid_thw"].data)
+        return [config.video_token_id] * settings.video_tokens(t, (h // merge) * (w // merge))
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -107,7 +92,9 @@ class SharpVQwen2_5_VLMultiModalProcessor(SharpVProcessorMixin, Qwen2_5_VLMultiM
     info=Qwen2_5_VLProcessingInfo,
     dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
-class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class SharpVQwen2_5_VLForConditionalGeneration(
+    SharpVModelMixin, Qwen2_5_VLForConditionalGeneration
+):
     """vLLM Qwen2.5-VL that keeps the budget's video tokens at their dense M-RoPE positions.
 
     Select it with ``hf_overrides={"architectures": [this name], "sharpv": {"budget": b}}``.
@@ -118,20 +105,10 @@ class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
 
         require_mrope_recompute(vllm_config.model_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.sharpv: VllmSharpVSettings = settings_from_hf_config(self.config)
+        self._init_sharpv()
         # route embed_multimodal through the pruning hooks (positions appended to every
         # image and video embedding, videos pruned in _postprocess_video_embeds_evs)
         self.is_multimodal_pruning_enabled = True
-        self._sharpv_rows: Any = None
-
-    def embed_multimodal(self, **kwargs: object) -> Any:
-        """vLLM's embedding step; the per-video ``sharpv_options`` field is taken out of the
-        batch here and read by :meth:`_postprocess_video_embeds_evs`."""
-        self._sharpv_rows = kwargs.pop(OPTIONS_FIELD, None)
-        try:
-            return super().embed_multimodal(**kwargs)
-        finally:
-            self._sharpv_rows = None
 
     def get_mrope_input_positions(
         self, input_tokens: list[int], mm_features: list[Any]
@@ -181,7 +158,7 @@ class SharpVQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         seconds = [1.0] * len(grids) if seconds is None else [float(s) for s in seconds]
         tps = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
         merge = self.visual.spatial_merge_size
-        settings = settings_per_video(self._sharpv_rows, len(grids), self.sharpv)
+        settings = self._video_settings_batch(len(grids))
         frames, keys = [], []
         for emb, (t, h, w) in zip(video_embeds_split, grids, strict=True):
             hw = (int(h) // merge, int(w) // merge)
