@@ -3,7 +3,7 @@ built-in and user methods registered the same way, entry-point plug-ins, the wor
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 import os
 import subprocess
@@ -33,14 +33,11 @@ BUILT_INS = {
 
 
 def _example():
-    """``examples/every_kth.py``, imported once (it registers ``every_kth``)."""
-    name = "sharpv_example_every_kth"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "every_kth.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """``examples/every_kth.py`` imported as ``every_kth`` (it registers the method; the
+    vLLM lane imports it under the same name through ``SHARPV_METHOD_MODULES``)."""
+    if str(ROOT / "examples") not in sys.path:
+        sys.path.insert(0, str(ROOT / "examples"))
+    return importlib.import_module("every_kth")
 
 
 # --------------------------------------------------------------------------- registry
