@@ -189,5 +189,5 @@ def launch_scope(device: torch.device) -> contextlib.AbstractContextManager:
     if is_interpreting():
         spec = os.environ.get(SIM_ORDER_ENV, "").strip() or "forward"
         _order(spec, 0)  # a bad value fails here, before any launch
-        return program_order(spec)
+        return program_order(spec) if spec != "forward" else contextlib.nullcontext()
     return contextlib.nullcontext()

@@ -51,3 +51,27 @@ def test_both_routes_agree_and_a_mode_sees_the_op():
             assert "sharpv.visual_prune.default" in seen.ops
             for a, b in zip(fast, slow, strict=True):
                 assert torch.equal(a, b)
+
+
+def test_reused_scratch_gives_the_same_results_and_fresh_outputs(monkeypatch):
+    """The launcher keeps its scratch buffers per thread and stream across calls: calls of
+    other shapes in between, and a call on another thread, change nothing, and no output of
+    one call shares storage with another call's."""
+    import threading
+
+    monkeypatch.setenv("SHARPV_BACKEND", "triton")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 8, 16, generator=g), torch.randn(2, 4, 16, generator=g)
+    kw = {"mode": "adaptive", "return_scores": True}
+    first = sk.visual_prune(x, [0, 1, 3], **kw)
+    other = sk.visual_prune(y, **kw)
+    seen: list = []
+    worker = threading.Thread(target=lambda: seen.append(sk.visual_prune(y, **kw)))
+    worker.start()
+    worker.join()
+    again = sk.visual_prune(x, [0, 1, 3], **kw)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+        assert a.numel() == 0 or a.data_ptr() != b.data_ptr()
+    for a, b in zip(other, seen[0], strict=True):
+        assert torch.equal(a, b)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -388,6 +389,59 @@ def _scratch(spec, dtype: torch.dtype, device: torch.device) -> dict[str, torch.
     return {name: torch.empty(shape, dtype=dtype, device=device) for name, shape in spec}
 
 
+#: per thread: ``{(device, stream): (scratch layout, buffers)}``, the last scratch buffers
+#: of each device and stream this thread launched on (see :func:`_scratch_buffers`)
+_SCRATCH = threading.local()
+
+
+def _stream_key(device: torch.device) -> int:
+    """The current stream of ``device`` (its raw handle on CUDA; 0 elsewhere)."""
+    if device.type == "cuda":
+        return torch._C._cuda_getCurrentRawStream(device.index)
+    return 0
+
+
+def _scratch_buffers(setup: _Setup, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The scratch buffers of ``setup``'s layout, ``(nrm, col, msq, part, flg, hdr, rank,
+    off)`` (:attr:`_Setup.f32_scratch`, then :attr:`_Setup.i32_scratch`),
+    on the features' device, reused from this thread's last launch of the same layout on the
+    same device and stream when ``features`` is a plain tensor (a tensor subclass, such as a
+    fake tensor, gets new buffers at every call: none of its kind is ever kept).
+
+    Safe to reuse: the kernels overwrite every element they later read (pass 1 zeroes the
+    header), no buffer is returned to the caller, and a stream runs one call's kernels
+    (and the sync-free header assertion) before the next call's. Never shared across threads
+    (one ``threading.local`` each) nor streams (keyed by the current stream), so that two
+    calls in flight at once never write the same buffer. Holds one set of buffers per
+    thread, device and stream: the last shape's (saves the host eight allocations a call).
+    """
+    device = features.device
+    if type(features) is not torch.Tensor:
+        return _new_scratch(setup, device)
+    cache = getattr(_SCRATCH, "by_stream", None)
+    if cache is None:
+        cache = _SCRATCH.by_stream = {}
+    key = (device, _stream_key(device))
+    hit = cache.get(key)
+    if hit is not None:
+        last, buf = hit
+        if last is setup or (last.f32_scratch, last.i32_scratch) == (
+            setup.f32_scratch, setup.i32_scratch
+        ):  # fmt: skip
+            return buf
+        del cache[key], hit, buf  # the old buffers go before the new ones are allocated
+    buf = _new_scratch(setup, device)
+    cache[key] = (setup, buf)
+    return buf
+
+
+def _new_scratch(setup: _Setup, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """New scratch buffers, ordered as :func:`_scratch_buffers` returns them."""
+    buf = _scratch(setup.f32_scratch, torch.float32, device)
+    buf.update(_scratch(setup.i32_scratch, torch.int32, device))
+    return tuple(buf.values())
+
+
 def _scores(
     features: torch.Tensor,
     cu: torch.Tensor,
@@ -409,10 +463,7 @@ def _scores(
     plan = setup.plan
     f32 = torch.float32
     out: dict[str, torch.Tensor] = {}
-    buf = _scratch(setup.f32_scratch, f32, dev)
-    buf.update(_scratch(setup.i32_scratch, torch.int32, dev))
-    nrm, col, msq, part, flg, hdr = (buf[k] for k in ("nrm", "col", "msq", "part", "flg", "hdr"))
-    out["off"], out["rank"] = buf["off"], buf["rank"]
+    nrm, col, msq, part, flg, hdr, out["rank"], out["off"] = _scratch_buffers(setup, features)
     st, si = features.stride(0), features.stride(1)
     K.frame_norms_kernel[setup.grid_norms](
         features, nrm, col, msq, flg, hdr, f, d, st, si, **setup.norms_kw
