@@ -67,6 +67,7 @@ def _registry_error(method: str, options: dict) -> str:
         ({"method": "fastv"}, ValueError, "method fastv acts inside the LLM"),
         ({"method": "sharpv", "mode": "adaptive"}, ValueError, "depends on the content"),
         ({"method": "nope"}, ValueError, "unknown method 'nope'"),
+        ({"budget": [0.3]}, ValueError, "option budget of method sharpv must be a number"),
     ],
 )
 def test_bad_blocks_name_the_option(block, error, message):

@@ -60,14 +60,20 @@ MEMORY_UNSUPPORTED = (
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _engine(method: str, options: tuple[tuple[str, Any], ...]) -> EngineMethod:
+def _validate(method: str, options: Mapping[str, Any]) -> EngineMethod:
+    """:func:`sharpv.methods.engine_options`, with why Memory SharpV is refused added."""
     try:
-        return engine_options(method, dict(options))
+        return engine_options(method, options)
     except MethodOptionError as e:
-        if "inside the LLM" in str(e) and dict(options).get("memory"):
+        if "inside the LLM" in str(e) and options.get("memory"):
             raise MethodOptionError(f"{e}. {MEMORY_UNSUPPORTED}") from None
         raise
+
+
+@functools.lru_cache(maxsize=256)
+def _engine(method: str, options: tuple[tuple[str, Any], ...]) -> EngineMethod:
+    """:func:`_validate` of options already resolved (hashable), cached per settings."""
+    return _validate(method, dict(options))
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ class VllmSharpVSettings:
         if not isinstance(method, str):
             raise MethodOptionError(f"sharpv.method must be a method name, got {method!r}")
         given = {**ENGINE_DEFAULTS.get(method, {}), **given}
-        resolved = _engine(method, tuple(sorted(given.items()))).options
+        resolved = _validate(method, given).options  # raw values may be unhashable
         return cls(method, tuple(sorted((k, resolved[k]) for k in given)))
 
     @property
