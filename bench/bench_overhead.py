@@ -10,10 +10,12 @@ backend accepts CPU tensors; the stubs never reach the interpreter. Allocation i
 allocator's, not CUDA's caching allocator (similar cost per call for these sizes), and a
 CPU ``cu_frames`` is not copied to a device (on CUDA: a pinned, non-blocking copy more).
 
-The stubs' own work (writing the header: a few tensor element writes) is timed alone as well
-(``stubs_us``, a call's five stub launches with the arguments of a real call) and
+The stubs' own work (writing the header: a few tensor element writes, and taking the
+launch's arguments) is timed alone as well, per row: the five launches of one call of that
+row are recorded (grids, positional and keyword arguments) and replayed (``stubs_us``), and
 ``op_us`` = ``median_us - stubs_us`` is the op's own Python: what ``python -m bench model``
-adds before the first launch.
+adds before the first launch (whose own cost, argument binding included, is the model's
+host time per launch).
 
 Usage: python -m bench.bench_overhead [--calls 3000] [--out bench/results/overhead-cpu.json]
 """
@@ -47,19 +49,26 @@ KERNELS = ("frame_norms_kernel", "frame_scores_kernel", "frame_select_kernel",
 class _Stub:
     """``kernel[grid](...)`` that does nothing but what the host reads back: pass 1 sets the
     two-word header to (30% of the tokens kept, no error), the gather kernel to its output
-    size (the count a sync-free call asserts)."""
+    size (the count a sync-free call asserts). While :attr:`recording` is a list, every
+    launch appends ``(stub, grid, args, kwargs)`` to it (see :func:`_stubs_alone`)."""
 
     header: torch.Tensor | None = None
+    recording: list | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __getitem__(self, grid):
-        if self.name == "frame_norms_kernel":
-            return _set_header
-        if self.name == "gather_kernel":
-            return _count_gathered
-        return _nothing
+        fn = _set_header if self.name == "frame_norms_kernel" else (
+            _count_gathered if self.name == "gather_kernel" else _nothing)  # fmt: skip
+        if _Stub.recording is None:
+            return fn
+
+        def record(*args, **kwargs):
+            _Stub.recording.append((self, grid, args, kwargs))
+            return fn(*args, **kwargs)
+
+        return record
 
 
 def _set_header(*args, **kwargs):
@@ -75,16 +84,21 @@ def _nothing(*args, **kwargs):
     return None
 
 
-def _stubs_alone(x: torch.Tensor):
-    """One call's five stub launches (the stubs' own cost, subtracted from each row)."""
-    hdr = torch.empty(2, dtype=torch.int32)
-    stubs = [_Stub(name) for name in KERNELS]
-    head = (x, None, None, None, None, hdr, 0, 0, 0)
+def _stubs_alone(call):
+    """The stub launches of one ``call``, replayed alone with the very arguments the call
+    passed them (their grids, positional arguments and keyword arguments): the launches' own
+    cost, subtracted from the call's time. (A real launch's argument binding is part of
+    Triton's launch time, which ``python -m bench model`` adds separately.)"""
+    _Stub.recording = []
+    try:
+        call()
+        launches = _Stub.recording
+    finally:
+        _Stub.recording = None
 
     def run() -> None:
-        for stub in stubs[:4]:
-            stub[(1,)](*head, BLOCK=1)
-        stubs[4][(1,)](None, None, None, None, None, None, 100, BLOCK=1)
+        for stub, grid, args, kwargs in launches:
+            stub[grid](*args, **kwargs)
 
     return run
 
@@ -114,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         x = torch.zeros(SHAPE, dtype=torch.bfloat16)
-        stubs_us = _time(_stubs_alone(x), args.calls)["median_us"]
-        print(f"the five stubs alone: median {stubs_us:.1f} us per call")
         cu_list = [0, SHAPE[0]]
         cu_t = torch.tensor(cu_list, dtype=torch.int32)
         for mode, kw in MODES.items():
@@ -128,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                     lambda kw=kw, mode=mode: visual_prune_triton(x, cu_t, mode=mode, **kw),
             }  # fmt: skip
             for what, fn in calls.items():
-                r = {"mode": mode, "call": what, **_time(fn, args.calls)}
+                stubs_us = _time(_stubs_alone(fn), args.calls)["median_us"]
+                r = {"mode": mode, "call": what, **_time(fn, args.calls), "stubs_us": stubs_us}
                 r["op_us"] = round(r["median_us"] - stubs_us, 2)
                 rows.append(r)
                 print(f"{mode:9s} {what:52s} median {r['median_us']:7.1f} us "
-                      f"(p10 {r['p10_us']:.1f}, p90 {r['p90_us']:.1f})")  # fmt: skip
+                      f"(p10 {r['p10_us']:.1f}, p90 {r['p90_us']:.1f}), stubs {stubs_us:.1f} us, "
+                      f"op {r['op_us']:.1f} us")  # fmt: skip
     finally:
         for name, k in saved.items():
             setattr(VK, name, k)
@@ -143,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "cpus": os.cpu_count()},
-        "stubs_us": stubs_us,
         "rows": rows,
     }  # fmt: skip
     if args.out:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from ._utils import is_interpreting
+from ._utils import getenv
 
 __all__ = [
     "SIM_SMS_ENV",
@@ -108,7 +107,7 @@ def device_limits(device: torch.device) -> DeviceLimits:
     """
     if device.type == "cuda":
         return _cuda_limits(device.index if device.index is not None else 0)
-    raw = os.environ.get(SIM_SMS_ENV, "").strip()
+    raw = getenv(SIM_SMS_ENV).strip()
     if not raw:
         return INTERPRETER_LIMITS
     try:
@@ -182,12 +181,17 @@ def program_order(spec: str) -> Iterator[None]:
 
 
 def launch_scope(device: torch.device) -> contextlib.AbstractContextManager:
-    """Context of one op's launches: ``torch.cuda.device(device)`` on CUDA; under the
-    interpreter, the program order of ``SHARPV_SIM_ORDER`` (read at every call); else none."""
+    """Context of one op's launches: ``torch.cuda.device(device)`` on CUDA; on other devices
+    (Triton's interpreter), the program order of ``SHARPV_SIM_ORDER`` (read at every call)."""
     if device.type == "cuda":
         return torch.cuda.device(device)
-    if is_interpreting():
-        spec = os.environ.get(SIM_ORDER_ENV, "").strip() or "forward"
-        _order(spec, 0)  # a bad value fails here, before any launch
-        return program_order(spec) if spec != "forward" else contextlib.nullcontext()
-    return contextlib.nullcontext()
+    # elsewhere Triton runs only under its interpreter (the backend switch checks that)
+    spec = getenv(SIM_ORDER_ENV).strip() or "forward"
+    if spec == "forward":
+        return _NO_SCOPE
+    _order(spec, 0)  # a bad value fails here, before any launch
+    return program_order(spec)
+
+
+#: the context of a launch that needs none (reusable: it holds no state)
+_NO_SCOPE = contextlib.nullcontext()

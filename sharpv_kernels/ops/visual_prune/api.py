@@ -11,7 +11,14 @@ import torch
 from ..._utils import signature_of
 from ...vocab import DEFAULT_METRIC, DEFAULT_W
 from . import ops as _ops  # registers torch.ops.sharpv.visual_*
-from .checks import PruneOptions, as_cu_tensor, check_visual_args
+from .checks import (
+    PruneOptions,
+    as_cu_tensor,
+    check_visual_args,
+    check_visual_call,
+    host_cu_tensor,
+    host_cu_values,
+)
 from .result import VisualPruneResult
 
 __all__ = ["visual_prune", "visual_scores"]
@@ -82,21 +89,19 @@ def visual_prune(
         [8, 8, 8, 8, 8, 8]
     """
     features = _features(features)
-    cu = as_cu_tensor(cu_frames, features)
-    check_visual_args(features, cu, **options)
-    mode, w, threshold, keep_ratio, budget, min_keep, metric = PruneOptions(**options)
-    args = (
-        features, cu, mode, float(w), float(threshold),
-        None if keep_ratio is None else float(keep_ratio),
-        None if budget is None else float(budget), int(min_keep), metric, bool(return_scores),
-    )  # fmt: skip
-    if _ops.plain_eager(features, cu):  # checked above: the op's body, no second check
-        host = None
-        if not isinstance(cu_frames, torch.Tensor):  # the values, already checked as ints
-            host = [0, features.shape[0]] if cu_frames is None else [int(c) for c in cu_frames]
-        out = _ops.visual_prune_checked(*args, cu_host=host)
+    if isinstance(cu_frames, torch.Tensor):
+        host, cu = None, cu_frames
+        eager = _ops.plain_eager(features, cu)
     else:
-        out = torch.ops.sharpv.visual_prune(*args)
+        eager = _ops.plain_eager(features)
+        host = host_cu_values(cu_frames, features)
+        cu = host_cu_tensor(host, shared=eager)
+    opts = check_visual_call(features, cu, PruneOptions(**options))
+    return_scores = bool(return_scores)
+    if eager:  # checked above: the op's body, no second check
+        out = _ops.visual_prune_checked(features, cu, opts, return_scores, cu_host=host)
+        return VisualPruneResult(*out)
+    out = torch.ops.sharpv.visual_prune(features, cu, *opts, return_scores)
     return VisualPruneResult(*out[:5], scores=out[5] if return_scores else None)
 
 

@@ -9,6 +9,7 @@ int32 into one the device check rejects.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -26,11 +27,16 @@ __all__ = [
     "NONFINITE_MESSAGE",
     "MAGNITUDE_MESSAGE",
     "as_cu_tensor",
+    "host_cu_values",
+    "host_cu_tensor",
     "normalize_cu_frames",
     "prepare_cu_frames",
+    "prepare_cu_and_values",
     "check_cu_values",
     "check_cu_host",
     "check_visual_args",
+    "check_visual_call",
+    "check_options",
     "raise_bad_features",
 ]
 
@@ -72,40 +78,85 @@ _FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
 def as_cu_tensor(
-    cu_frames: torch.Tensor | Sequence[int] | None, features: torch.Tensor
+    cu_frames: torch.Tensor | Sequence[int] | None,
+    features: torch.Tensor,
+    *,
+    shared: bool = False,
 ) -> torch.Tensor:
     """``cu_frames`` as a tensor for the op: None becomes ``[0, total_frames]``, a sequence of
     ints an int32 CPU tensor (values outside int32 are a ``ValueError`` naming ``cu_frames``);
-    a tensor is returned as it is (checked by :func:`check_visual_args`)."""
-    if cu_frames is None:
-        n = features.shape[0]
-        return torch.tensor([0, n], dtype=torch.int32 if n <= _INT32_MAX else torch.int64)
+    a tensor is returned as it is (checked by :func:`check_visual_args`).
+
+    ``shared``: the tensor of host values may be one this module keeps per distinct value
+    (never written, never handed to a user: only for a caller that reads it in plain eager
+    mode and does not return it); saves building a tensor at every call.
+    """
     if isinstance(cu_frames, torch.Tensor):
         return cu_frames
+    return host_cu_tensor(host_cu_values(cu_frames, features), shared=shared)
+
+
+def host_cu_tensor(values: tuple[int, ...], *, shared: bool = False) -> torch.Tensor:
+    """The CPU tensor of checked host values (:func:`host_cu_values`): int32, or int64 when
+    they do not fit (only ``(0, total_frames)`` of too many frames, which the checks then
+    reject); ``shared`` as in :func:`as_cu_tensor`."""
+    if values[-1] > _INT32_MAX:
+        return torch.tensor(values, dtype=torch.int64)
+    if shared:
+        return _shared_host_tensor(values)
+    return torch.tensor(values, dtype=torch.int32)
+
+
+def host_cu_values(cu_frames: Sequence[int] | None, features: torch.Tensor) -> tuple[int, ...]:
+    """The values of a host-side ``cu_frames`` (None: ``(0, total_frames)``; a sequence of
+    ints, checked to be ints that fit in int32)."""
+    if cu_frames is None:
+        return (0, features.shape[0])
+    if type(cu_frames) in (list, tuple) and all(type(x) is int for x in cu_frames):
+        values = tuple(cu_frames)  # the common case: plain ints (no bool: its type is not int)
+        if values:
+            _check_int32(values)
+        return values
     if (
         isinstance(cu_frames, (str, bytes))
         or not isinstance(cu_frames, Sequence)
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in cu_frames)
     ):
         raise TypeError("cu_frames must be None, a sequence of ints or an integer tensor")
-    values = [int(x) for x in cu_frames]
+    values = tuple(int(x) for x in cu_frames)
     _check_int32(values)
-    return torch.tensor(values, dtype=torch.int32)
+    return values
 
 
-def _check_int32(values: list[int]) -> None:
-    if any(not _INT32_MIN <= v <= _INT32_MAX for v in values):
-        raise ValueError(f"cu_frames values must fit in int32, got {values}")
+@functools.lru_cache(maxsize=64)
+def _shared_host_tensor(values: tuple[int, ...]) -> torch.Tensor:
+    """An int32 CPU tensor of ``values``, one per distinct value (see :func:`as_cu_tensor`);
+    a normal tensor even when made under ``torch.inference_mode``."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.int32)
 
 
-def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> None:
-    """Host-side value check of ``cu_frames`` (reads the tensor: one copy if on a device)."""
-    check_cu_host(cu_frames.tolist(), total_frames)
+def _check_int32(values: Sequence[int]) -> None:
+    if values and (min(values) < _INT32_MIN or max(values) > _INT32_MAX):
+        raise ValueError(f"cu_frames values must fit in int32, got {list(values)}")
+
+
+def check_cu_values(cu_frames: torch.Tensor, total_frames: int) -> list[int]:
+    """Host-side value check of ``cu_frames`` (reads the tensor: one copy if on a device);
+    returns the values."""
+    values = cu_frames.tolist()
+    check_cu_host(values, total_frames)
+    return values
 
 
 def check_cu_host(cu: Sequence[int], total_frames: int) -> None:
     """Value check of ``cu_frames`` given as host ints (int32, from 0 to ``total_frames``,
-    strictly increasing)."""
+    strictly increasing); a verdict remembered per distinct value (a failure never is)."""
+    _cu_verdict(tuple(cu), total_frames)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cu_verdict(cu: tuple[int, ...], total_frames: int) -> None:
     _check_int32(cu)
     if (
         cu[0] != 0
@@ -114,7 +165,7 @@ def check_cu_host(cu: Sequence[int], total_frames: int) -> None:
     ):
         raise ValueError(
             f"cu_frames must start at 0, end at features.shape[0] = {total_frames} and "
-            f"increase strictly (every video needs at least one frame), got {cu}"
+            f"increase strictly (every video needs at least one frame), got {list(cu)}"
         )
 
 
@@ -135,18 +186,37 @@ def prepare_cu_frames(
     values of a CPU ``cu_frames`` as ints, when the caller has them (checked instead of
     reading the tensor).
     """
-    if host_values is not None and cu_frames.device.type == "cpu":
-        check_cu_host(host_values, features.shape[0])
-        return _to_device(cu_frames.to(dtype=torch.int32).contiguous(), features)
+    return prepare_cu_and_values(cu_frames, features, check_on_host=check_on_host,
+                                 host_values=host_values)[0]  # fmt: skip
+
+
+def prepare_cu_and_values(
+    cu_frames: torch.Tensor,
+    features: torch.Tensor,
+    *,
+    check_on_host: bool,
+    host_values: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, Sequence[int] | None]:
+    """:func:`prepare_cu_frames`, and the values of ``cu_frames`` as host ints when they were
+    read or given (None when they stay on the device). A tensor that is already what the
+    kernels take (int32, contiguous, on the features' device) is returned as it is."""
     if cu_frames.device.type == "cpu" or check_on_host:
-        check_cu_values(cu_frames, features.shape[0])
-        return _to_device(cu_frames.to(dtype=torch.int32).contiguous(), features)
+        if host_values is not None and cu_frames.device.type == "cpu":
+            check_cu_host(host_values, features.shape[0])
+        else:
+            host_values = check_cu_values(cu_frames, features.shape[0])
+        cu = cu_frames if cu_frames.dtype == torch.int32 else cu_frames.to(torch.int32)
+        if not cu.is_contiguous():
+            cu = cu.contiguous()
+        return _to_device(cu, features), host_values
     if cu_frames.dtype == torch.int64:
         cu_frames = cu_frames.clamp(-1, _INT32_MAX)
-    return cu_frames.to(torch.int32).contiguous()
+    return cu_frames.to(torch.int32).contiguous(), None
 
 
 def _to_device(cu: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    if cu.device == features.device:
+        return cu
     if features.device.type == "cuda" and cu.device.type == "cpu":
         # a pinned, non-blocking copy: queued on the stream, no wait for the GPU
         return cu.pin_memory().to(features.device, non_blocking=True)
@@ -204,7 +274,15 @@ def check_visual_args(features: torch.Tensor, cu_frames: torch.Tensor, **options
 
     ``options``: the fields of :class:`PruneOptions` (defaults for those left out).
     """
-    mode, w, threshold, keep_ratio, budget, min_keep, metric = PruneOptions(**options)
+    check_visual_call(features, cu_frames, PruneOptions(**options))
+
+
+def check_visual_call(
+    features: torch.Tensor, cu_frames: torch.Tensor, options: PruneOptions
+) -> PruneOptions:
+    """:func:`check_visual_args` with the options already gathered: the tensors, then the
+    options against ``f`` (a verdict remembered per distinct value). Returns the options
+    with their numbers as ``float`` and ``int`` (what the op's schema takes)."""
     check_tensor("features", features, ndim=3)
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating tensor, got {features.dtype}")
@@ -220,6 +298,28 @@ def check_visual_args(features: torch.Tensor, cu_frames: torch.Tensor, **options
     if n_frames > _INT32_MAX:
         raise ValueError(f"features.shape[0] must fit in int32, got {n_frames}")
     _check_cu_tensor(cu_frames, features)
+    try:
+        return _options_verdict(*options, f)
+    except TypeError:  # an unhashable value: checked without the memo (the same errors)
+        return _check_options(*options, f)
+
+
+def check_options(options: PruneOptions, f: int) -> PruneOptions:
+    """Raise ``TypeError``/``ValueError`` naming the first bad option for frames of ``f``
+    tokens (no tensor involved); returns the options with numbers as ``float``/``int``."""
+    return _check_options(*options, f)
+
+
+def _check_options(
+    mode: object,
+    w: object,
+    threshold: object,
+    keep_ratio: object,
+    budget: object,
+    min_keep: object,
+    metric: object,
+    f: int,
+) -> PruneOptions:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if metric not in METRICS:
@@ -241,6 +341,17 @@ def check_visual_args(features: torch.Tensor, cu_frames: torch.Tensor, **options
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         elif value is not None:
             raise ValueError(f"{name} is only used with mode={wanted!r}, got mode={mode!r}")
+    return PruneOptions(
+        mode, float(w), float(threshold), None if keep_ratio is None else float(keep_ratio),
+        None if budget is None else float(budget), int(min_keep), metric,
+    )  # fmt: skip
+
+
+#: the options a call passed, remembered per distinct value and type (``typed``: ``1``,
+#: ``1.0`` and ``True`` are checked apart, so ``min_keep=True`` still fails); an option set
+#: that fails raises every time (an exception is never cached). Saves the host a few
+#: microseconds a call: serving calls the op with the same options over and over.
+_options_verdict = functools.lru_cache(maxsize=1024, typed=True)(_check_options)
 
 
 def raise_bad_features(features: torch.Tensor, norms: torch.Tensor) -> None:

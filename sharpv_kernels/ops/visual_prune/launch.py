@@ -340,7 +340,8 @@ class _Setup:
     select_kw: dict
     counts_kw: dict
     gather_kw: dict
-    #: float32 scratch (nrm, col, msq, part) and int32 scratch (flg, hdr, rank, offsets):
+    #: float32 scratch (nrm, col, msq, part, and imp: the importance when the caller does
+    #: not want it) and int32 scratch (flg, hdr, rank, offsets):
     #: ``(name, shape)`` each
     f32_scratch: tuple[tuple[str, tuple[int, ...]], ...]
     i32_scratch: tuple[tuple[str, tuple[int, ...]], ...]
@@ -377,7 +378,8 @@ def _setup(shape, element_size, n_videos, limits, plan) -> _Setup:
                        D_PER_PROG=plan.gather_cols_per_prog, num_warps=plan.gather_warps,
                        **FP_PINNED),
         f32_scratch=(("nrm", (n_frames, f, block_s)), ("col", (n_frames, d)),
-                     ("msq", (n_frames, block_s)), ("part", (n_frames, n2, f, 2))),
+                     ("msq", (n_frames, block_s)), ("part", (n_frames, n2, f, 2)),
+                     ("imp", (n_frames, f))),
         i32_scratch=(("flg", (n_frames, n1)), ("hdr", (2,)), ("rank", (n_frames, f)),
                      ("off", (n_frames,))),
     )  # fmt: skip
@@ -402,8 +404,8 @@ def _stream_key(device: torch.device) -> int:
 
 
 def _scratch_buffers(setup: _Setup, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The scratch buffers of ``setup``'s layout, ``(nrm, col, msq, part, flg, hdr, rank,
-    off)`` (:attr:`_Setup.f32_scratch`, then :attr:`_Setup.i32_scratch`),
+    """The scratch buffers of ``setup``'s layout, ``(nrm, col, msq, part, imp, flg, hdr,
+    rank, off)`` (:attr:`_Setup.f32_scratch`, then :attr:`_Setup.i32_scratch`),
     on the features' device, reused from this thread's last launch of the same layout on the
     same device and stream when ``features`` is a plain tensor (a tensor subclass, such as a
     fake tensor, gets new buffers at every call: none of its kind is ever kept).
@@ -455,15 +457,17 @@ def _scores(
     min_keep: int,
     store_st: bool,
     rank: bool,
+    keep_scores: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Launch pass 1, pass 2 and the select kernel; returns their outputs (no sync)."""
+    """Launch pass 1, pass 2 and the select kernel; returns their outputs (no sync). Without
+    ``keep_scores`` the importance ``I`` goes to a scratch buffer (not for the caller)."""
     n_frames, f, d = features.shape
     dev = features.device
     n_videos = cu.numel() - 1
     plan = setup.plan
     f32 = torch.float32
     out: dict[str, torch.Tensor] = {}
-    nrm, col, msq, part, flg, hdr, out["rank"], out["off"] = _scratch_buffers(setup, features)
+    nrm, col, msq, part, imp, flg, hdr, out["rank"], out["off"] = _scratch_buffers(setup, features)
     st, si = features.stride(0), features.stride(1)
     K.frame_norms_kernel[setup.grid_norms](
         features, nrm, col, msq, flg, hdr, f, d, st, si, **setup.norms_kw
@@ -472,7 +476,7 @@ def _scores(
         features, nrm, col, msq, part, n_frames, plan.scores_frames, f, d, st, si,
         **setup.scores_kw,
     )  # fmt: skip
-    out["I"] = torch.empty((n_frames, f), dtype=f32, device=dev)
+    out["I"] = torch.empty((n_frames, f), dtype=f32, device=dev) if keep_scores else imp
     out["r"] = torch.empty(n_frames, dtype=f32, device=dev)
     out["hdr"] = hdr
     if store_st:
@@ -490,6 +494,13 @@ def _scores(
         RANK=rank, **setup.select_kw,
     )  # fmt: skip
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _budget_capacity(budget: float, bounds: tuple[int, ...], f: int, min_keep: int) -> int:
+    """Kept rows of a budget-mode call over the videos of frame offsets ``bounds``."""
+    return sum(budget_token_count(budget, b - a, f, min_keep)
+               for a, b in zip(bounds[:-1], bounds[1:], strict=True))  # fmt: skip
 
 
 def _raise_flags(flags: int, w: float) -> None:
@@ -531,7 +542,9 @@ def _check_header(hdr: torch.Tensor, w: float) -> None:
     next synchronisation, after which the CUDA context is unusable.
     """
     if hdr.device.type != "cuda":
-        _raise_flags(hdr.tolist()[1], w)
+        flags = hdr.tolist()[1]
+        if flags:
+            _raise_flags(flags, w)
         return
     torch._assert_async(hdr.select(0, 1) == 0, DEVICE_ERROR_MESSAGE)
 
@@ -587,7 +600,8 @@ def visual_prune_triton(
     metric: str = DEFAULT_METRIC,
     plan: LaunchPlan | None = None,
     cu_host: Sequence[int] | None = None,
-) -> tuple[torch.Tensor, ...]:
+    scores: bool = True,
+) -> tuple[torch.Tensor | None, ...]:
     """Visual SharpV on the Triton kernels: five launches, at most one read-back.
 
     When the kept count follows from host-side values (``ratio`` mode; ``budget`` mode with
@@ -606,9 +620,10 @@ def visual_prune_triton(
         plan: launch plan; by default :func:`plan_launch` for the device.
         cu_host: the values of ``cu_frames`` when the caller has them on the host (checked):
             budget mode then sizes its output without a read-back.
+        scores: return the importance; False: ``scores`` is None (one allocation fewer).
     Returns:
         ``(tokens, indices, counts, ratios, cu_tokens, scores)`` as in ``VisualPruneResult``;
-        ``scores`` is the float32 importance ``(total_frames, f)``.
+        ``scores`` is the float32 importance ``(total_frames, f)``, or None.
     Raises:
         VisualInputError: NaN/Inf or overflowing magnitudes in the features, malformed
             ``cu_frames``, ``w`` overflowing the scores (found on the device; on CUDA in
@@ -627,12 +642,11 @@ def visual_prune_triton(
         if mode == "ratio":
             capacity = n_frames * k_fixed
         elif mode == "budget" and (n_videos == 1 or cu_host is not None):
-            bounds = [0, n_frames] if n_videos == 1 else [int(c) for c in cu_host]
-            capacity = sum(budget_token_count(budget, b - a, f, min_keep)
-                           for a, b in zip(bounds[:-1], bounds[1:], strict=True))  # fmt: skip
+            bounds = (0, n_frames) if n_videos == 1 else tuple(int(c) for c in cu_host)
+            capacity = _budget_capacity(budget, bounds, f, min_keep)
         out = _scores(
             features, cu, setup, w=w, metric=metric, mode=mode, threshold=threshold,
-            k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True,
+            k_fixed=k_fixed, min_keep=min_keep, store_st=False, rank=True, keep_scores=scores,
         )  # fmt: skip
         counts, offsets = out["counts"], out["off"]
         cu_tokens = torch.empty(n_videos + 1, dtype=torch.int32, device=dev)
@@ -655,4 +669,4 @@ def visual_prune_triton(
         )  # fmt: skip
         if capacity is not None:
             _check_header(out["hdr"], w)
-    return tokens, indices, counts, out["r"], cu_tokens, out["I"]
+    return tokens, indices, counts, out["r"], cu_tokens, out["I"] if scores else None

@@ -23,7 +23,14 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ..._utils import select_backend, signature_of
-from .checks import PruneOptions, check_visual_args, prepare_cu_frames, raise_bad_features
+from .checks import (
+    PruneOptions,
+    check_visual_args,
+    check_visual_call,
+    prepare_cu_and_values,
+    prepare_cu_frames,
+    raise_bad_features,
+)
 from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_triton
 from .native import NATIVE_DTYPES, native_unavailable_reason
 from .torch_path import visual_prune_torch, visual_scores_torch
@@ -72,54 +79,57 @@ def visual_prune_op(features: torch.Tensor, cu_frames: torch.Tensor, *rest: Any)
     ``rest``: the fields of :class:`~.checks.PruneOptions`, then ``return_scores``. See
     :func:`sharpv_kernels.visual_prune` for the contract."""
     *options, return_scores = rest
-    check_visual_args(features, cu_frames, **PruneOptions(*options)._asdict())
-    return visual_prune_checked(features, cu_frames, *options, return_scores)
+    opts = PruneOptions(*options)
+    check_visual_call(features, cu_frames, opts)
+    out = visual_prune_checked(features, cu_frames, opts, return_scores)
+    return (*out[:5], features.new_empty(0, dtype=torch.float32) if out[5] is None else out[5])
 
 
 def plain_eager(*tensors: torch.Tensor) -> bool:
     """True when calling an op's body directly does what the dispatcher would: plain tensors,
     no autograd to record, no ``torch.compile`` tracing, no Python dispatch or function mode,
     no functorch transform."""
-    return (
-        all(type(t) is torch.Tensor for t in tensors)
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        and not torch.compiler.is_compiling()
-        and _get_current_dispatch_mode() is None
-        and not torch._C._is_torch_function_mode_enabled()
-        and not torch._C._are_functorch_transforms_active()
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if type(t) is not torch.Tensor or (grad and t.requires_grad):
+            return False
+    return not (
+        torch.compiler.is_compiling()
+        or _get_current_dispatch_mode() is not None
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._are_functorch_transforms_active()
     )
 
 
 def visual_prune_checked(
     features: torch.Tensor,
     cu_frames: torch.Tensor,
-    *rest: Any,
+    options: PruneOptions,
+    return_scores: bool,
+    *,
     cu_host: Sequence[int] | None = None,
-) -> _Out6:
-    """The body of ``torch.ops.sharpv.visual_prune`` after :func:`check_visual_args`:
-    ``rest`` as the op's (the fields of :class:`~.checks.PruneOptions`, then
-    ``return_scores``).
+) -> tuple[torch.Tensor | None, ...]:
+    """The body of ``torch.ops.sharpv.visual_prune`` after :func:`check_visual_call`, with
+    ``scores`` None unless ``return_scores`` (the op returns an empty tensor there).
 
+    ``options``: the checked :class:`~.checks.PruneOptions`, numbers as ``float``/``int``.
     ``cu_host``: the values of ``cu_frames`` when the caller has them on the host as ints
     (checked here; saves reading them back from the tensor).
     """
-    *options, return_scores = rest
-    kw = PruneOptions(*options)._asdict()
     backend = _backend(features)
-    cu = prepare_cu_frames(
+    cu, cu_host = prepare_cu_and_values(
         cu_frames, features, check_on_host=backend != "triton", host_values=cu_host
     )
+    mode, w, threshold, keep_ratio, budget, min_keep, metric = options
     if backend == "triton":
         # host values of cu_frames size a multi-video budget output with no read-back
-        if kw["mode"] == "budget" and cu_frames.device.type == "cpu" and cu_host is None:
-            cu_host = cu_frames.tolist()
-        out = visual_prune_triton(features, cu, cu_host=cu_host, **kw)
-    else:
-        out = visual_prune_torch(features, cu, native=backend == "native", **kw)
-    tokens, indices, counts, ratios, cu_tokens, scores = out
-    if not return_scores:
-        scores = scores.new_empty(0)
-    return tokens, indices, counts, ratios, cu_tokens, scores
+        return visual_prune_triton(
+            features, cu, mode=mode, w=w, threshold=threshold, keep_ratio=keep_ratio,
+            budget=budget, min_keep=min_keep, metric=metric, cu_host=cu_host,
+            scores=return_scores,
+        )  # fmt: skip
+    out = visual_prune_torch(features, cu, native=backend == "native", **options._asdict())
+    return (*out[:5], out[5] if return_scores else None)
 
 
 @visual_prune_op.register_fake
