@@ -146,3 +146,14 @@ def test_scores_only_when_asked_and_fresh_when_returned():
     assert op[5].numel() == 0
     for u, v in zip(op[:5], a[:5], strict=True):
         assert torch.equal(u, v)
+
+
+def test_visual_scores_routes_agree_and_a_mode_sees_the_op():
+    x = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(1))
+    for cu in ([0, 1, 4], torch.tensor([0, 1, 4]), None):
+        fast = sk.visual_scores(x, cu, w=0.5)
+        with _Seen() as seen:
+            slow = sk.visual_scores(x, cu, w=0.5)
+        assert "sharpv.visual_scores.default" in seen.ops
+        for a, b in zip(fast, slow, strict=True):
+            assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -127,4 +127,6 @@ def visual_scores(
     features = _features(features)
     cu = as_cu_tensor(cu_frames, features)
     check_visual_args(features, cu, w=w, threshold=0.0, min_keep=0, metric=metric)
+    if _ops.plain_eager(features, cu):  # checked above: the op's body, no second check
+        return _ops.visual_scores_checked(features, cu, float(w), metric)
     return torch.ops.sharpv.visual_scores(features, cu, float(w), metric)

@@ -35,7 +35,13 @@ from .launch import MAX_TOKENS_PER_FRAME, visual_prune_triton, visual_scores_tri
 from .native import NATIVE_DTYPES, native_unavailable_reason
 from .torch_path import visual_prune_torch, visual_scores_torch
 
-__all__ = ["visual_prune_op", "visual_scores_op", "visual_prune_checked", "plain_eager"]
+__all__ = [
+    "visual_prune_op",
+    "visual_scores_op",
+    "visual_prune_checked",
+    "visual_scores_checked",
+    "plain_eager",
+]
 
 _Out6 = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -154,6 +160,13 @@ def visual_scores_op(
     """Spatial ``S``, temporal ``T``, importance ``I`` (each ``(total_frames, f)`` float32)
     and keep ratio ``r`` (``(total_frames,)`` float32) of Visual SharpV, for analysis."""
     check_visual_args(features, cu_frames, w=w, threshold=0.0, min_keep=0, metric=metric)
+    return visual_scores_checked(features, cu_frames, w, metric)
+
+
+def visual_scores_checked(
+    features: torch.Tensor, cu_frames: torch.Tensor, w: float, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The body of ``torch.ops.sharpv.visual_scores`` after its argument check."""
     backend = _backend(features)
     cu = prepare_cu_frames(cu_frames, features, check_on_host=backend != "triton")
     if backend == "triton":
