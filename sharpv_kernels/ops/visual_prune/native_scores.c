@@ -14,14 +14,22 @@
  * the previous sweep completed. Each row is read twice in all; no intermediate tensor (its
  * norm and its share of the column sums come from one read).
  * Column sums are float32 (as in the Triton kernels); sums of squares are float32 over
- * blocks of 256 (16 interleaved lanes), added in double. Every sum of squares of a row goes
- * through one non-inlined function (per row type, with the same operations in the same
- * order), so identical rows give bit-identical unit vectors (a difference of exactly 0), and
- * so do rows that are power-of-two rescalings of one another (products and sums scale
- * exactly, and so do 1/sqrt and the rounding to float32). bfloat16 rows are converted as
- * they are loaded (a shift: exact), float16 rows into a float32 copy of the row.
- * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off (a fused
- * multiply-add would round u on one side of a difference only).
+ * blocks of 256, in 16 interleaved lanes (float32 and float16 rows: lane q sums elements
+ * q, q + 16, ...; bfloat16 rows: an even and an odd set of 16 lanes, lane q summing elements
+ * 2q, 2q + 32, ... and 2q + 1, 2q + 33, ..., the two sets added lane by lane at the end of
+ * the block), each square accumulated with one fused multiply-add (fmaf, one rounding), the
+ * lanes summed pairwise and the block sums added in double. Every sum of squares of a row
+ * goes through one non-inlined function per row type, so identical rows give bit-identical
+ * unit vectors (a difference of exactly 0), and so do rows that are power-of-two rescalings
+ * of one another (products and sums scale exactly, and so do 1/sqrt and the rounding to
+ * float32). A bfloat16 row and the same values as float32 may differ in the last bits (the
+ * two lane orders); every row of one call has the same type. bfloat16 rows are converted as
+ * they are loaded (shifts and masks: exact), float16 rows into a float32 copy of the row.
+ * The order is the code's, not the compiler's: the AVX-512 vector loops and the portable
+ * scalar loops give the same bits, and so do 1 and any number of threads.
+ * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off: only the
+ * accumulations are fused (explicitly); a fused u * s - m would round one side of a
+ * difference only and break the exact zeros above.
  *
  * Returns 0, or nonzero when scratch memory cannot be allocated.
  */
@@ -76,7 +84,7 @@ static inline __attribute__((always_inline)) float ld(const void *r, int bf16, i
   return bf16 ? bf16_to_f32(((const uint16_t *)r)[k]) : ((const float *)r)[k];
 }
 
-/* Sums of squares: float32 products summed in float32 in LANES interleaved partial sums
+/* Sums of squares: float32 squares accumulated (fused) in float32 in LANES interleaved partial sums
  * over blocks of SUM_BLOCK elements (SUM_BLOCK / LANES terms each, then a pairwise sum of
  * the lanes), the block sums added in double. The order is fixed by the code, not by the
  * compiler's vectorisation (see SV_VECTORS below), and the relative error
@@ -109,12 +117,12 @@ static inline __attribute__((always_inline)) float lanes_total(const float *l) {
 #if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)) && defined(__AVX512F__) && \
     defined(__AVX512BW__)
 #define SV_VECTORS 1
+#include <immintrin.h>
 #if defined(__GNUC__) && !defined(__clang__)
 /* vectors wider than the target's pass by value differently: these are always inlined */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
-typedef uint16_t vh __attribute__((vector_size(LANES * sizeof(uint16_t))));
 typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
 
 #if defined(__has_builtin)
@@ -122,36 +130,11 @@ typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
 #define SV_SHUFFLE 1
 #endif
 #endif
-#if SV_SHUFFLE && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define SV_BF16_INTERLEAVE 1
-#endif
-#endif
-#if SV_BF16_INTERLEAVE
-typedef uint16_t vh2 __attribute__((vector_size(2 * LANES * sizeof(uint16_t))));
-#endif
 
-/* Elements k .. k + LANES - 1 of a row (float32 or bfloat16) as float32 (exact). A bfloat16
- * is the high half of its float32: on little-endian machines the halves are interleaved
- * with zeros (one permute), else widened and shifted. */
-static inline __attribute__((always_inline)) vf vld(const void *r, int bf16, int64_t k) {
+/* Elements k .. k + LANES - 1 of a float32 row (bfloat16 rows have their own loads: bf_ld). */
+static inline __attribute__((always_inline)) vf vld(const void *r, int64_t k) {
   vf v;
-  if (bf16) {
-    vh h;
-    memcpy(&h, (const uint16_t *)r + k, sizeof h);
-#if SV_BF16_INTERLEAVE
-    _Static_assert(LANES == 16, "the interleave lists 16 lanes");
-    const vh z = {0};
-    vh2 w = __builtin_shufflevector(z, h, 0, 16, 0, 17, 0, 18, 0, 19, 0, 20, 0, 21, 0, 22, 0, 23,
-                                    0, 24, 0, 25, 0, 26, 0, 27, 0, 28, 0, 29, 0, 30, 0, 31);
-    memcpy(&v, &w, sizeof v);
-#else
-    vu u = __builtin_convertvector(h, vu) << 16;
-    memcpy(&v, &u, sizeof v);
-#endif
-  } else {
-    memcpy(&v, (const float *)r + k, sizeof v);
-  }
+  memcpy(&v, (const float *)r + k, sizeof v);
   return v;
 }
 
@@ -203,6 +186,11 @@ static inline __attribute__((always_inline)) float vtotal(vf v) {
   return a2[0] + a2[1];
 }
 
+/* acc + a * b with one rounding (the accumulations only) */
+static inline __attribute__((always_inline)) vf vfma(vf a, vf b, vf acc) {
+  return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)acc);
+}
+
 #else
 #define SV_VECTORS 0
 #endif
@@ -223,8 +211,8 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     vf vl = {0.0f};
     for (; j + LANES <= n; j += LANES) {
       pf(r, bf16, k0 + j);
-      vf v = vld(r, bf16, k0 + j);
-      vl += v * v;
+      vf v = vld(r, k0 + j);
+      vl = vfma(v, v, vl);
       if (col) {
         vf c;
         memcpy(&c, col + k0 + j, sizeof c);
@@ -234,7 +222,7 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     }
     if (j < n) { /* the ragged end: its lanes, zeros in the others */
       vf v = vld_part(r, bf16, k0 + j, n - j);
-      vl += v * v;
+      vl = vfma(v, v, vl);
       if (col)
         for (int64_t q = 0; j + q < n; ++q) col[k0 + j + q] += v[q];
     }
@@ -244,11 +232,11 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     for (; j + LANES <= n; j += LANES)
       for (int q = 0; q < LANES; ++q) {
         float v = ld(r, bf16, k0 + j + q);
-        l[q] += v * v;
+        l[q] = fmaf(v, v, l[q]);
       }
     for (int q = 0; j + q < n; ++q) {
       float v = ld(r, bf16, k0 + j + q);
-      l[q] += v * v;
+      l[q] = fmaf(v, v, l[q]);
     }
     acc += (double)lanes_total(l);
 #endif
@@ -264,19 +252,10 @@ __attribute__((noinline)) static double sum_sq_f32(const void *r, int64_t d) {
   return sum_sq_impl(r, 0, d, NULL);
 }
 
-__attribute__((noinline)) static double sum_sq_bf16(const void *r, int64_t d) {
-  return sum_sq_impl(r, 1, d, NULL);
-}
-
 /* The sum of squares of a row, and the row added to the column sums col (one read). */
 __attribute__((noinline)) static double sum_sq_add_f32(const void *restrict r, int64_t d,
                                                      float *restrict col) {
   return sum_sq_impl(r, 0, d, col);
-}
-
-__attribute__((noinline)) static double sum_sq_add_bf16(const void *restrict r, int64_t d,
-                                                      float *restrict col) {
-  return sum_sq_impl(r, 1, d, col);
 }
 
 /* Element k of both squared differences, into the lane sums *lm and *ln. */
@@ -287,8 +266,8 @@ static inline __attribute__((always_inline)) void pair_step(const void *a, float
   float u = ld(a, bf16, k) * ia;
   float e = u - m[k];
   float g = ld(b, bf16, k) * ib - u;
-  *lm += e * e;
-  *ln += g * g;
+  *lm = fmaf(e, e, *lm);
+  *ln = fmaf(g, g, *ln);
 }
 
 /* One read of two rows a (frame t) and b (frame t + 1, the same token): the squared
@@ -304,19 +283,19 @@ static inline __attribute__((always_inline)) void pair_sums_impl(
     vf vm = {0.0f}, vn = {0.0f};
     for (; j + LANES <= n; j += LANES) {
       pf(a, bf16, k0 + j);
-      vf u = vld(a, bf16, k0 + j) * ia, mk;
+      vf u = vld(a, k0 + j) * ia, mk;
       memcpy(&mk, m + k0 + j, sizeof mk);
       vf e = u - mk;
-      vf w = vld(b, bf16, k0 + j) * ib - u;
-      vm += e * e;
-      vn += w * w;
+      vf w = vld(b, k0 + j) * ib - u;
+      vm = vfma(e, e, vm);
+      vn = vfma(w, w, vn);
     }
     if (j < n) { /* the ragged end: its lanes, zeros in the others */
       vf u = vld_part(a, bf16, k0 + j, n - j) * ia;
       vf e = u - vld_part(m, 0, k0 + j, n - j);
       vf w = vld_part(b, bf16, k0 + j, n - j) * ib - u;
-      vm += e * e;
-      vn += w * w;
+      vm = vfma(e, e, vm);
+      vn = vfma(w, w, vn);
     }
     sm += (double)vtotal(vm);
     sn += (double)vtotal(vn);
@@ -340,10 +319,161 @@ __attribute__((noinline)) static void pair_sums_f32(const void *a, float ia, con
   pair_sums_impl(a, ia, m, b, ib, 0, d, s_mean, s_next);
 }
 
-__attribute__((noinline)) static void pair_sums_bf16(const void *a, float ia, const float *m,
-                                                     const void *b, float ib, int64_t d,
+/* bfloat16 rows: groups of GROUP = 2 LANES elements, read as LANES 32-bit words whose
+ * halves are two bfloat16 (little-endian: element 2q is the low half of word q). The even
+ * elements are the words shifted left by 16 and the odd ones the words with the low half
+ * cleared (both exact), so lane q holds elements 2q (even) and 2q + 1 (odd) of the group:
+ * no permute. Each sum has an even and an odd set of lanes, SUM_BLOCK / GROUP terms each;
+ * at the end of a block lane q of both is added (even + odd), then the lanes pairwise as
+ * lanes_total. Column sums and the unit mean of bfloat16 rows are kept in the same order:
+ * element k of a row is entry bf_pos(k) of the scratch (the even elements of a group
+ * first, then the odd ones), whose length is d rounded up to a whole group (zeros after
+ * the row: they add nothing, their differences are +0). Built without AVX-512, the scalar
+ * loops below take the same terms in the same order (the same bits). */
+#define GROUP (2 * LANES)
+
+static inline __attribute__((always_inline)) int64_t bf_pos(int64_t k) {
+  return (k & ~(int64_t)(GROUP - 1)) + (k & 1) * LANES + ((k & (GROUP - 1)) >> 1);
+}
+
+static inline int64_t bf_len(int64_t d) { return (d + GROUP - 1) / GROUP * GROUP; }
+
+#if SV_VECTORS
+/* Elements k .. k + GROUP - 1 of a bfloat16 row (n of them present, zeros after) as the
+ * even and odd lanes. */
+/* (x86: little-endian, element 2q is the low half of word q) */
+static inline __attribute__((always_inline)) void bf_ld(const uint16_t *r, int64_t k, int64_t n,
+                                                        vf *ev, vf *od) {
+  vu w;
+  if (n >= GROUP) {
+    memcpy(&w, r + k, sizeof w);
+  } else {
+    uint16_t t[GROUP] = {0};
+    memcpy(t, r + k, (size_t)n * sizeof(uint16_t));
+    memcpy(&w, t, sizeof w);
+  }
+  const vu hi = (vu){0} + 0xffff0000u;
+  vu e = w << 16, o = w & hi;
+  memcpy(ev, &e, sizeof e);
+  memcpy(od, &o, sizeof o);
+}
+#endif
+
+static inline __attribute__((always_inline)) double bf_sum_sq_impl(const uint16_t *restrict r,
+                                                                   int64_t d,
+                                                                   float *restrict col) {
+  double acc = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+#if SV_VECTORS
+    vf ve = {0.0f}, vo = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf(r, 1, k0 + j);
+      vf e, o;
+      bf_ld(r, k0 + j, n - j, &e, &o);
+      ve = vfma(e, e, ve);
+      vo = vfma(o, o, vo);
+      if (col) {
+        vf c0, c1;
+        memcpy(&c0, col + k0 + j, sizeof c0);
+        memcpy(&c1, col + k0 + j + LANES, sizeof c1);
+        c0 += e;
+        c1 += o;
+        memcpy(col + k0 + j, &c0, sizeof c0);
+        memcpy(col + k0 + j + LANES, &c1, sizeof c1);
+      }
+    }
+    acc += (double)vtotal(ve + vo);
+#else
+    float le[LANES] = {0.0f}, lo[LANES] = {0.0f}, l[LANES];
+    for (int64_t j = 0; j < n; j += GROUP)
+      for (int q = 0; q < LANES; ++q) {
+        int64_t k = j + 2 * q;
+        if (k < n) {
+          float v = bf16_to_f32(r[k0 + k]);
+          le[q] = fmaf(v, v, le[q]);
+          if (col) col[k0 + j + q] += v;
+        }
+        if (k + 1 < n) {
+          float v = bf16_to_f32(r[k0 + k + 1]);
+          lo[q] = fmaf(v, v, lo[q]);
+          if (col) col[k0 + j + LANES + q] += v;
+        }
+      }
+    for (int q = 0; q < LANES; ++q) l[q] = le[q] + lo[q];
+    acc += (double)lanes_total(l);
+#endif
+  }
+  return acc;
+}
+
+__attribute__((noinline)) static double sum_sq_bf16(const void *r, int64_t d) {
+  return bf_sum_sq_impl(r, d, NULL);
+}
+
+__attribute__((noinline)) static double sum_sq_add_bf16(const void *restrict r, int64_t d,
+                                                      float *restrict col) {
+  return bf_sum_sq_impl(r, d, col);
+}
+
+/* pair_sums of bfloat16 rows, m in the bf_pos order. */
+__attribute__((noinline)) static void pair_sums_bf16(const void *a_, float ia, const float *m,
+                                                     const void *b_, float ib, int64_t d,
                                                      double *s_mean, double *s_next) {
-  pair_sums_impl(a, ia, m, b, ib, 1, d, s_mean, s_next);
+  const uint16_t *a = a_, *b = b_;
+  double sm = 0.0, sn = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+#if SV_VECTORS
+    vf vme = {0.0f}, vmo = {0.0f}, vne = {0.0f}, vno = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf(a, 1, k0 + j);
+      vf ae, ao, be, bo, me, mo;
+      bf_ld(a, k0 + j, n - j, &ae, &ao);
+      bf_ld(b, k0 + j, n - j, &be, &bo);
+      memcpy(&me, m + k0 + j, sizeof me);
+      memcpy(&mo, m + k0 + j + LANES, sizeof mo);
+      vf ue = ae * ia, uo = ao * ia;
+      vf ee = ue - me, eo = uo - mo;
+      vf ge = be * ib - ue, go = bo * ib - uo;
+      vme = vfma(ee, ee, vme);
+      vmo = vfma(eo, eo, vmo);
+      vne = vfma(ge, ge, vne);
+      vno = vfma(go, go, vno);
+    }
+    sm += (double)vtotal(vme + vmo);
+    sn += (double)vtotal(vne + vno);
+#else
+    float lme[LANES] = {0.0f}, lmo[LANES] = {0.0f}, lne[LANES] = {0.0f}, lno[LANES] = {0.0f};
+    float lm[LANES], ln[LANES];
+    for (int64_t j = 0; j < n; j += GROUP)
+      for (int q = 0; q < LANES; ++q) {
+        int64_t k = j + 2 * q;
+        if (k < n) {
+          float u = bf16_to_f32(a[k0 + k]) * ia;
+          float e = u - m[k0 + j + q];
+          float g = bf16_to_f32(b[k0 + k]) * ib - u;
+          lme[q] = fmaf(e, e, lme[q]);
+          lne[q] = fmaf(g, g, lne[q]);
+        }
+        if (k + 1 < n) {
+          float u = bf16_to_f32(a[k0 + k + 1]) * ia;
+          float e = u - m[k0 + j + LANES + q];
+          float g = bf16_to_f32(b[k0 + k + 1]) * ib - u;
+          lmo[q] = fmaf(e, e, lmo[q]);
+          lno[q] = fmaf(g, g, lno[q]);
+        }
+      }
+    for (int q = 0; q < LANES; ++q) {
+      lm[q] = lme[q] + lmo[q];
+      ln[q] = lne[q] + lno[q];
+    }
+    sm += (double)lanes_total(lm);
+    sn += (double)lanes_total(ln);
+#endif
+  }
+  *s_mean = sm;
+  *s_next = sn;
 }
 
 /* The row functions for the rows row_at returns. */
@@ -379,18 +509,19 @@ static double unit_mean(const float *col, int64_t f, int64_t d, double eps, floa
 static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int64_t f,
                             int64_t d, int64_t st, int64_t si, double eps, float *dm,
                             float *dt, float *norms, float *mnorm) {
-  float *col = malloc((size_t)d * sizeof(float));
-  float *um = malloc((size_t)(2 * d) * sizeof(float)); /* this frame's u(mean), the next's */
+  int64_t dp = dtype == SV_BF16 ? bf_len(d) : d; /* scratch entries (bf_pos order for bf16) */
+  float *col = malloc((size_t)dp * sizeof(float));
+  float *um = malloc((size_t)(2 * dp) * sizeof(float)); /* this frame's u(mean), the next's */
   double *sq = malloc((size_t)(2 * f) * sizeof(double)); /* this frame's, the next's */
   float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* float16 rows a and b, converted */
   const row_ops *ops = dtype == SV_BF16 ? &OPS_BF16 : &OPS_F32;
   int rc = (col && um && sq && buf) ? 0 : -1;
   if (rc == 0 && t0 < t1) {
     double *sq_cur = sq, *sq_nxt = sq + f;
-    float *um_cur = um, *um_nxt = um + d;
+    float *um_cur = um, *um_nxt = um + dp;
     double s_mean, s_next;
     /* frame t0: norms and column sums, and T against frame t0 - 1 (0 for the first frame) */
-    memset(col, 0, (size_t)d * sizeof(float));
+    memset(col, 0, (size_t)dp * sizeof(float));
     for (int64_t i = 0; i < f; ++i) {
       const void *r = row_at(x, dtype, t0, i, d, st, si, buf + d);
       sq_cur[i] = ops->sum_sq_add(r, d, col);
@@ -405,12 +536,12 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
         dt[t0 * f + i] = (float)sqrt(s_next);
       }
     }
-    mnorm[t0] = norm_out(unit_mean(col, f, d, eps, um_cur));
+    mnorm[t0] = norm_out(unit_mean(col, f, dp, eps, um_cur));
     /* the sweep of frame t: S of frame t (its rows read a second time, from cache) and,
      * from the rows of frame t + 1 (their first read), their norms, column sums and T */
     for (int64_t t = t0; t < t1; ++t) {
       int has_next = t + 1 < t1;
-      if (has_next) memset(col, 0, (size_t)d * sizeof(float));
+      if (has_next) memset(col, 0, (size_t)dp * sizeof(float));
       for (int64_t i = 0; i < f; ++i) {
         const void *a = row_at(x, dtype, t, i, d, st, si, buf);
         float ia = inv_norm(sq_cur[i], eps);
@@ -427,7 +558,7 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
         if (has_next) dt[(t + 1) * f + i] = (float)sqrt(s_next);
       }
       if (has_next) {
-        mnorm[t + 1] = norm_out(unit_mean(col, f, d, eps, um_nxt));
+        mnorm[t + 1] = norm_out(unit_mean(col, f, dp, eps, um_nxt));
         double *ts = sq_cur;
         sq_cur = sq_nxt;
         sq_nxt = ts;
