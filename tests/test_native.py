@@ -172,3 +172,21 @@ def test_gather_rows_matches_index_select(rows_n):
     out = gather_rows_native(rows, idx)
     assert out.is_contiguous() and torch.equal(out, rows.index_select(0, idx))
     assert torch.equal(gather_rows_native(rows, idx[:0]), rows[:0])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gather_rows_strided_and_streamed(dtype, threads):
+    # 3000 x 1024 bfloat16 = 6 MB: streamed stores, on threads; odd widths and row strides
+    # copy with memcpy; channel-strided rows go to index_select
+    base = torch.randn(3000, 1030).to(dtype)
+    idx = torch.randperm(3000, generator=torch.Generator().manual_seed(2))[:2900]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for rows in (base[:, :1024], base[:, 3:1027], base[:, 5:], base[:, ::2], base[:, :1]):
+            out = gather_rows_native(rows, idx)
+            assert out.is_contiguous() and torch.equal(out, rows.index_select(0, idx))
+    finally:
+        torch.set_num_threads(old)

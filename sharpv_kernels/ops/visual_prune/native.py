@@ -51,7 +51,7 @@ HUGE_OUTPUT_BYTES = 8 << 20
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 #: the functions the kernel's library must export (checked before first use)
-SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages")
+SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages", "sharpv_gather_rows")
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"forked": False}
@@ -91,6 +91,9 @@ def _library() -> ctypes.CDLL:
                 fn.restype = ctypes.c_int
                 adv = lib.sharpv_advise_hugepages
                 adv.argtypes, adv.restype = [ptr, ctypes.c_size_t], ctypes.c_int
+                gat = lib.sharpv_gather_rows
+                gat.argtypes = [ptr, i64, i64, ptr, i64, ptr, ctypes.c_int]
+                gat.restype = ctypes.c_int
                 _state["lib"] = lib
         lib = _state["lib"]
     if isinstance(lib, NativeUnavailable):
@@ -147,15 +150,18 @@ def unit_distances_native(
 
 
 def gather_rows_native(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """``rows.index_select(0, indices)`` into a new tensor that, when large, is backed by
-    transparent huge pages (Linux, where enabled for ``madvise``).
+    """``rows.index_select(0, indices)`` on the native kernel, into a new tensor that, when
+    large, is backed by transparent huge pages (Linux, where enabled for ``madvise``).
 
     Writing a fresh multi-megabyte output costs mostly first-touch page faults (measured: 62-65
     ms to copy 140 MB of kept rows into new memory, 15 ms into memory already touched);
-    huge pages make them 512 times rarer.
+    huge pages make them 512 times rarer. Outputs of 4 MB or more are copied a row at a time
+    on ``torch.get_num_threads()`` OpenMP threads (one in a forked child) with non-temporal
+    stores (``sharpv_gather_rows``); rows whose channels are not adjacent go to
+    ``index_select``.
 
     Args:
-        rows: ``(N, d)`` CPU tensor; indices: ``(K,)`` int64 row indices.
+        rows: ``(N, d)`` CPU tensor; indices: ``(K,)`` int64 row indices, valid (not checked).
     Returns:
         ``(K, d)`` tensor of ``rows.dtype``.
 
@@ -165,6 +171,13 @@ def gather_rows_native(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tenso
     """
     out = torch.empty((indices.numel(), rows.shape[1]), dtype=rows.dtype)
     nbytes = out.numel() * out.element_size()
+    lib = _library()
     if nbytes >= HUGE_OUTPUT_BYTES:
-        _library().sharpv_advise_hugepages(out.data_ptr(), nbytes)  # advisory: result unused
-    return torch.index_select(rows, 0, indices, out=out)
+        lib.sharpv_advise_hugepages(out.data_ptr(), nbytes)  # advisory: result unused
+    if nbytes == 0 or (rows.stride(1) != 1 and rows.shape[1] > 1) or indices.dtype != torch.int64:
+        return torch.index_select(rows, 0, indices, out=out)
+    idx = indices.contiguous()
+    es = rows.element_size()
+    lib.sharpv_gather_rows(rows.data_ptr(), rows.stride(0) * es, rows.shape[1] * es, idx.data_ptr(),
+                           idx.numel(), out.data_ptr(), _threads())  # fmt: skip
+    return out

@@ -38,6 +38,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -594,6 +597,66 @@ int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int6
     rc |= distances_range(x, dtype, n * c / chunks, n * (c + 1) / chunks, f, d, st, si, eps, dm,
                           dt, norms, mnorm);
   return rc;
+}
+
+/* Copy of n bytes from s to d (d 64-byte aligned, n a multiple of 64) with non-temporal
+ * stores where the machine has them: a large output then goes to memory without first
+ * being read into the cache (measured, 10 MB of bfloat16 rows, 2 threads: about a third
+ * less time than memcpy into fresh memory). */
+static void copy_stream(char *restrict d, const char *restrict s, int64_t n) {
+#if SV_VECTORS
+  for (int64_t j = 0; j < n; j += 64) {
+    __m512i v;
+    memcpy(&v, s + j, sizeof v);
+    _mm512_stream_si512((void *)(d + j), v);
+  }
+#else
+  memcpy(d, s, (size_t)n);
+#endif
+}
+
+/* Outputs of at least this many bytes are written with non-temporal stores and, with more
+ * than one thread, on `threads` OpenMP threads (smaller ones: memcpy on the calling thread). */
+#define GATHER_BIG ((int64_t)4 << 20)
+
+/* Rows r0 .. r1 - 1 of the gather; streamed stores are fenced by the thread that made them
+ * (ordered before the end of the parallel region and the caller's reads). */
+static void gather_range(const char *s, int64_t src_stride, int64_t row_bytes,
+                         const int64_t *idx, int64_t r0, int64_t r1, char *d, int stream) {
+  for (int64_t r = r0; r < r1; ++r) {
+    if (stream)
+      copy_stream(d + r * row_bytes, s + idx[r] * src_stride, row_bytes);
+    else
+      memcpy(d + r * row_bytes, s + idx[r] * src_stride, (size_t)row_bytes);
+  }
+#if SV_VECTORS
+  if (stream) _mm_sfence();
+#endif
+}
+
+/* dst row r = src row idx[r] (row_bytes each, rows src_stride bytes apart), r < k; indices
+ * are valid (the caller's selection). One thread enters no OpenMP region (see below). */
+int sharpv_gather_rows(const void *src, int64_t src_stride, int64_t row_bytes,
+                       const int64_t *idx, int64_t k, void *dst, int threads) {
+  const char *s = src;
+  char *d = dst;
+  int64_t total = k * row_bytes;
+  int stream = total >= GATHER_BIG && row_bytes % 64 == 0 && (uintptr_t)d % 64 == 0;
+  int chunks = total >= GATHER_BIG && threads > 1 ? threads : 1;
+  if (chunks <= 1) {
+    gather_range(s, src_stride, row_bytes, idx, 0, k, d, stream);
+  } else {
+#pragma omp parallel num_threads(chunks)
+    {
+#if defined(_OPENMP)
+      int c = omp_get_thread_num(), m = omp_get_num_threads();
+#else
+      int c = 0, m = 1;
+#endif
+      gather_range(s, src_stride, row_bytes, idx, k * c / m, k * (c + 1) / m, d, stream);
+    }
+  }
+  return 0;
 }
 
 /* Ask for transparent huge pages over the 2 MB-aligned interior of [p, p + n), memory not
