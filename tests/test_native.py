@@ -24,8 +24,10 @@ from sharpv_kernels._native import NativeUnavailable, load_library
 from sharpv_kernels.ops.visual_prune.native import (
     gather_rows_native,
     native_unavailable_reason,
+    select_native,
     unit_distances_native,
 )
+from sharpv_kernels.ops.visual_prune.torch_path import select_torch
 
 from .backends import use_backend
 from .visual_cases import make_features
@@ -190,3 +192,25 @@ def test_gather_rows_strided_and_streamed(dtype, threads):
             assert out.is_contiguous() and torch.equal(out, rows.index_select(0, idx))
     finally:
         torch.set_num_threads(old)
+
+
+@needs_native
+def test_select_matches_select_torch():
+    # ties, -0 and +0, NaN and infinities, counts of 0 and f: the same indices as torch.sort
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n, f = (
+            int(torch.randint(1, 9, (1,), generator=g)),
+            int(torch.randint(1, 300, (1,), generator=g)),
+        )
+        s = torch.randn(n, f, generator=g)
+        if trial % 3 == 0:
+            s = (s * 2).round() / 2
+        if trial % 5 == 0:
+            s[s == 0] = -0.0
+            s[0, ::3] = 0.0
+        if trial % 7 == 0:
+            s[:, ::4], s[:, 1::5], s[:, 2::6] = float("nan"), float("inf"), -float("inf")
+        k = torch.randint(0, f + 1, (n,), generator=g)
+        k[0] = f if trial % 2 else 0
+        assert torch.equal(select_native(s, k), select_torch(s, k)), trial

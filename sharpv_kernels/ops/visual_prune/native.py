@@ -40,6 +40,7 @@ from ...vocab import ZERO_NORM_EPS
 __all__ = [
     "NATIVE_DTYPES",
     "gather_rows_native",
+    "select_native",
     "native_unavailable_reason",
     "unit_distances_native",
 ]
@@ -51,7 +52,8 @@ HUGE_OUTPUT_BYTES = 8 << 20
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 #: the functions the kernel's library must export (checked before first use)
-SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages", "sharpv_gather_rows")
+SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages", "sharpv_gather_rows",
+           "sharpv_select_top")  # fmt: skip
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"forked": False}
@@ -94,6 +96,8 @@ def _library() -> ctypes.CDLL:
                 gat = lib.sharpv_gather_rows
                 gat.argtypes = [ptr, i64, i64, ptr, i64, ptr, ctypes.c_int]
                 gat.restype = ctypes.c_int
+                sel = lib.sharpv_select_top
+                sel.argtypes, sel.restype = [ptr, i64, i64, ptr, ptr], i64
                 _state["lib"] = lib
         lib = _state["lib"]
     if isinstance(lib, NativeUnavailable):
@@ -180,4 +184,31 @@ def gather_rows_native(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tenso
     es = rows.element_size()
     lib.sharpv_gather_rows(rows.data_ptr(), rows.stride(0) * es, rows.shape[1] * es, idx.data_ptr(),
                            idx.numel(), out.data_ptr(), _threads())  # fmt: skip
+    return out
+
+
+def select_native(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """What :func:`~.torch_path.select_torch` returns, on the native kernel: the flat indices
+    (int64, increasing) of the top-``counts[t]`` tokens of each frame by ``scores``, ties to
+    the lower token index (every NaN above every number, ``-0`` equal to ``+0``: the order
+    of ``torch.sort(descending=True, stable=True)``); one merge sort per frame.
+
+    Args:
+        scores: ``(n, f)`` float32 CPU tensor; counts: ``(n,)`` int64, each in ``[0, f]``.
+    Returns:
+        ``(sum(counts),)`` int64.
+    Raises:
+        MemoryError: the kernel could not allocate its scratch.
+
+    Examples:
+        >>> select_native(torch.tensor([[0.5, 2.0, 2.0], [1.0, 0.0, 3.0]]),
+        ...               torch.tensor([2, 1])).tolist()  # doctest: +SKIP
+        [1, 2, 5]
+    """
+    n, f = scores.shape
+    s, k = scores.contiguous(), counts.contiguous()
+    out = torch.empty(int(k.sum()), dtype=torch.int64)
+    m = _library().sharpv_select_top(s.data_ptr(), n, f, k.data_ptr(), out.data_ptr())
+    if m < 0:
+        raise MemoryError("the native Visual SharpV selection could not allocate its scratch")
     return out

@@ -599,6 +599,73 @@ int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int6
   return rc;
 }
 
+/* The selection: key of token i of a frame with score v, ordered as torch.sort(descending,
+ * stable) orders them: higher scores first (every NaN above +inf, -0 equal to +0), ties to
+ * the lower index. Keys sort ascending. */
+static uint64_t select_key(float v, int64_t i) {
+  uint32_t u;
+  if (v != v) {
+    u = 0xffffffffu; /* NaN: above every number */
+  } else {
+    if (v == 0.0f) v = 0.0f; /* -0 as +0 */
+    memcpy(&u, &v, sizeof u);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* monotone: larger v, larger u */
+  }
+  return ((uint64_t)(~u) << 32) | (uint64_t)i;
+}
+
+/* Sorts k[0 .. n) ascending (bottom-up merge sort, tmp of n). */
+static void sort_keys(uint64_t *k, uint64_t *tmp, int64_t n) {
+  uint64_t *a = k, *b = tmp;
+  for (int64_t w = 1; w < n; w *= 2) {
+    for (int64_t lo = 0; lo < n; lo += 2 * w) {
+      int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      int64_t i = lo, j = mid, o = lo;
+      while (i < mid && j < hi) b[o++] = a[j] < a[i] ? a[j++] : a[i++];
+      while (i < mid) b[o++] = a[i++];
+      while (j < hi) b[o++] = a[j++];
+    }
+    uint64_t *t = a;
+    a = b;
+    b = t;
+  }
+  if (a != k) memcpy(k, a, (size_t)n * sizeof *k);
+}
+
+/* Flat indices t * f + i, increasing, of the counts[t] (0 <= counts[t] <= f) best tokens of
+ * every frame t < n by score (n, f) as keyed above: what select_torch returns. out holds
+ * sum(counts) entries; returns how many were written, or -1 when scratch memory cannot be
+ * allocated (or f does not fit in 32 bits). */
+int64_t sharpv_select_top(const float *score, int64_t n, int64_t f, const int64_t *counts,
+                          int64_t *out) {
+  if (n <= 0 || f <= 0) return 0;
+  if (f > (int64_t)UINT32_MAX) return -1; /* indices are packed into 32 bits */
+  uint64_t *keys = malloc((size_t)(2 * f) * sizeof(uint64_t));
+  unsigned char *keep = malloc((size_t)f);
+  int64_t m = 0;
+  if (!keys || !keep) {
+    free(keys);
+    free(keep);
+    return -1;
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    int64_t k = counts[t] < 0 ? 0 : counts[t] > f ? f : counts[t];
+    if (k == f) {
+      for (int64_t i = 0; i < f; ++i) out[m++] = t * f + i;
+      continue;
+    }
+    for (int64_t i = 0; i < f; ++i) keys[i] = select_key(score[t * f + i], i);
+    sort_keys(keys, keys + f, f);
+    memset(keep, 0, (size_t)f);
+    for (int64_t r = 0; r < k; ++r) keep[keys[r] & 0xffffffffu] = 1;
+    for (int64_t i = 0; i < f; ++i)
+      if (keep[i]) out[m++] = t * f + i;
+  }
+  free(keys);
+  free(keep);
+  return m;
+}
+
 /* Copy of n bytes from s to d (d 64-byte aligned, n a multiple of 64) with non-temporal
  * stores where the machine has them: a large output then goes to memory without first
  * being read into the cache (measured, 10 MB of bfloat16 rows, 2 threads: about a third

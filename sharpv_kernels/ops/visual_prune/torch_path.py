@@ -28,7 +28,7 @@ from ...vocab import (
     ratio_keep_count,
 )
 from .checks import PruneOptions, raise_bad_features
-from .native import gather_rows_native, unit_distances_native
+from .native import gather_rows_native, select_native, unit_distances_native
 
 __all__ = [
     "visual_prune_torch",
@@ -319,7 +319,7 @@ def visual_prune_torch(
         scores, ratios, cu_frames, mode=o.mode, threshold=o.threshold,
         keep_ratio=o.keep_ratio, budget=o.budget, min_keep=o.min_keep,
     )  # fmt: skip
-    indices = select_torch(scores, k)
+    indices = select_native(scores, k) if native else select_torch(scores, k)
     n, f, d = features.shape
     if f == 1 or features.stride(0) == f * features.stride(1):  # one (n f, d) view
         rows = features.view(n * f, d)
