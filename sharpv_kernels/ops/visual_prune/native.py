@@ -191,7 +191,7 @@ def select_native(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """What :func:`~.torch_path.select_torch` returns, on the native kernel: the flat indices
     (int64, increasing) of the top-``counts[t]`` tokens of each frame by ``scores``, ties to
     the lower token index (every NaN above every number, ``-0`` equal to ``+0``: the order
-    of ``torch.sort(descending=True, stable=True)``); one merge sort per frame.
+    of ``torch.sort(descending=True, stable=True)``); a quickselect per frame.
 
     Args:
         scores: ``(n, f)`` float32 CPU tensor; counts: ``(n,)`` int64, each in ``[0, f]``.

@@ -614,22 +614,32 @@ static uint64_t select_key(float v, int64_t i) {
   return ((uint64_t)(~u) << 32) | (uint64_t)i;
 }
 
-/* Sorts k[0 .. n) ascending (bottom-up merge sort, tmp of n). */
-static void sort_keys(uint64_t *k, uint64_t *tmp, int64_t n) {
-  uint64_t *a = k, *b = tmp;
-  for (int64_t w = 1; w < n; w *= 2) {
-    for (int64_t lo = 0; lo < n; lo += 2 * w) {
-      int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-      int64_t i = lo, j = mid, o = lo;
-      while (i < mid && j < hi) b[o++] = a[j] < a[i] ? a[j++] : a[i++];
-      while (i < mid) b[o++] = a[i++];
-      while (j < hi) b[o++] = a[j++];
+/* The r-th smallest of the distinct keys k[0 .. n) (0 <= r < n), k reordered: quickselect
+ * (median of three pivots). */
+static uint64_t select_nth(uint64_t *k, int64_t n, int64_t r) {
+  int64_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    uint64_t x = k[lo], y = k[mid], z = k[hi];
+    uint64_t p = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    int64_t i = lo, j = hi;
+    while (i <= j) { /* Hoare partition around the value p */
+      while (k[i] < p) ++i;
+      while (k[j] > p) --j;
+      if (i <= j) {
+        uint64_t t = k[i];
+        k[i++] = k[j];
+        k[j--] = t;
+      }
     }
-    uint64_t *t = a;
-    a = b;
-    b = t;
+    if (r <= j)
+      hi = j;
+    else if (r >= i)
+      lo = i;
+    else
+      return k[r];
   }
-  if (a != k) memcpy(k, a, (size_t)n * sizeof *k);
+  return k[r];
 }
 
 /* Flat indices t * f + i, increasing, of the counts[t] (0 <= counts[t] <= f) best tokens of
@@ -641,28 +651,22 @@ int64_t sharpv_select_top(const float *score, int64_t n, int64_t f, const int64_
   if (n <= 0 || f <= 0) return 0;
   if (f > (int64_t)UINT32_MAX) return -1; /* indices are packed into 32 bits */
   uint64_t *keys = malloc((size_t)(2 * f) * sizeof(uint64_t));
-  unsigned char *keep = malloc((size_t)f);
   int64_t m = 0;
-  if (!keys || !keep) {
-    free(keys);
-    free(keep);
-    return -1;
-  }
+  if (!keys) return -1;
   for (int64_t t = 0; t < n; ++t) {
     int64_t k = counts[t] < 0 ? 0 : counts[t] > f ? f : counts[t];
     if (k == f) {
       for (int64_t i = 0; i < f; ++i) out[m++] = t * f + i;
       continue;
     }
+    if (k == 0) continue;
     for (int64_t i = 0; i < f; ++i) keys[i] = select_key(score[t * f + i], i);
-    sort_keys(keys, keys + f, f);
-    memset(keep, 0, (size_t)f);
-    for (int64_t r = 0; r < k; ++r) keep[keys[r] & 0xffffffffu] = 1;
+    memcpy(keys + f, keys, (size_t)f * sizeof *keys);
+    uint64_t last = select_nth(keys + f, f, k - 1); /* the k-th best key: keep those <= it */
     for (int64_t i = 0; i < f; ++i)
-      if (keep[i]) out[m++] = t * f + i;
+      if (keys[i] <= last) out[m++] = t * f + i;
   }
   free(keys);
-  free(keep);
   return m;
 }
 
