@@ -24,10 +24,12 @@ from sharpv_kernels._native import NativeUnavailable, load_library
 from sharpv_kernels.ops.visual_prune.native import (
     gather_rows_native,
     native_unavailable_reason,
+    scores_native,
     select_native,
     unit_distances_native,
 )
-from sharpv_kernels.ops.visual_prune.torch_path import select_torch
+from sharpv_kernels.ops.visual_prune.torch_path import pair_scores, select_torch
+from sharpv_kernels.vocab import ZERO_NORM_EPS
 
 from .backends import use_backend
 from .visual_cases import make_features
@@ -214,3 +216,27 @@ def test_select_matches_select_torch():
         k = torch.randint(0, f + 1, (n,), generator=g)
         k[0] = f if trial % 2 else 0
         assert torch.equal(select_native(s, k), select_torch(s, k)), trial
+
+
+@needs_native
+@pytest.mark.parametrize("metric", ["dissim", "cosine"])
+def test_scores_match_the_torch_glue(metric):
+    # zero tokens and frames, several videos, any w: the bits of visual_scores_torch's ops
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n, f, d = (int(torch.randint(1, hi, (1,), generator=g)) for hi in (12, 40, 70))
+        x = torch.randn(n, f, d, generator=g)
+        x[torch.rand(n, f, generator=g) < 0.2] = 0
+        if trial % 4 == 0:
+            x[n // 2] = 0
+        cuts = sorted(set(torch.randint(1, n + 1, (3,), generator=g).tolist()) | {n})
+        cu = torch.tensor([0, *cuts], dtype=torch.int32)
+        w = float(torch.rand(1, generator=g)) * 3
+        dm, dt, norms, mn = unit_distances_native(x)
+        nz = norms > ZERO_NORM_EPS
+        S = pair_scores(dm, nz, mn > ZERO_NORM_EPS, metric)
+        T = pair_scores(dt, nz, torch.cat([nz[:1], nz[:-1]]), metric)
+        T[cu[:-1].long()] = S[cu[:-1].long()]
+        got = scores_native(dm, dt, norms, mn, cu, w, metric)
+        for a, b in zip(got, (S, T, T + w * S), strict=True):
+            assert torch.equal(a, b), trial

@@ -40,6 +40,7 @@ from ...vocab import ZERO_NORM_EPS
 __all__ = [
     "NATIVE_DTYPES",
     "gather_rows_native",
+    "scores_native",
     "select_native",
     "native_unavailable_reason",
     "unit_distances_native",
@@ -53,7 +54,7 @@ NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 #: the functions the kernel's library must export (checked before first use)
 SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages", "sharpv_gather_rows",
-           "sharpv_select_top")  # fmt: skip
+           "sharpv_select_top", "sharpv_visual_scores")  # fmt: skip
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"forked": False}
@@ -98,6 +99,10 @@ def _library() -> ctypes.CDLL:
                 gat.restype = ctypes.c_int
                 sel = lib.sharpv_select_top
                 sel.argtypes, sel.restype = [ptr, i64, i64, ptr, ptr], i64
+                sco = lib.sharpv_visual_scores
+                sco.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int,
+                                ctypes.c_float, ctypes.c_float, ptr, ptr, ptr]  # fmt: skip
+                sco.restype = None
                 _state["lib"] = lib
         lib = _state["lib"]
     if isinstance(lib, NativeUnavailable):
@@ -212,3 +217,33 @@ def select_native(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     if m < 0:
         raise MemoryError("the native Visual SharpV selection could not allocate its scratch")
     return out
+
+
+def scores_native(
+    dm: torch.Tensor,
+    dt: torch.Tensor,
+    norms: torch.Tensor,
+    mean_norms: torch.Tensor,
+    cu_frames: torch.Tensor,
+    w: float,
+    metric: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``S, T, I`` from the float32 distances of :func:`unit_distances_native`, on the native
+    kernel: the float32 operations of :func:`~.torch_path.visual_scores_torch` (``pair_scores``,
+    ``T = S`` on every video's first frame, ``I = T + w S``; non-zero tokens: norm above
+    ``ZERO_NORM_EPS`` compared in float32), the same bits, in one call instead of about a
+    dozen small aten ops.
+
+    Returns:
+        ``S, T, I`` ``(n, f)`` float32.
+    """
+    n, f = dm.shape
+    out = [torch.empty((n, f), dtype=torch.float32) for _ in range(3)]
+    if n == 0 or f == 0:
+        return out[0], out[1], out[2]
+    cu = cu_frames.to(torch.int32).contiguous()
+    ins = [t.contiguous() for t in (dm, dt, norms, mean_norms)]
+    _library().sharpv_visual_scores(*[t.data_ptr() for t in ins], cu.data_ptr(), cu.numel() - 1,
+                                    n, f, int(metric == "cosine"), w, ZERO_NORM_EPS,
+                                    *[t.data_ptr() for t in out])  # fmt: skip
+    return out[0], out[1], out[2]

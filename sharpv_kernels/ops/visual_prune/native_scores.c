@@ -599,6 +599,38 @@ int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int6
   return rc;
 }
 
+/* A pair's score from its distance d and whether each token is non-zero (SPEC 1, as
+ * torch_path.pair_scores): dissim d, exactly 1 against one zero token, 0 between two;
+ * cosine d^2 / 2, exactly 1 when either token is zero. */
+static float pair_score(float d, int nz_a, int nz_b, int cosine) {
+  if (cosine) return nz_a && nz_b ? 0.5f * (d * d) : 1.0f;
+  return nz_a && nz_b ? d : (nz_a || nz_b) ? 1.0f : 0.0f;
+}
+
+/* S, T and I = T + w S (n, f) from the distances (visual_scores_torch's float32 operations,
+ * the same bits): a token is non-zero where its norm is above eps, compared in float32;
+ * the first frame of every video (cu[b], b < nvid) has T = S. */
+void sharpv_visual_scores(const float *dm, const float *dt, const float *norms,
+                          const float *mnorm, const int32_t *cu, int64_t nvid, int64_t n,
+                          int64_t f, int cosine, float w, float eps, float *S, float *T,
+                          float *I) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float *nr = norms + t * f, *np = norms + (t > 0 ? t - 1 : 0) * f;
+    int nz_m = mnorm[t] > eps;
+    for (int64_t i = 0; i < f; ++i) {
+      int nz = nr[i] > eps;
+      S[t * f + i] = pair_score(dm[t * f + i], nz, nz_m, cosine);
+      T[t * f + i] = pair_score(dt[t * f + i], nz, np[i] > eps, cosine);
+    }
+  }
+  for (int64_t b = 0; b < nvid; ++b)
+    if (cu[b] >= 0 && cu[b] < n) memcpy(T + cu[b] * f, S + cu[b] * f, (size_t)f * sizeof *T);
+  for (int64_t k = 0; k < n * f; ++k) {
+    float ws = w * S[k];
+    I[k] = T[k] + ws;
+  }
+}
+
 /* The selection: key of token i of a frame with score v, ordered as torch.sort(descending,
  * stable) orders them: higher scores first (every NaN above +inf, -0 equal to +0), ties to
  * the lower index. Keys sort ascending. */
