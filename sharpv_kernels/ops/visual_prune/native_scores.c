@@ -479,6 +479,103 @@ __attribute__((noinline)) static void pair_sums_bf16(const void *a_, float ia, c
   *s_next = sn;
 }
 
+/* Two bfloat16 rows at once, for the sweep (tokens i and i + 1): each row's operations are
+ * those of the one-row functions above, in the same order (the same bits; the column sums
+ * take row r0 then row r1, as two calls would), but the column sums and the unit mean are
+ * loaded and stored once per two rows. Built without AVX-512: the one-row functions twice. */
+__attribute__((noinline)) static void sum_sq_add2_bf16(const uint16_t *restrict r0,
+                                                       const uint16_t *restrict r1, int64_t d,
+                                                       float *restrict col, double *s0,
+                                                       double *s1) {
+#if SV_VECTORS
+  double acc0 = 0.0, acc1 = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+    vf ve0 = {0.0f}, vo0 = {0.0f}, ve1 = {0.0f}, vo1 = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf(r0, 1, k0 + j);
+      pf(r1, 1, k0 + j);
+      vf e0, o0, e1, o1, c0, c1;
+      bf_ld(r0, k0 + j, n - j, &e0, &o0);
+      bf_ld(r1, k0 + j, n - j, &e1, &o1);
+      ve0 = vfma(e0, e0, ve0);
+      vo0 = vfma(o0, o0, vo0);
+      ve1 = vfma(e1, e1, ve1);
+      vo1 = vfma(o1, o1, vo1);
+      memcpy(&c0, col + k0 + j, sizeof c0);
+      memcpy(&c1, col + k0 + j + LANES, sizeof c1);
+      c0 += e0;
+      c1 += o0;
+      c0 += e1;
+      c1 += o1;
+      memcpy(col + k0 + j, &c0, sizeof c0);
+      memcpy(col + k0 + j + LANES, &c1, sizeof c1);
+    }
+    acc0 += (double)vtotal(ve0 + vo0);
+    acc1 += (double)vtotal(ve1 + vo1);
+  }
+  *s0 = acc0;
+  *s1 = acc1;
+#else
+  *s0 = sum_sq_add_bf16(r0, d, col);
+  *s1 = sum_sq_add_bf16(r1, d, col);
+#endif
+}
+
+__attribute__((noinline)) static void pair_sums2_bf16(const uint16_t *a0, float ia0,
+                                                      const uint16_t *a1, float ia1,
+                                                      const float *m, const uint16_t *b0,
+                                                      float ib0, const uint16_t *b1, float ib1,
+                                                      int64_t d, double *out) {
+#if SV_VECTORS
+  double sm0 = 0.0, sn0 = 0.0, sm1 = 0.0, sn1 = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+    vf me0 = {0.0f}, mo0 = {0.0f}, ne0 = {0.0f}, no0 = {0.0f};
+    vf me1 = {0.0f}, mo1 = {0.0f}, ne1 = {0.0f}, no1 = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf(a0, 1, k0 + j);
+      pf(a1, 1, k0 + j);
+      vf me, mo, ae, ao, be, bo;
+      memcpy(&me, m + k0 + j, sizeof me);
+      memcpy(&mo, m + k0 + j + LANES, sizeof mo);
+      bf_ld(a0, k0 + j, n - j, &ae, &ao);
+      bf_ld(b0, k0 + j, n - j, &be, &bo);
+      vf ue = ae * ia0, uo = ao * ia0;
+      vf ee = ue - me, eo = uo - mo;
+      vf ge = be * ib0 - ue, go = bo * ib0 - uo;
+      me0 = vfma(ee, ee, me0);
+      mo0 = vfma(eo, eo, mo0);
+      ne0 = vfma(ge, ge, ne0);
+      no0 = vfma(go, go, no0);
+      bf_ld(a1, k0 + j, n - j, &ae, &ao);
+      bf_ld(b1, k0 + j, n - j, &be, &bo);
+      ue = ae * ia1;
+      uo = ao * ia1;
+      ee = ue - me;
+      eo = uo - mo;
+      ge = be * ib1 - ue;
+      go = bo * ib1 - uo;
+      me1 = vfma(ee, ee, me1);
+      mo1 = vfma(eo, eo, mo1);
+      ne1 = vfma(ge, ge, ne1);
+      no1 = vfma(go, go, no1);
+    }
+    sm0 += (double)vtotal(me0 + mo0);
+    sn0 += (double)vtotal(ne0 + no0);
+    sm1 += (double)vtotal(me1 + mo1);
+    sn1 += (double)vtotal(ne1 + no1);
+  }
+  out[0] = sm0;
+  out[1] = sn0;
+  out[2] = sm1;
+  out[3] = sn1;
+#else
+  pair_sums_bf16(a0, ia0, m, b0, ib0, d, out, out + 1);
+  pair_sums_bf16(a1, ia1, m, b1, ib1, d, out + 2, out + 3);
+#endif
+}
+
 /* The row functions for the rows row_at returns. */
 typedef struct {
   double (*sum_sq)(const void *, int64_t);
@@ -545,7 +642,33 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
     for (int64_t t = t0; t < t1; ++t) {
       int has_next = t + 1 < t1;
       if (has_next) memset(col, 0, (size_t)dp * sizeof(float));
-      for (int64_t i = 0; i < f; ++i) {
+      int64_t i = 0;
+      if (dtype == SV_BF16) /* two tokens at a time (the same bits as one at a time) */
+        for (; i + 1 < f; i += 2) {
+          const uint16_t *a0 = row_at(x, dtype, t, i, d, st, si, buf);
+          const uint16_t *a1 = row_at(x, dtype, t, i + 1, d, st, si, buf);
+          const uint16_t *b0 = a0, *b1 = a1;
+          float ia0 = inv_norm(sq_cur[i], eps), ia1 = inv_norm(sq_cur[i + 1], eps);
+          float ib0 = ia0, ib1 = ia1;
+          double s4[4];
+          if (has_next) {
+            b0 = row_at(x, dtype, t + 1, i, d, st, si, buf);
+            b1 = row_at(x, dtype, t + 1, i + 1, d, st, si, buf);
+            sum_sq_add2_bf16(b0, b1, d, col, &sq_nxt[i], &sq_nxt[i + 1]);
+            norms[(t + 1) * f + i] = norm_out(sq_nxt[i]);
+            norms[(t + 1) * f + i + 1] = norm_out(sq_nxt[i + 1]);
+            ib0 = inv_norm(sq_nxt[i], eps);
+            ib1 = inv_norm(sq_nxt[i + 1], eps);
+          }
+          pair_sums2_bf16(a0, ia0, a1, ia1, um_cur, b0, ib0, b1, ib1, d, s4);
+          dm[t * f + i] = (float)sqrt(s4[0]);
+          dm[t * f + i + 1] = (float)sqrt(s4[2]);
+          if (has_next) {
+            dt[(t + 1) * f + i] = (float)sqrt(s4[1]);
+            dt[(t + 1) * f + i + 1] = (float)sqrt(s4[3]);
+          }
+        }
+      for (; i < f; ++i) {
         const void *a = row_at(x, dtype, t, i, d, st, si, buf);
         float ia = inv_norm(sq_cur[i], eps);
         const void *b = a;
