@@ -4,8 +4,11 @@ The kernel reads each row twice: once for its norm, its frame's column sums and 
 difference to the same token of the previous frame (``T``), and once more, from cache, for
 its difference to the frame mean (``S``); no intermediate tensor (the PyTorch path makes
 about a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensors under
-``SHARPV_BACKEND=auto`` when a C compiler is present (``native``), with the rest of the op
-(scores from the distances, counts, top-K, gather) shared with the PyTorch path.
+``SHARPV_BACKEND=auto`` when a C compiler is present (``native``). The rest of that route is
+the PyTorch path's (:func:`~.torch_path.visual_prune_torch` with ``native=True``), with its
+semantics and bits, except that the scores from the distances (:func:`scores_native`), the
+top-K selection (:func:`select_native`) and the gather (:func:`gather_rows_native`) run in
+the same library; counts and the budget split stay aten ops.
 
 Work is split over ``torch.get_num_threads()`` OpenMP threads by frame ranges; built with
 OpenMP after torch is loaded, the kernel shares torch's OpenMP runtime and so its threads

@@ -31,7 +31,13 @@
  * accumulations are fused (explicitly); a fused u * s - m would round one side of a
  * difference only and break the exact zeros above.
  *
- * Returns 0, or nonzero when scratch memory cannot be allocated.
+ * bfloat16 tokens are swept two at a time (each row's operations unchanged: the same bits).
+ *
+ * sharpv_visual_distances returns 0, or nonzero when scratch memory cannot be allocated.
+ * The rest of the op on the native route (native.py): sharpv_visual_scores (S, T, I from the
+ * distances, torch_path's float32 operations), sharpv_select_top (the kept tokens of each
+ * frame, torch.sort's order), sharpv_gather_rows (the kept rows) and
+ * sharpv_advise_hugepages.
  */
 #include <float.h>
 #include <math.h>
