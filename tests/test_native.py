@@ -24,8 +24,12 @@ from sharpv_kernels._native import NativeUnavailable, load_library
 from sharpv_kernels.ops.visual_prune.native import (
     gather_rows_native,
     native_unavailable_reason,
+    scores_native,
+    select_native,
     unit_distances_native,
 )
+from sharpv_kernels.ops.visual_prune.torch_path import pair_scores, select_torch
+from sharpv_kernels.vocab import ZERO_NORM_EPS
 
 from .backends import use_backend
 from .visual_cases import make_features
@@ -172,3 +176,67 @@ def test_gather_rows_matches_index_select(rows_n):
     out = gather_rows_native(rows, idx)
     assert out.is_contiguous() and torch.equal(out, rows.index_select(0, idx))
     assert torch.equal(gather_rows_native(rows, idx[:0]), rows[:0])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gather_rows_strided_and_streamed(dtype, threads):
+    # 3000 x 1024 bfloat16 = 6 MB: streamed stores, on threads; odd widths and row strides
+    # copy with memcpy; channel-strided rows go to index_select
+    base = torch.randn(3000, 1030).to(dtype)
+    idx = torch.randperm(3000, generator=torch.Generator().manual_seed(2))[:2900]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for rows in (base[:, :1024], base[:, 3:1027], base[:, 5:], base[:, ::2], base[:, :1]):
+            out = gather_rows_native(rows, idx)
+            assert out.is_contiguous() and torch.equal(out, rows.index_select(0, idx))
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_native
+def test_select_matches_select_torch():
+    # ties, -0 and +0, NaN and infinities, counts of 0 and f: the same indices as torch.sort
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n, f = (
+            int(torch.randint(1, 9, (1,), generator=g)),
+            int(torch.randint(1, 300, (1,), generator=g)),
+        )
+        s = torch.randn(n, f, generator=g)
+        if trial % 3 == 0:
+            s = (s * 2).round() / 2
+        if trial % 5 == 0:
+            s[s == 0] = -0.0
+            s[0, ::3] = 0.0
+        if trial % 7 == 0:
+            s[:, ::4], s[:, 1::5], s[:, 2::6] = float("nan"), float("inf"), -float("inf")
+        k = torch.randint(0, f + 1, (n,), generator=g)
+        k[0] = f if trial % 2 else 0
+        assert torch.equal(select_native(s, k), select_torch(s, k)), trial
+
+
+@needs_native
+@pytest.mark.parametrize("metric", ["dissim", "cosine"])
+def test_scores_match_the_torch_glue(metric):
+    # zero tokens and frames, several videos, any w: the bits of visual_scores_torch's ops
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n, f, d = (int(torch.randint(1, hi, (1,), generator=g)) for hi in (12, 40, 70))
+        x = torch.randn(n, f, d, generator=g)
+        x[torch.rand(n, f, generator=g) < 0.2] = 0
+        if trial % 4 == 0:
+            x[n // 2] = 0
+        cuts = sorted(set(torch.randint(1, n + 1, (3,), generator=g).tolist()) | {n})
+        cu = torch.tensor([0, *cuts], dtype=torch.int32)
+        w = float(torch.rand(1, generator=g)) * 3
+        dm, dt, norms, mn = unit_distances_native(x)
+        nz = norms > ZERO_NORM_EPS
+        S = pair_scores(dm, nz, mn > ZERO_NORM_EPS, metric)
+        T = pair_scores(dt, nz, torch.cat([nz[:1], nz[:-1]]), metric)
+        T[cu[:-1].long()] = S[cu[:-1].long()]
+        got = scores_native(dm, dt, norms, mn, cu, w, metric)
+        for a, b in zip(got, (S, T, T + w * S), strict=True):
+            assert torch.equal(a, b), trial

@@ -4,8 +4,11 @@ The kernel reads each row twice: once for its norm, its frame's column sums and 
 difference to the same token of the previous frame (``T``), and once more, from cache, for
 its difference to the frame mean (``S``); no intermediate tensor (the PyTorch path makes
 about a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensors under
-``SHARPV_BACKEND=auto`` when a C compiler is present (``native``), with the rest of the op
-(scores from the distances, counts, top-K, gather) shared with the PyTorch path.
+``SHARPV_BACKEND=auto`` when a C compiler is present (``native``). The rest of that route is
+the PyTorch path's (:func:`~.torch_path.visual_prune_torch` with ``native=True``), with its
+semantics and bits, except that the scores from the distances (:func:`scores_native`), the
+top-K selection (:func:`select_native`) and the gather (:func:`gather_rows_native`) run in
+the same library; counts and the budget split stay aten ops.
 
 Work is split over ``torch.get_num_threads()`` OpenMP threads by frame ranges; built with
 OpenMP after torch is loaded, the kernel shares torch's OpenMP runtime and so its threads
@@ -40,6 +43,8 @@ from ...vocab import ZERO_NORM_EPS
 __all__ = [
     "NATIVE_DTYPES",
     "gather_rows_native",
+    "scores_native",
+    "select_native",
     "native_unavailable_reason",
     "unit_distances_native",
 ]
@@ -51,7 +56,8 @@ HUGE_OUTPUT_BYTES = 8 << 20
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 #: the functions the kernel's library must export (checked before first use)
-SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages")
+SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages", "sharpv_gather_rows",
+           "sharpv_select_top", "sharpv_visual_scores")  # fmt: skip
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"forked": False}
@@ -91,6 +97,15 @@ def _library() -> ctypes.CDLL:
                 fn.restype = ctypes.c_int
                 adv = lib.sharpv_advise_hugepages
                 adv.argtypes, adv.restype = [ptr, ctypes.c_size_t], ctypes.c_int
+                gat = lib.sharpv_gather_rows
+                gat.argtypes = [ptr, i64, i64, ptr, i64, ptr, ctypes.c_int]
+                gat.restype = ctypes.c_int
+                sel = lib.sharpv_select_top
+                sel.argtypes, sel.restype = [ptr, i64, i64, ptr, ptr], i64
+                sco = lib.sharpv_visual_scores
+                sco.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int,
+                                ctypes.c_float, ctypes.c_float, ptr, ptr, ptr]  # fmt: skip
+                sco.restype = None
                 _state["lib"] = lib
         lib = _state["lib"]
     if isinstance(lib, NativeUnavailable):
@@ -147,15 +162,18 @@ def unit_distances_native(
 
 
 def gather_rows_native(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """``rows.index_select(0, indices)`` into a new tensor that, when large, is backed by
-    transparent huge pages (Linux, where enabled for ``madvise``).
+    """``rows.index_select(0, indices)`` on the native kernel, into a new tensor that, when
+    large, is backed by transparent huge pages (Linux, where enabled for ``madvise``).
 
     Writing a fresh multi-megabyte output costs mostly first-touch page faults (measured: 62-65
     ms to copy 140 MB of kept rows into new memory, 15 ms into memory already touched);
-    huge pages make them 512 times rarer.
+    huge pages make them 512 times rarer. Outputs of 4 MB or more are copied a row at a time
+    on ``torch.get_num_threads()`` OpenMP threads (one in a forked child) with non-temporal
+    stores (``sharpv_gather_rows``); rows whose channels are not adjacent go to
+    ``index_select``.
 
     Args:
-        rows: ``(N, d)`` CPU tensor; indices: ``(K,)`` int64 row indices.
+        rows: ``(N, d)`` CPU tensor; indices: ``(K,)`` int64 row indices, valid (not checked).
     Returns:
         ``(K, d)`` tensor of ``rows.dtype``.
 
@@ -165,6 +183,70 @@ def gather_rows_native(rows: torch.Tensor, indices: torch.Tensor) -> torch.Tenso
     """
     out = torch.empty((indices.numel(), rows.shape[1]), dtype=rows.dtype)
     nbytes = out.numel() * out.element_size()
+    lib = _library()
     if nbytes >= HUGE_OUTPUT_BYTES:
-        _library().sharpv_advise_hugepages(out.data_ptr(), nbytes)  # advisory: result unused
-    return torch.index_select(rows, 0, indices, out=out)
+        lib.sharpv_advise_hugepages(out.data_ptr(), nbytes)  # advisory: result unused
+    if nbytes == 0 or (rows.stride(1) != 1 and rows.shape[1] > 1) or indices.dtype != torch.int64:
+        return torch.index_select(rows, 0, indices, out=out)
+    idx = indices.contiguous()
+    es = rows.element_size()
+    lib.sharpv_gather_rows(rows.data_ptr(), rows.stride(0) * es, rows.shape[1] * es, idx.data_ptr(),
+                           idx.numel(), out.data_ptr(), _threads())  # fmt: skip
+    return out
+
+
+def select_native(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """What :func:`~.torch_path.select_torch` returns, on the native kernel: the flat indices
+    (int64, increasing) of the top-``counts[t]`` tokens of each frame by ``scores``, ties to
+    the lower token index (every NaN above every number, ``-0`` equal to ``+0``: the order
+    of ``torch.sort(descending=True, stable=True)``); a quickselect per frame.
+
+    Args:
+        scores: ``(n, f)`` float32 CPU tensor; counts: ``(n,)`` int64, each in ``[0, f]``.
+    Returns:
+        ``(sum(counts),)`` int64.
+    Raises:
+        MemoryError: the kernel could not allocate its scratch.
+
+    Examples:
+        >>> select_native(torch.tensor([[0.5, 2.0, 2.0], [1.0, 0.0, 3.0]]),
+        ...               torch.tensor([2, 1])).tolist()  # doctest: +SKIP
+        [1, 2, 5]
+    """
+    n, f = scores.shape
+    s, k = scores.contiguous(), counts.contiguous()
+    out = torch.empty(int(k.sum()), dtype=torch.int64)
+    m = _library().sharpv_select_top(s.data_ptr(), n, f, k.data_ptr(), out.data_ptr())
+    if m < 0:
+        raise MemoryError("the native Visual SharpV selection could not allocate its scratch")
+    return out
+
+
+def scores_native(
+    dm: torch.Tensor,
+    dt: torch.Tensor,
+    norms: torch.Tensor,
+    mean_norms: torch.Tensor,
+    cu_frames: torch.Tensor,
+    w: float,
+    metric: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``S, T, I`` from the float32 distances of :func:`unit_distances_native`, on the native
+    kernel: the float32 operations of :func:`~.torch_path.visual_scores_torch` (``pair_scores``,
+    ``T = S`` on every video's first frame, ``I = T + w S``; non-zero tokens: norm above
+    ``ZERO_NORM_EPS`` compared in float32), the same bits, in one call instead of about a
+    dozen small aten ops.
+
+    Returns:
+        ``S, T, I`` ``(n, f)`` float32.
+    """
+    n, f = dm.shape
+    out = [torch.empty((n, f), dtype=torch.float32) for _ in range(3)]
+    if n == 0 or f == 0:
+        return out[0], out[1], out[2]
+    cu = cu_frames.to(torch.int32).contiguous()
+    ins = [t.contiguous() for t in (dm, dt, norms, mean_norms)]
+    _library().sharpv_visual_scores(*[t.data_ptr() for t in ins], cu.data_ptr(), cu.numel() - 1,
+                                    n, f, int(metric == "cosine"), w, ZERO_NORM_EPS,
+                                    *[t.data_ptr() for t in out])  # fmt: skip
+    return out[0], out[1], out[2]

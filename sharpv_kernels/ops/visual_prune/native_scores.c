@@ -14,22 +14,39 @@
  * the previous sweep completed. Each row is read twice in all; no intermediate tensor (its
  * norm and its share of the column sums come from one read).
  * Column sums are float32 (as in the Triton kernels); sums of squares are float32 over
- * blocks of 256 (16 interleaved lanes), added in double. Every sum of squares of a row goes
- * through one non-inlined function (per row type, with the same operations in the same
- * order), so identical rows give bit-identical unit vectors (a difference of exactly 0), and
- * so do rows that are power-of-two rescalings of one another (products and sums scale
- * exactly, and so do 1/sqrt and the rounding to float32). bfloat16 rows are converted as
- * they are loaded (a shift: exact), float16 rows into a float32 copy of the row.
- * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off (a fused
- * multiply-add would round u on one side of a difference only).
+ * blocks of 256, in 16 interleaved lanes (float32 and float16 rows: lane q sums elements
+ * q, q + 16, ...; bfloat16 rows: an even and an odd set of 16 lanes, lane q summing elements
+ * 2q, 2q + 32, ... and 2q + 1, 2q + 33, ..., the two sets added lane by lane at the end of
+ * the block), each square accumulated with one fused multiply-add (fmaf, one rounding), the
+ * lanes summed pairwise and the block sums added in double. Every sum of squares of a row
+ * goes through one non-inlined function per row type, so identical rows give bit-identical
+ * unit vectors (a difference of exactly 0), and so do rows that are power-of-two rescalings
+ * of one another (products and sums scale exactly, and so do 1/sqrt and the rounding to
+ * float32). A bfloat16 row and the same values as float32 may differ in the last bits (the
+ * two lane orders); every row of one call has the same type. bfloat16 rows are converted as
+ * they are loaded (shifts and masks: exact), float16 rows into a float32 copy of the row.
+ * The order is the code's, not the compiler's: the AVX-512 vector loops and the portable
+ * scalar loops give the same bits, and so do 1 and any number of threads.
+ * Build flags (sharpv_kernels/_native.py): -O3 -march=native and -ffp-contract=off: only the
+ * accumulations are fused (explicitly); a fused u * s - m would round one side of a
+ * difference only and break the exact zeros above.
  *
- * Returns 0, or nonzero when scratch memory cannot be allocated.
+ * bfloat16 tokens are swept two at a time (each row's operations unchanged: the same bits).
+ *
+ * sharpv_visual_distances returns 0, or nonzero when scratch memory cannot be allocated.
+ * The rest of the op on the native route (native.py): sharpv_visual_scores (S, T, I from the
+ * distances, torch_path's float32 operations), sharpv_select_top (the kept tokens of each
+ * frame, torch.sort's order), sharpv_gather_rows (the kept rows) and
+ * sharpv_advise_hugepages.
  */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -76,7 +93,7 @@ static inline __attribute__((always_inline)) float ld(const void *r, int bf16, i
   return bf16 ? bf16_to_f32(((const uint16_t *)r)[k]) : ((const float *)r)[k];
 }
 
-/* Sums of squares: float32 products summed in float32 in LANES interleaved partial sums
+/* Sums of squares: float32 squares accumulated (fused) in float32 in LANES interleaved partial sums
  * over blocks of SUM_BLOCK elements (SUM_BLOCK / LANES terms each, then a pairwise sum of
  * the lanes), the block sums added in double. The order is fixed by the code, not by the
  * compiler's vectorisation (see SV_VECTORS below), and the relative error
@@ -109,12 +126,12 @@ static inline __attribute__((always_inline)) float lanes_total(const float *l) {
 #if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)) && defined(__AVX512F__) && \
     defined(__AVX512BW__)
 #define SV_VECTORS 1
+#include <immintrin.h>
 #if defined(__GNUC__) && !defined(__clang__)
 /* vectors wider than the target's pass by value differently: these are always inlined */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
-typedef uint16_t vh __attribute__((vector_size(LANES * sizeof(uint16_t))));
 typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
 
 #if defined(__has_builtin)
@@ -122,36 +139,11 @@ typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
 #define SV_SHUFFLE 1
 #endif
 #endif
-#if SV_SHUFFLE && defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define SV_BF16_INTERLEAVE 1
-#endif
-#endif
-#if SV_BF16_INTERLEAVE
-typedef uint16_t vh2 __attribute__((vector_size(2 * LANES * sizeof(uint16_t))));
-#endif
 
-/* Elements k .. k + LANES - 1 of a row (float32 or bfloat16) as float32 (exact). A bfloat16
- * is the high half of its float32: on little-endian machines the halves are interleaved
- * with zeros (one permute), else widened and shifted. */
-static inline __attribute__((always_inline)) vf vld(const void *r, int bf16, int64_t k) {
+/* Elements k .. k + LANES - 1 of a float32 row (bfloat16 rows have their own loads: bf_ld). */
+static inline __attribute__((always_inline)) vf vld(const void *r, int64_t k) {
   vf v;
-  if (bf16) {
-    vh h;
-    memcpy(&h, (const uint16_t *)r + k, sizeof h);
-#if SV_BF16_INTERLEAVE
-    _Static_assert(LANES == 16, "the interleave lists 16 lanes");
-    const vh z = {0};
-    vh2 w = __builtin_shufflevector(z, h, 0, 16, 0, 17, 0, 18, 0, 19, 0, 20, 0, 21, 0, 22, 0, 23,
-                                    0, 24, 0, 25, 0, 26, 0, 27, 0, 28, 0, 29, 0, 30, 0, 31);
-    memcpy(&v, &w, sizeof v);
-#else
-    vu u = __builtin_convertvector(h, vu) << 16;
-    memcpy(&v, &u, sizeof v);
-#endif
-  } else {
-    memcpy(&v, (const float *)r + k, sizeof v);
-  }
+  memcpy(&v, (const float *)r + k, sizeof v);
   return v;
 }
 
@@ -203,6 +195,11 @@ static inline __attribute__((always_inline)) float vtotal(vf v) {
   return a2[0] + a2[1];
 }
 
+/* acc + a * b with one rounding (the accumulations only) */
+static inline __attribute__((always_inline)) vf vfma(vf a, vf b, vf acc) {
+  return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)acc);
+}
+
 #else
 #define SV_VECTORS 0
 #endif
@@ -223,8 +220,8 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     vf vl = {0.0f};
     for (; j + LANES <= n; j += LANES) {
       pf(r, bf16, k0 + j);
-      vf v = vld(r, bf16, k0 + j);
-      vl += v * v;
+      vf v = vld(r, k0 + j);
+      vl = vfma(v, v, vl);
       if (col) {
         vf c;
         memcpy(&c, col + k0 + j, sizeof c);
@@ -234,7 +231,7 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     }
     if (j < n) { /* the ragged end: its lanes, zeros in the others */
       vf v = vld_part(r, bf16, k0 + j, n - j);
-      vl += v * v;
+      vl = vfma(v, v, vl);
       if (col)
         for (int64_t q = 0; j + q < n; ++q) col[k0 + j + q] += v[q];
     }
@@ -244,11 +241,11 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     for (; j + LANES <= n; j += LANES)
       for (int q = 0; q < LANES; ++q) {
         float v = ld(r, bf16, k0 + j + q);
-        l[q] += v * v;
+        l[q] = fmaf(v, v, l[q]);
       }
     for (int q = 0; j + q < n; ++q) {
       float v = ld(r, bf16, k0 + j + q);
-      l[q] += v * v;
+      l[q] = fmaf(v, v, l[q]);
     }
     acc += (double)lanes_total(l);
 #endif
@@ -264,19 +261,10 @@ __attribute__((noinline)) static double sum_sq_f32(const void *r, int64_t d) {
   return sum_sq_impl(r, 0, d, NULL);
 }
 
-__attribute__((noinline)) static double sum_sq_bf16(const void *r, int64_t d) {
-  return sum_sq_impl(r, 1, d, NULL);
-}
-
 /* The sum of squares of a row, and the row added to the column sums col (one read). */
 __attribute__((noinline)) static double sum_sq_add_f32(const void *restrict r, int64_t d,
                                                      float *restrict col) {
   return sum_sq_impl(r, 0, d, col);
-}
-
-__attribute__((noinline)) static double sum_sq_add_bf16(const void *restrict r, int64_t d,
-                                                      float *restrict col) {
-  return sum_sq_impl(r, 1, d, col);
 }
 
 /* Element k of both squared differences, into the lane sums *lm and *ln. */
@@ -287,8 +275,8 @@ static inline __attribute__((always_inline)) void pair_step(const void *a, float
   float u = ld(a, bf16, k) * ia;
   float e = u - m[k];
   float g = ld(b, bf16, k) * ib - u;
-  *lm += e * e;
-  *ln += g * g;
+  *lm = fmaf(e, e, *lm);
+  *ln = fmaf(g, g, *ln);
 }
 
 /* One read of two rows a (frame t) and b (frame t + 1, the same token): the squared
@@ -304,19 +292,19 @@ static inline __attribute__((always_inline)) void pair_sums_impl(
     vf vm = {0.0f}, vn = {0.0f};
     for (; j + LANES <= n; j += LANES) {
       pf(a, bf16, k0 + j);
-      vf u = vld(a, bf16, k0 + j) * ia, mk;
+      vf u = vld(a, k0 + j) * ia, mk;
       memcpy(&mk, m + k0 + j, sizeof mk);
       vf e = u - mk;
-      vf w = vld(b, bf16, k0 + j) * ib - u;
-      vm += e * e;
-      vn += w * w;
+      vf w = vld(b, k0 + j) * ib - u;
+      vm = vfma(e, e, vm);
+      vn = vfma(w, w, vn);
     }
     if (j < n) { /* the ragged end: its lanes, zeros in the others */
       vf u = vld_part(a, bf16, k0 + j, n - j) * ia;
       vf e = u - vld_part(m, 0, k0 + j, n - j);
       vf w = vld_part(b, bf16, k0 + j, n - j) * ib - u;
-      vm += e * e;
-      vn += w * w;
+      vm = vfma(e, e, vm);
+      vn = vfma(w, w, vn);
     }
     sm += (double)vtotal(vm);
     sn += (double)vtotal(vn);
@@ -340,10 +328,276 @@ __attribute__((noinline)) static void pair_sums_f32(const void *a, float ia, con
   pair_sums_impl(a, ia, m, b, ib, 0, d, s_mean, s_next);
 }
 
-__attribute__((noinline)) static void pair_sums_bf16(const void *a, float ia, const float *m,
-                                                     const void *b, float ib, int64_t d,
+/* bfloat16 rows: groups of GROUP = 2 LANES elements, read as LANES 32-bit words whose
+ * halves are two bfloat16 (little-endian: element 2q is the low half of word q). The even
+ * elements are the words shifted left by 16 and the odd ones the words with the low half
+ * cleared (both exact), so lane q holds elements 2q (even) and 2q + 1 (odd) of the group:
+ * no permute. Each sum has an even and an odd set of lanes, SUM_BLOCK / GROUP terms each;
+ * at the end of a block lane q of both is added (even + odd), then the lanes pairwise as
+ * lanes_total. Column sums and the unit mean of bfloat16 rows are kept in the same order:
+ * element k of a row is entry bf_pos(k) of the scratch (the even elements of a group
+ * first, then the odd ones), whose length is d rounded up to a whole group (zeros after
+ * the row: they add nothing, their differences are +0). Built without AVX-512, the scalar
+ * loops below take the same terms in the same order (the same bits). */
+#define GROUP (2 * LANES)
+
+static inline __attribute__((always_inline)) int64_t bf_pos(int64_t k) {
+  return (k & ~(int64_t)(GROUP - 1)) + (k & 1) * LANES + ((k & (GROUP - 1)) >> 1);
+}
+
+static inline int64_t bf_len(int64_t d) { return (d + GROUP - 1) / GROUP * GROUP; }
+
+#if SV_VECTORS
+/* Elements k .. k + GROUP - 1 of a bfloat16 row (n of them present, zeros after) as the
+ * even and odd lanes. */
+/* (x86: little-endian, element 2q is the low half of word q) */
+static inline __attribute__((always_inline)) void bf_ld(const uint16_t *r, int64_t k, int64_t n,
+                                                        vf *ev, vf *od) {
+  vu w;
+  if (n >= GROUP) {
+    memcpy(&w, r + k, sizeof w);
+  } else {
+    uint16_t t[GROUP] = {0};
+    memcpy(t, r + k, (size_t)n * sizeof(uint16_t));
+    memcpy(&w, t, sizeof w);
+  }
+  const vu hi = (vu){0} + 0xffff0000u;
+  vu e = w << 16, o = w & hi;
+  memcpy(ev, &e, sizeof e);
+  memcpy(od, &o, sizeof o);
+}
+#endif
+
+static inline __attribute__((always_inline)) double bf_sum_sq_impl(const uint16_t *restrict r,
+                                                                   int64_t d,
+                                                                   float *restrict col) {
+  double acc = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+#if SV_VECTORS
+    vf ve = {0.0f}, vo = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf(r, 1, k0 + j);
+      vf e, o;
+      bf_ld(r, k0 + j, n - j, &e, &o);
+      ve = vfma(e, e, ve);
+      vo = vfma(o, o, vo);
+      if (col) {
+        vf c0, c1;
+        memcpy(&c0, col + k0 + j, sizeof c0);
+        memcpy(&c1, col + k0 + j + LANES, sizeof c1);
+        c0 += e;
+        c1 += o;
+        memcpy(col + k0 + j, &c0, sizeof c0);
+        memcpy(col + k0 + j + LANES, &c1, sizeof c1);
+      }
+    }
+    acc += (double)vtotal(ve + vo);
+#else
+    float le[LANES] = {0.0f}, lo[LANES] = {0.0f}, l[LANES];
+    for (int64_t j = 0; j < n; j += GROUP)
+      for (int q = 0; q < LANES; ++q) {
+        int64_t k = j + 2 * q;
+        if (k < n) {
+          float v = bf16_to_f32(r[k0 + k]);
+          le[q] = fmaf(v, v, le[q]);
+          if (col) col[k0 + j + q] += v;
+        }
+        if (k + 1 < n) {
+          float v = bf16_to_f32(r[k0 + k + 1]);
+          lo[q] = fmaf(v, v, lo[q]);
+          if (col) col[k0 + j + LANES + q] += v;
+        }
+      }
+    for (int q = 0; q < LANES; ++q) l[q] = le[q] + lo[q];
+    acc += (double)lanes_total(l);
+#endif
+  }
+  return acc;
+}
+
+__attribute__((noinline)) static double sum_sq_bf16(const void *r, int64_t d) {
+  return bf_sum_sq_impl(r, d, NULL);
+}
+
+__attribute__((noinline)) static double sum_sq_add_bf16(const void *restrict r, int64_t d,
+                                                      float *restrict col) {
+  return bf_sum_sq_impl(r, d, col);
+}
+
+/* pair_sums of bfloat16 rows, m in the bf_pos order. */
+__attribute__((noinline)) static void pair_sums_bf16(const void *a_, float ia, const float *m,
+                                                     const void *b_, float ib, int64_t d,
                                                      double *s_mean, double *s_next) {
-  pair_sums_impl(a, ia, m, b, ib, 1, d, s_mean, s_next);
+  const uint16_t *a = a_, *b = b_;
+  double sm = 0.0, sn = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+#if SV_VECTORS
+    vf vme = {0.0f}, vmo = {0.0f}, vne = {0.0f}, vno = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf(a, 1, k0 + j);
+      vf ae, ao, be, bo, me, mo;
+      bf_ld(a, k0 + j, n - j, &ae, &ao);
+      bf_ld(b, k0 + j, n - j, &be, &bo);
+      memcpy(&me, m + k0 + j, sizeof me);
+      memcpy(&mo, m + k0 + j + LANES, sizeof mo);
+      vf ue = ae * ia, uo = ao * ia;
+      vf ee = ue - me, eo = uo - mo;
+      vf ge = be * ib - ue, go = bo * ib - uo;
+      vme = vfma(ee, ee, vme);
+      vmo = vfma(eo, eo, vmo);
+      vne = vfma(ge, ge, vne);
+      vno = vfma(go, go, vno);
+    }
+    sm += (double)vtotal(vme + vmo);
+    sn += (double)vtotal(vne + vno);
+#else
+    float lme[LANES] = {0.0f}, lmo[LANES] = {0.0f}, lne[LANES] = {0.0f}, lno[LANES] = {0.0f};
+    float lm[LANES], ln[LANES];
+    for (int64_t j = 0; j < n; j += GROUP)
+      for (int q = 0; q < LANES; ++q) {
+        int64_t k = j + 2 * q;
+        if (k < n) {
+          float u = bf16_to_f32(a[k0 + k]) * ia;
+          float e = u - m[k0 + j + q];
+          float g = bf16_to_f32(b[k0 + k]) * ib - u;
+          lme[q] = fmaf(e, e, lme[q]);
+          lne[q] = fmaf(g, g, lne[q]);
+        }
+        if (k + 1 < n) {
+          float u = bf16_to_f32(a[k0 + k + 1]) * ia;
+          float e = u - m[k0 + j + LANES + q];
+          float g = bf16_to_f32(b[k0 + k + 1]) * ib - u;
+          lmo[q] = fmaf(e, e, lmo[q]);
+          lno[q] = fmaf(g, g, lno[q]);
+        }
+      }
+    for (int q = 0; q < LANES; ++q) {
+      lm[q] = lme[q] + lmo[q];
+      ln[q] = lne[q] + lno[q];
+    }
+    sm += (double)lanes_total(lm);
+    sn += (double)lanes_total(ln);
+#endif
+  }
+  *s_mean = sm;
+  *s_next = sn;
+}
+
+/* Prefetches of the two-token sweep (bfloat16): the rows of frame t + 1, read there for the
+ * first time (from memory), PF_FAR elements ahead (past the next pair of rows) into L2 only
+ * (locality 2: prefetcht1), not polluting L1, which holds the column sums and the unit mean;
+ * the rows of frame t, read again (from L3), PF_NEAR elements ahead into L1. Measured at the
+ * 7B shape, interleaved: against PF_AHEAD for both (the one-row functions' prefetch) the
+ * bfloat16 pass went from 6.59 to 5.37 ms on one thread and from 3.60 to 3.19 ms (minima
+ * 3.49 to 2.88) on two; the same distances with the frame t + 1 rows prefetched into L1
+ * measured 3.40 ms on two threads against 2.92 into L2; farther, nearer, or both streams
+ * into L2 measured the same or slower. Hints only, which never fault. */
+#define PF_FAR 8192
+#define PF_NEAR 4096
+static inline __attribute__((always_inline)) void pf_far(const uint16_t *r, int64_t k) {
+  __builtin_prefetch((const void *)((uintptr_t)r + (uintptr_t)(k + PF_FAR) * 2u), 0, 2);
+}
+static inline __attribute__((always_inline)) void pf_near(const uint16_t *r, int64_t k) {
+  __builtin_prefetch((const void *)((uintptr_t)r + (uintptr_t)(k + PF_NEAR) * 2u), 0, 3);
+}
+
+/* Two bfloat16 rows at once, for the sweep (tokens i and i + 1): each row's operations are
+ * those of the one-row functions above, in the same order (the same bits; the column sums
+ * take row r0 then row r1, as two calls would), but the column sums and the unit mean are
+ * loaded and stored once per two rows. Built without AVX-512: the one-row functions twice. */
+__attribute__((noinline)) static void sum_sq_add2_bf16(const uint16_t *restrict r0,
+                                                       const uint16_t *restrict r1, int64_t d,
+                                                       float *restrict col, double *s0,
+                                                       double *s1) {
+#if SV_VECTORS
+  double acc0 = 0.0, acc1 = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+    vf ve0 = {0.0f}, vo0 = {0.0f}, ve1 = {0.0f}, vo1 = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf_far(r0, k0 + j);
+      pf_far(r1, k0 + j);
+      vf e0, o0, e1, o1, c0, c1;
+      bf_ld(r0, k0 + j, n - j, &e0, &o0);
+      bf_ld(r1, k0 + j, n - j, &e1, &o1);
+      ve0 = vfma(e0, e0, ve0);
+      vo0 = vfma(o0, o0, vo0);
+      ve1 = vfma(e1, e1, ve1);
+      vo1 = vfma(o1, o1, vo1);
+      memcpy(&c0, col + k0 + j, sizeof c0);
+      memcpy(&c1, col + k0 + j + LANES, sizeof c1);
+      c0 += e0;
+      c1 += o0;
+      c0 += e1;
+      c1 += o1;
+      memcpy(col + k0 + j, &c0, sizeof c0);
+      memcpy(col + k0 + j + LANES, &c1, sizeof c1);
+    }
+    acc0 += (double)vtotal(ve0 + vo0);
+    acc1 += (double)vtotal(ve1 + vo1);
+  }
+  *s0 = acc0;
+  *s1 = acc1;
+#else
+  *s0 = sum_sq_add_bf16(r0, d, col);
+  *s1 = sum_sq_add_bf16(r1, d, col);
+#endif
+}
+
+__attribute__((noinline)) static void pair_sums2_bf16(const uint16_t *a0, float ia0,
+                                                      const uint16_t *a1, float ia1,
+                                                      const float *m, const uint16_t *b0,
+                                                      float ib0, const uint16_t *b1, float ib1,
+                                                      int64_t d, double *out) {
+#if SV_VECTORS
+  double sm0 = 0.0, sn0 = 0.0, sm1 = 0.0, sn1 = 0.0;
+  for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
+    int64_t n = d - k0 < SUM_BLOCK ? d - k0 : SUM_BLOCK;
+    vf me0 = {0.0f}, mo0 = {0.0f}, ne0 = {0.0f}, no0 = {0.0f};
+    vf me1 = {0.0f}, mo1 = {0.0f}, ne1 = {0.0f}, no1 = {0.0f};
+    for (int64_t j = 0; j < n; j += GROUP) {
+      pf_near(a0, k0 + j);
+      pf_near(a1, k0 + j);
+      vf me, mo, ae, ao, be, bo;
+      memcpy(&me, m + k0 + j, sizeof me);
+      memcpy(&mo, m + k0 + j + LANES, sizeof mo);
+      bf_ld(a0, k0 + j, n - j, &ae, &ao);
+      bf_ld(b0, k0 + j, n - j, &be, &bo);
+      vf ue = ae * ia0, uo = ao * ia0;
+      vf ee = ue - me, eo = uo - mo;
+      vf ge = be * ib0 - ue, go = bo * ib0 - uo;
+      me0 = vfma(ee, ee, me0);
+      mo0 = vfma(eo, eo, mo0);
+      ne0 = vfma(ge, ge, ne0);
+      no0 = vfma(go, go, no0);
+      bf_ld(a1, k0 + j, n - j, &ae, &ao);
+      bf_ld(b1, k0 + j, n - j, &be, &bo);
+      ue = ae * ia1;
+      uo = ao * ia1;
+      ee = ue - me;
+      eo = uo - mo;
+      ge = be * ib1 - ue;
+      go = bo * ib1 - uo;
+      me1 = vfma(ee, ee, me1);
+      mo1 = vfma(eo, eo, mo1);
+      ne1 = vfma(ge, ge, ne1);
+      no1 = vfma(go, go, no1);
+    }
+    sm0 += (double)vtotal(me0 + mo0);
+    sn0 += (double)vtotal(ne0 + no0);
+    sm1 += (double)vtotal(me1 + mo1);
+    sn1 += (double)vtotal(ne1 + no1);
+  }
+  out[0] = sm0;
+  out[1] = sn0;
+  out[2] = sm1;
+  out[3] = sn1;
+#else
+  pair_sums_bf16(a0, ia0, m, b0, ib0, d, out, out + 1);
+  pair_sums_bf16(a1, ia1, m, b1, ib1, d, out + 2, out + 3);
+#endif
 }
 
 /* The row functions for the rows row_at returns. */
@@ -379,18 +633,19 @@ static double unit_mean(const float *col, int64_t f, int64_t d, double eps, floa
 static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int64_t f,
                             int64_t d, int64_t st, int64_t si, double eps, float *dm,
                             float *dt, float *norms, float *mnorm) {
-  float *col = malloc((size_t)d * sizeof(float));
-  float *um = malloc((size_t)(2 * d) * sizeof(float)); /* this frame's u(mean), the next's */
+  int64_t dp = dtype == SV_BF16 ? bf_len(d) : d; /* scratch entries (bf_pos order for bf16) */
+  float *col = malloc((size_t)dp * sizeof(float));
+  float *um = malloc((size_t)(2 * dp) * sizeof(float)); /* this frame's u(mean), the next's */
   double *sq = malloc((size_t)(2 * f) * sizeof(double)); /* this frame's, the next's */
   float *buf = malloc((size_t)(2 * d) * sizeof(float)); /* float16 rows a and b, converted */
   const row_ops *ops = dtype == SV_BF16 ? &OPS_BF16 : &OPS_F32;
   int rc = (col && um && sq && buf) ? 0 : -1;
   if (rc == 0 && t0 < t1) {
     double *sq_cur = sq, *sq_nxt = sq + f;
-    float *um_cur = um, *um_nxt = um + d;
+    float *um_cur = um, *um_nxt = um + dp;
     double s_mean, s_next;
     /* frame t0: norms and column sums, and T against frame t0 - 1 (0 for the first frame) */
-    memset(col, 0, (size_t)d * sizeof(float));
+    memset(col, 0, (size_t)dp * sizeof(float));
     for (int64_t i = 0; i < f; ++i) {
       const void *r = row_at(x, dtype, t0, i, d, st, si, buf + d);
       sq_cur[i] = ops->sum_sq_add(r, d, col);
@@ -405,13 +660,39 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
         dt[t0 * f + i] = (float)sqrt(s_next);
       }
     }
-    mnorm[t0] = norm_out(unit_mean(col, f, d, eps, um_cur));
+    mnorm[t0] = norm_out(unit_mean(col, f, dp, eps, um_cur));
     /* the sweep of frame t: S of frame t (its rows read a second time, from cache) and,
      * from the rows of frame t + 1 (their first read), their norms, column sums and T */
     for (int64_t t = t0; t < t1; ++t) {
       int has_next = t + 1 < t1;
-      if (has_next) memset(col, 0, (size_t)d * sizeof(float));
-      for (int64_t i = 0; i < f; ++i) {
+      if (has_next) memset(col, 0, (size_t)dp * sizeof(float));
+      int64_t i = 0;
+      if (dtype == SV_BF16) /* two tokens at a time (the same bits as one at a time) */
+        for (; i + 1 < f; i += 2) {
+          const uint16_t *a0 = row_at(x, dtype, t, i, d, st, si, buf);
+          const uint16_t *a1 = row_at(x, dtype, t, i + 1, d, st, si, buf);
+          const uint16_t *b0 = a0, *b1 = a1;
+          float ia0 = inv_norm(sq_cur[i], eps), ia1 = inv_norm(sq_cur[i + 1], eps);
+          float ib0 = ia0, ib1 = ia1;
+          double s4[4];
+          if (has_next) {
+            b0 = row_at(x, dtype, t + 1, i, d, st, si, buf);
+            b1 = row_at(x, dtype, t + 1, i + 1, d, st, si, buf);
+            sum_sq_add2_bf16(b0, b1, d, col, &sq_nxt[i], &sq_nxt[i + 1]);
+            norms[(t + 1) * f + i] = norm_out(sq_nxt[i]);
+            norms[(t + 1) * f + i + 1] = norm_out(sq_nxt[i + 1]);
+            ib0 = inv_norm(sq_nxt[i], eps);
+            ib1 = inv_norm(sq_nxt[i + 1], eps);
+          }
+          pair_sums2_bf16(a0, ia0, a1, ia1, um_cur, b0, ib0, b1, ib1, d, s4);
+          dm[t * f + i] = (float)sqrt(s4[0]);
+          dm[t * f + i + 1] = (float)sqrt(s4[2]);
+          if (has_next) {
+            dt[(t + 1) * f + i] = (float)sqrt(s4[1]);
+            dt[(t + 1) * f + i + 1] = (float)sqrt(s4[3]);
+          }
+        }
+      for (; i < f; ++i) {
         const void *a = row_at(x, dtype, t, i, d, st, si, buf);
         float ia = inv_norm(sq_cur[i], eps);
         const void *b = a;
@@ -427,7 +708,7 @@ static int distances_range(const void *x, int dtype, int64_t t0, int64_t t1, int
         if (has_next) dt[(t + 1) * f + i] = (float)sqrt(s_next);
       }
       if (has_next) {
-        mnorm[t + 1] = norm_out(unit_mean(col, f, d, eps, um_nxt));
+        mnorm[t + 1] = norm_out(unit_mean(col, f, dp, eps, um_nxt));
         double *ts = sq_cur;
         sq_cur = sq_nxt;
         sq_nxt = ts;
@@ -463,6 +744,169 @@ int sharpv_visual_distances(const void *x, int dtype, int64_t n, int64_t f, int6
     rc |= distances_range(x, dtype, n * c / chunks, n * (c + 1) / chunks, f, d, st, si, eps, dm,
                           dt, norms, mnorm);
   return rc;
+}
+
+/* A pair's score from its distance d and whether each token is non-zero (SPEC 1, as
+ * torch_path.pair_scores): dissim d, exactly 1 against one zero token, 0 between two;
+ * cosine d^2 / 2, exactly 1 when either token is zero. */
+static float pair_score(float d, int nz_a, int nz_b, int cosine) {
+  if (cosine) return nz_a && nz_b ? 0.5f * (d * d) : 1.0f;
+  return nz_a && nz_b ? d : (nz_a || nz_b) ? 1.0f : 0.0f;
+}
+
+/* S, T and I = T + w S (n, f) from the distances (visual_scores_torch's float32 operations,
+ * the same bits): a token is non-zero where its norm is above eps, compared in float32;
+ * the first frame of every video (cu[b], b < nvid) has T = S. */
+void sharpv_visual_scores(const float *dm, const float *dt, const float *norms,
+                          const float *mnorm, const int32_t *cu, int64_t nvid, int64_t n,
+                          int64_t f, int cosine, float w, float eps, float *S, float *T,
+                          float *I) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float *nr = norms + t * f, *np = norms + (t > 0 ? t - 1 : 0) * f;
+    int nz_m = mnorm[t] > eps;
+    for (int64_t i = 0; i < f; ++i) {
+      int nz = nr[i] > eps;
+      S[t * f + i] = pair_score(dm[t * f + i], nz, nz_m, cosine);
+      T[t * f + i] = pair_score(dt[t * f + i], nz, np[i] > eps, cosine);
+    }
+  }
+  for (int64_t b = 0; b < nvid; ++b)
+    if (cu[b] >= 0 && cu[b] < n) memcpy(T + cu[b] * f, S + cu[b] * f, (size_t)f * sizeof *T);
+  for (int64_t k = 0; k < n * f; ++k) {
+    float ws = w * S[k];
+    I[k] = T[k] + ws;
+  }
+}
+
+/* The selection: key of token i of a frame with score v, ordered as torch.sort(descending,
+ * stable) orders them: higher scores first (every NaN above +inf, -0 equal to +0), ties to
+ * the lower index. Keys sort ascending. */
+static uint64_t select_key(float v, int64_t i) {
+  uint32_t u;
+  if (v != v) {
+    u = 0xffffffffu; /* NaN: above every number */
+  } else {
+    if (v == 0.0f) v = 0.0f; /* -0 as +0 */
+    memcpy(&u, &v, sizeof u);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* monotone: larger v, larger u */
+  }
+  return ((uint64_t)(~u) << 32) | (uint64_t)i;
+}
+
+/* The r-th smallest of the distinct keys k[0 .. n) (0 <= r < n), k reordered: quickselect
+ * (median of three pivots). */
+static uint64_t select_nth(uint64_t *k, int64_t n, int64_t r) {
+  int64_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    uint64_t x = k[lo], y = k[mid], z = k[hi];
+    uint64_t p = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    int64_t i = lo, j = hi;
+    while (i <= j) { /* Hoare partition around the value p */
+      while (k[i] < p) ++i;
+      while (k[j] > p) --j;
+      if (i <= j) {
+        uint64_t t = k[i];
+        k[i++] = k[j];
+        k[j--] = t;
+      }
+    }
+    if (r <= j)
+      hi = j;
+    else if (r >= i)
+      lo = i;
+    else
+      return k[r];
+  }
+  return k[r];
+}
+
+/* Flat indices t * f + i, increasing, of the counts[t] (0 <= counts[t] <= f) best tokens of
+ * every frame t < n by score (n, f) as keyed above: what select_torch returns. out holds
+ * sum(counts) entries; returns how many were written, or -1 when scratch memory cannot be
+ * allocated (or f does not fit in 32 bits). */
+int64_t sharpv_select_top(const float *score, int64_t n, int64_t f, const int64_t *counts,
+                          int64_t *out) {
+  if (n <= 0 || f <= 0) return 0;
+  if (f > (int64_t)UINT32_MAX) return -1; /* indices are packed into 32 bits */
+  uint64_t *keys = malloc((size_t)(2 * f) * sizeof(uint64_t));
+  int64_t m = 0;
+  if (!keys) return -1;
+  for (int64_t t = 0; t < n; ++t) {
+    int64_t k = counts[t] < 0 ? 0 : counts[t] > f ? f : counts[t];
+    if (k == f) {
+      for (int64_t i = 0; i < f; ++i) out[m++] = t * f + i;
+      continue;
+    }
+    if (k == 0) continue;
+    for (int64_t i = 0; i < f; ++i) keys[i] = select_key(score[t * f + i], i);
+    memcpy(keys + f, keys, (size_t)f * sizeof *keys);
+    uint64_t last = select_nth(keys + f, f, k - 1); /* the k-th best key: keep those <= it */
+    for (int64_t i = 0; i < f; ++i)
+      if (keys[i] <= last) out[m++] = t * f + i;
+  }
+  free(keys);
+  return m;
+}
+
+/* Copy of n bytes from s to d (d 64-byte aligned, n a multiple of 64) with non-temporal
+ * stores where the machine has them: a large output then goes to memory without first
+ * being read into the cache (measured, 10 MB of bfloat16 rows, 2 threads: about a third
+ * less time than memcpy into fresh memory). */
+static void copy_stream(char *restrict d, const char *restrict s, int64_t n) {
+#if SV_VECTORS
+  for (int64_t j = 0; j < n; j += 64) {
+    __m512i v;
+    memcpy(&v, s + j, sizeof v);
+    _mm512_stream_si512((void *)(d + j), v);
+  }
+#else
+  memcpy(d, s, (size_t)n);
+#endif
+}
+
+/* Outputs of at least this many bytes are written with non-temporal stores and, with more
+ * than one thread, on `threads` OpenMP threads (smaller ones: memcpy on the calling thread). */
+#define GATHER_BIG ((int64_t)4 << 20)
+
+/* Rows r0 .. r1 - 1 of the gather; streamed stores are fenced by the thread that made them
+ * (ordered before the end of the parallel region and the caller's reads). */
+static void gather_range(const char *s, int64_t src_stride, int64_t row_bytes,
+                         const int64_t *idx, int64_t r0, int64_t r1, char *d, int stream) {
+  for (int64_t r = r0; r < r1; ++r) {
+    if (stream)
+      copy_stream(d + r * row_bytes, s + idx[r] * src_stride, row_bytes);
+    else
+      memcpy(d + r * row_bytes, s + idx[r] * src_stride, (size_t)row_bytes);
+  }
+#if SV_VECTORS
+  if (stream) _mm_sfence();
+#endif
+}
+
+/* dst row r = src row idx[r] (row_bytes each, rows src_stride bytes apart), r < k; indices
+ * are valid (the caller's selection). One thread enters no OpenMP region (see below). */
+int sharpv_gather_rows(const void *src, int64_t src_stride, int64_t row_bytes,
+                       const int64_t *idx, int64_t k, void *dst, int threads) {
+  const char *s = src;
+  char *d = dst;
+  int64_t total = k * row_bytes;
+  int stream = total >= GATHER_BIG && row_bytes % 64 == 0 && (uintptr_t)d % 64 == 0;
+  int chunks = total >= GATHER_BIG && threads > 1 ? threads : 1;
+  if (chunks <= 1) {
+    gather_range(s, src_stride, row_bytes, idx, 0, k, d, stream);
+  } else {
+#pragma omp parallel num_threads(chunks)
+    {
+#if defined(_OPENMP)
+      int c = omp_get_thread_num(), m = omp_get_num_threads();
+#else
+      int c = 0, m = 1;
+#endif
+      gather_range(s, src_stride, row_bytes, idx, k * c / m, k * (c + 1) / m, d, stream);
+    }
+  }
+  return 0;
 }
 
 /* Ask for transparent huge pages over the 2 MB-aligned interior of [p, p + n), memory not

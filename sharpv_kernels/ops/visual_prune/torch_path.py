@@ -28,7 +28,7 @@ from ...vocab import (
     ratio_keep_count,
 )
 from .checks import PruneOptions, raise_bad_features
-from .native import gather_rows_native, unit_distances_native
+from .native import gather_rows_native, scores_native, select_native, unit_distances_native
 
 __all__ = [
     "visual_prune_torch",
@@ -173,6 +173,10 @@ def visual_scores_torch(
     f = features.shape[1]
     distances = unit_distances_native if native else unit_distances_torch
     dm, dt, norms, mean_norms = distances(features)
+    if native:  # the same float32 operations, in one native call
+        S, T, I = scores_native(dm, dt, norms, mean_norms, cu_frames, w, metric)
+        r = (torch.linalg.vector_norm(T, dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
+        return S, T, I, r, norms
     nz = norms > ZERO_NORM_EPS
     S = pair_scores(dm, nz, mean_norms > ZERO_NORM_EPS, metric)
     T = pair_scores(dt, nz, torch.cat([nz[:1], nz[:-1]]), metric)
@@ -319,7 +323,7 @@ def visual_prune_torch(
         scores, ratios, cu_frames, mode=o.mode, threshold=o.threshold,
         keep_ratio=o.keep_ratio, budget=o.budget, min_keep=o.min_keep,
     )  # fmt: skip
-    indices = select_torch(scores, k)
+    indices = select_native(scores, k) if native else select_torch(scores, k)
     n, f, d = features.shape
     if f == 1 or features.stride(0) == f * features.stride(1):  # one (n f, d) view
         rows = features.view(n * f, d)
