@@ -44,6 +44,8 @@ __all__ = [
     "NATIVE_DTYPES",
     "gather_rows_native",
     "scores_native",
+    "norms_finite_native",
+    "counts_cu_native",
     "select_native",
     "native_unavailable_reason",
     "unit_distances_native",
@@ -57,7 +59,8 @@ NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 #: the functions the kernel's library must export (checked before first use)
 SYMBOLS = ("sharpv_visual_distances", "sharpv_advise_hugepages", "sharpv_gather_rows",
-           "sharpv_select_top", "sharpv_visual_scores")  # fmt: skip
+           "sharpv_select_top", "sharpv_visual_scores", "sharpv_all_finite",
+           "sharpv_counts_cu")  # fmt: skip
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"forked": False}
@@ -106,6 +109,10 @@ def _library() -> ctypes.CDLL:
                 sco.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int,
                                 ctypes.c_float, ctypes.c_float, ptr, ptr, ptr]  # fmt: skip
                 sco.restype = None
+                fin = lib.sharpv_all_finite
+                fin.argtypes, fin.restype = [ptr, i64], ctypes.c_int
+                ccu = lib.sharpv_counts_cu
+                ccu.argtypes, ccu.restype = [ptr, i64, ptr, i64, ptr, ptr], None
                 _state["lib"] = lib
         lib = _state["lib"]
     if isinstance(lib, NativeUnavailable):
@@ -250,3 +257,41 @@ def scores_native(
                                     n, f, int(metric == "cosine"), w, ZERO_NORM_EPS,
                                     *[t.data_ptr() for t in out])  # fmt: skip
     return out[0], out[1], out[2]
+
+
+def norms_finite_native(norms: torch.Tensor) -> bool:
+    """``bool(torch.isfinite(norms).all())`` for the float32 norms of
+    :func:`unit_distances_native` (``>= 0``, ``+inf`` or NaN), in one native call.
+
+    Examples:
+        >>> norms_finite_native(torch.tensor([1.0, float("inf")]))  # doctest: +SKIP
+        False
+    """
+    nr = norms.contiguous()
+    if nr.dtype != torch.float32:
+        return bool(torch.isfinite(nr).all())
+    return bool(_library().sharpv_all_finite(nr.data_ptr(), nr.numel()))
+
+
+def counts_cu_native(
+    counts: torch.Tensor, cu_frames: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``counts`` as int32 and the token offsets ``cu_tokens`` (``(B + 1,)`` int32: the sums
+    of ``counts`` over the frames before each ``cu_frames[b]``), as
+    :func:`~.torch_path.visual_prune_torch` computes them (cumsum, index, int32), in one
+    native call.
+
+    Args:
+        counts: ``(n,)`` int64 CPU tensor; cu_frames: ``(B + 1,)`` valid frame offsets.
+
+    Examples:
+        >>> counts_cu_native(torch.tensor([2, 3, 1]), torch.tensor([0, 2, 3]))  # doctest: +SKIP
+        (tensor([2, 3, 1], dtype=torch.int32), tensor([0, 5, 6], dtype=torch.int32))
+    """
+    k = counts.to(torch.int64).contiguous()
+    cu = cu_frames.to(torch.int32).contiguous()
+    k32 = torch.empty(k.shape, dtype=torch.int32)
+    cu_tokens = torch.empty(cu.shape, dtype=torch.int32)
+    _library().sharpv_counts_cu(k.data_ptr(), k.numel(), cu.data_ptr(), cu.numel() - 1,
+                                k32.data_ptr(), cu_tokens.data_ptr())  # fmt: skip
+    return k32, cu_tokens

@@ -778,6 +778,28 @@ void sharpv_visual_scores(const float *dm, const float *dt, const float *norms,
   }
 }
 
+/* 1 when every one of the n norms is finite (norms are >= 0, +inf or NaN), else 0: the
+ * flag torch.isfinite(norms).all() reads, in one pass and no tensor. */
+int sharpv_all_finite(const float *norms, int64_t n) {
+  int bad = 0;
+  for (int64_t k = 0; k < n; ++k) bad |= !(norms[k] <= FLT_MAX);
+  return !bad;
+}
+
+/* The op's counts as int32 (k32[t] = (int32_t)k[t]) and its token offsets
+ * cu_tokens[b] = (int32_t)(k[0] + ... + k[cu[b] - 1]) for b <= nvid: torch_path's cumsum,
+ * index and int32 conversions (the same values), in one call. cu is valid (increasing, in
+ * [0, n]). */
+void sharpv_counts_cu(const int64_t *k, int64_t n, const int32_t *cu, int64_t nvid,
+                      int32_t *k32, int32_t *cu_tokens) {
+  int64_t acc = 0, t = 0;
+  for (int64_t b = 0; b <= nvid; ++b) {
+    for (; t < cu[b] && t < n; ++t) acc += k[t];
+    cu_tokens[b] = (int32_t)(uint32_t)(uint64_t)acc;
+  }
+  for (t = 0; t < n; ++t) k32[t] = (int32_t)(uint32_t)(uint64_t)k[t];
+}
+
 /* The selection: key of token i of a frame with score v, ordered as torch.sort(descending,
  * stable) orders them: higher scores first (every NaN above +inf, -0 equal to +0), ties to
  * the lower index. Keys sort ascending. */

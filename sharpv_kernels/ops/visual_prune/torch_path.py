@@ -28,7 +28,14 @@ from ...vocab import (
     ratio_keep_count,
 )
 from .checks import PruneOptions, raise_bad_features
-from .native import gather_rows_native, scores_native, select_native, unit_distances_native
+from .native import (
+    counts_cu_native,
+    gather_rows_native,
+    norms_finite_native,
+    scores_native,
+    select_native,
+    unit_distances_native,
+)
 
 __all__ = [
     "visual_prune_torch",
@@ -317,7 +324,8 @@ def visual_prune_torch(
     o = PruneOptions(**options)
     _, _, scores, ratios, norms = visual_scores_torch(features, cu_frames, o.w, o.metric,
                                                       native=native)  # fmt: skip
-    raise_bad_features(features, norms)
+    if not (native and norms_finite_native(norms)):  # one native pass instead of 3 aten ops
+        raise_bad_features(features, norms)
     scores, ratios = scores.to(torch.float32), ratios.to(torch.float32)
     k = frame_counts_torch(
         scores, ratios, cu_frames, mode=o.mode, threshold=o.threshold,
@@ -330,6 +338,9 @@ def visual_prune_torch(
         tokens = gather_rows_native(rows, indices) if native else rows.index_select(0, indices)
     else:
         tokens = features[indices // f, indices % f]  # the kept rows only, any strides
+    if native:  # the same values in one call instead of about six aten ops
+        k32, cu_tokens = counts_cu_native(k, cu_frames)
+        return tokens, indices, k32, ratios, cu_tokens, scores
     csum = torch.cat([k.new_zeros(1), torch.cumsum(k, 0)])
     cu_tokens = csum[cu_frames.long()].to(torch.int32)
     return tokens, indices, k.to(torch.int32), ratios, cu_tokens, scores
