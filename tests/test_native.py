@@ -22,9 +22,12 @@ import torch
 from sharpv_kernels import visual_prune
 from sharpv_kernels._native import NativeUnavailable, load_library
 from sharpv_kernels.ops.visual_prune.native import (
+    counts_cu_native,
     gather_rows_native,
     native_unavailable_reason,
+    norms_finite_native,
     scores_native,
+    scores_ratios_native,
     select_native,
     unit_distances_native,
 )
@@ -240,3 +243,33 @@ def test_scores_match_the_torch_glue(metric):
         got = scores_native(dm, dt, norms, mn, cu, w, metric)
         for a, b in zip(got, (S, T, T + w * S), strict=True):
             assert torch.equal(a, b), trial
+        *sti, r = scores_ratios_native(dm, dt, norms, mn, cu, w, metric)
+        for a, b in zip(sti, got, strict=True):
+            assert torch.equal(a, b), trial
+        # the ratios: the PyTorch path's within a float32 rounding, and the float64 value
+        want = (torch.linalg.vector_norm(T, dim=-1) / (2.0 * f**0.5)).clamp(0.0, 1.0)
+        torch.testing.assert_close(r, want, atol=0, rtol=2.5e-7)
+        r64 = (torch.linalg.vector_norm(T.double(), dim=-1) / (2.0 * f**0.5)).clamp(0, 1)
+        torch.testing.assert_close(r.double(), r64, atol=0, rtol=1.5e-7)
+
+
+@needs_native
+def test_counts_cu_and_finite_flag_native():
+    """The int32 counts and token offsets as visual_prune_torch's cumsum/index, and the
+    norms' finiteness flag as torch.isfinite(norms).all()."""
+    g = torch.Generator().manual_seed(1)
+    for trial in range(40):
+        n = int(torch.randint(1, 30, (1,), generator=g))
+        k = torch.randint(0, 200, (n,), generator=g)
+        cuts = sorted(set(torch.randint(1, n + 1, (3,), generator=g).tolist()) | {n})
+        cu = torch.tensor([0, *cuts], dtype=torch.int32)
+        k32, cu_tokens = counts_cu_native(k, cu)
+        csum = torch.cat([k.new_zeros(1), torch.cumsum(k, 0)])
+        assert torch.equal(k32, k.to(torch.int32)), trial
+        assert torch.equal(cu_tokens, csum[cu.long()].to(torch.int32)), trial
+    norms = torch.rand(50, 7)
+    assert norms_finite_native(norms)
+    for bad in (float("inf"), float("nan")):
+        m = norms.clone()
+        m[3, 4] = bad
+        assert not norms_finite_native(m)

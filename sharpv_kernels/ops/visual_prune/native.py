@@ -31,6 +31,7 @@ Examples:
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
 
@@ -44,6 +45,7 @@ __all__ = [
     "NATIVE_DTYPES",
     "gather_rows_native",
     "scores_native",
+    "scores_ratios_native",
     "norms_finite_native",
     "counts_cu_native",
     "select_native",
@@ -107,7 +109,7 @@ def _library() -> ctypes.CDLL:
                 sel.argtypes, sel.restype = [ptr, i64, i64, ptr, ptr], i64
                 sco = lib.sharpv_visual_scores
                 sco.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int,
-                                ctypes.c_float, ctypes.c_float, ptr, ptr, ptr]  # fmt: skip
+                                ctypes.c_float, ctypes.c_float, ptr, ptr, ptr, ptr]  # fmt: skip
                 sco.restype = None
                 fin = lib.sharpv_all_finite
                 fin.argtypes, fin.restype = [ptr, i64], ctypes.c_int
@@ -255,8 +257,40 @@ def scores_native(
     ins = [t.contiguous() for t in (dm, dt, norms, mean_norms)]
     _library().sharpv_visual_scores(*[t.data_ptr() for t in ins], cu.data_ptr(), cu.numel() - 1,
                                     n, f, int(metric == "cosine"), w, ZERO_NORM_EPS,
-                                    *[t.data_ptr() for t in out])  # fmt: skip
+                                    *[t.data_ptr() for t in out], None)  # fmt: skip
     return out[0], out[1], out[2]
+
+
+def scores_ratios_native(
+    dm: torch.Tensor,
+    dt: torch.Tensor,
+    norms: torch.Tensor,
+    mean_norms: torch.Tensor,
+    cu_frames: torch.Tensor,
+    w: float,
+    metric: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`scores_native` and, in the same call, the ratios ``r`` ``(n,)`` float32 of
+    :func:`~.torch_path.visual_scores_torch`: ``clamp(||T[t]|| / (2 sqrt f), 0, 1)`` with
+    the squares of ``T`` summed in double (``torch.linalg.vector_norm`` sums in float32: the
+    two may differ by a float32 rounding of the norm; equal where the sum is exact), the
+    norm rounded to float32, then its float32 division and clamp.
+
+    Returns:
+        ``S, T, I`` ``(n, f)`` and ``r`` ``(n,)``, float32.
+    """
+    n, f = dm.shape
+    out = [torch.empty((n, f), dtype=torch.float32) for _ in range(3)]
+    r = torch.empty((n,), dtype=torch.float32)
+    if n == 0 or f == 0:  # torch_path's expression (NaN for f = 0)
+        r = (torch.linalg.vector_norm(out[1], dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
+        return out[0], out[1], out[2], r
+    cu = cu_frames.to(torch.int32).contiguous()
+    ins = [t.contiguous() for t in (dm, dt, norms, mean_norms)]
+    _library().sharpv_visual_scores(*[t.data_ptr() for t in ins], cu.data_ptr(), cu.numel() - 1,
+                                    n, f, int(metric == "cosine"), w, ZERO_NORM_EPS,
+                                    *[t.data_ptr() for t in out], r.data_ptr())  # fmt: skip
+    return out[0], out[1], out[2], r
 
 
 def norms_finite_native(norms: torch.Tensor) -> bool:

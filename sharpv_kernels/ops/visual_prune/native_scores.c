@@ -756,11 +756,15 @@ static float pair_score(float d, int nz_a, int nz_b, int cosine) {
 
 /* S, T and I = T + w S (n, f) from the distances (visual_scores_torch's float32 operations,
  * the same bits): a token is non-zero where its norm is above eps, compared in float32;
- * the first frame of every video (cu[b], b < nvid) has T = S. */
+ * the first frame of every video (cu[b], b < nvid) has T = S. With r (not NULL), the ratios
+ * r[t] = clamp(||T[t]|| / float32(2 sqrt f), 0, 1) too: the squares summed in double (not
+ * torch.linalg.vector_norm's float32 order: the same value within a float32 rounding of the
+ * norm; exactly the same where the sum is exact, e.g. T in {0, 1}), its square root rounded
+ * to float32, then float32 division and clamp as torch_path. */
 void sharpv_visual_scores(const float *dm, const float *dt, const float *norms,
                           const float *mnorm, const int32_t *cu, int64_t nvid, int64_t n,
                           int64_t f, int cosine, float w, float eps, float *S, float *T,
-                          float *I) {
+                          float *I, float *r) {
   for (int64_t t = 0; t < n; ++t) {
     const float *nr = norms + t * f, *np = norms + (t > 0 ? t - 1 : 0) * f;
     int nz_m = mnorm[t] > eps;
@@ -775,6 +779,15 @@ void sharpv_visual_scores(const float *dm, const float *dt, const float *norms,
   for (int64_t k = 0; k < n * f; ++k) {
     float ws = w * S[k];
     I[k] = T[k] + ws;
+  }
+  if (r) { /* the ratio of every frame: ||T[t]|| / (2 sqrt f) in [0, 1] (NaN stays NaN) */
+    float den = (float)(2.0 * sqrt((double)f));
+    for (int64_t t = 0; t < n; ++t) {
+      double q = 0.0;
+      for (int64_t i = 0; i < f; ++i) q += (double)T[t * f + i] * (double)T[t * f + i];
+      float v = (float)sqrt(q) / den;
+      r[t] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
   }
 }
 

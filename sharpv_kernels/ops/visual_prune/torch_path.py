@@ -32,7 +32,7 @@ from .native import (
     counts_cu_native,
     gather_rows_native,
     norms_finite_native,
-    scores_native,
+    scores_ratios_native,
     select_native,
     unit_distances_native,
 )
@@ -181,8 +181,7 @@ def visual_scores_torch(
     distances = unit_distances_native if native else unit_distances_torch
     dm, dt, norms, mean_norms = distances(features)
     if native:  # the same float32 operations, in one native call
-        S, T, I = scores_native(dm, dt, norms, mean_norms, cu_frames, w, metric)
-        r = (torch.linalg.vector_norm(T, dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
+        S, T, I, r = scores_ratios_native(dm, dt, norms, mean_norms, cu_frames, w, metric)
         return S, T, I, r, norms
     nz = norms > ZERO_NORM_EPS
     S = pair_scores(dm, nz, mean_norms > ZERO_NORM_EPS, metric)
