@@ -33,11 +33,21 @@
  *
  * bfloat16 tokens are swept two at a time (each row's operations unchanged: the same bits).
  *
+ * Measured and not adopted (7B bfloat16, interleaved against this code, bits compared):
+ * S's difference fused as fma(x, ia, -m) (the T difference never is): 2.94 -> 3.04 ms on two
+ * threads, 5.02 -> 5.18 on one (u = x * ia is still needed for T, so it only moves a
+ * subtraction from the add pipes to the FMA pipes); keeping the scaled rows of frame t + 1
+ * as float32 for the next sweep (one scratch frame per thread, the same bits): 2.87 -> 3.32
+ * ms on two threads, 4.90 -> 5.53 on one (the float32 store and re-read cost more than the
+ * widening and scaling they save); prefetch distances 4-16 KB ahead and levels other than
+ * those below, and frame ranges split one or two frames off the middle: the same or slower.
+ *
  * sharpv_visual_distances returns 0, or nonzero when scratch memory cannot be allocated.
  * The rest of the op on the native route (native.py): sharpv_visual_scores (S, T, I from the
- * distances, torch_path's float32 operations), sharpv_select_top (the kept tokens of each
- * frame, torch.sort's order), sharpv_gather_rows (the kept rows) and
- * sharpv_advise_hugepages.
+ * distances, torch_path's float32 operations, and the ratios r), sharpv_all_finite (the
+ * norms' finiteness flag), sharpv_select_top (the kept tokens of each frame, torch.sort's
+ * order), sharpv_gather_rows (the kept rows), sharpv_counts_cu (int32 counts and token
+ * offsets) and sharpv_advise_hugepages.
  */
 #include <float.h>
 #include <math.h>
