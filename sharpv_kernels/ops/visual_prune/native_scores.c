@@ -40,7 +40,8 @@
  * as float32 for the next sweep (one scratch frame per thread, the same bits): 2.87 -> 3.32
  * ms on two threads, 4.90 -> 5.53 on one (the float32 store and re-read cost more than the
  * widening and scaling they save); prefetch distances 4-16 KB ahead and levels other than
- * those below, and frame ranges split one or two frames off the middle: the same or slower.
+ * those below, frame ranges split one or two frames off the middle, and each frame's tokens
+ * split between two threads (so the second read could come from L2): the same or slower.
  *
  * sharpv_visual_distances returns 0, or nonzero when scratch memory cannot be allocated.
  * The rest of the op on the native route (native.py): sharpv_visual_scores (S, T, I from the
