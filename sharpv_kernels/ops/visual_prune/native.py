@@ -6,7 +6,7 @@ its difference to the frame mean (``S``); no intermediate tensor (the PyTorch pa
 about a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU tensors under
 ``SHARPV_BACKEND=auto`` when a C compiler is present (``native``). The rest of that route is
 the PyTorch path's (:func:`~.torch_path.visual_prune_torch` with ``native=True``), with its
-semantics and bits, except that the scores from the distances (:func:`scores_native`), the
+semantics and bits, except that the scores from the distances (:func:`scores_ratios_native`), the
 top-K selection (:func:`select_native`) and the gather (:func:`gather_rows_native`) run in
 the same library; counts and the budget split stay aten ops.
 
@@ -44,7 +44,6 @@ from ...vocab import ZERO_NORM_EPS
 __all__ = [
     "NATIVE_DTYPES",
     "gather_rows_native",
-    "scores_native",
     "scores_ratios_native",
     "norms_finite_native",
     "counts_cu_native",
@@ -231,36 +230,6 @@ def select_native(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def scores_native(
-    dm: torch.Tensor,
-    dt: torch.Tensor,
-    norms: torch.Tensor,
-    mean_norms: torch.Tensor,
-    cu_frames: torch.Tensor,
-    w: float,
-    metric: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``S, T, I`` from the float32 distances of :func:`unit_distances_native`, on the native
-    kernel: the float32 operations of :func:`~.torch_path.visual_scores_torch` (``pair_scores``,
-    ``T = S`` on every video's first frame, ``I = T + w S``; non-zero tokens: norm above
-    ``ZERO_NORM_EPS`` compared in float32), the same bits, in one call instead of about a
-    dozen small aten ops.
-
-    Returns:
-        ``S, T, I`` ``(n, f)`` float32.
-    """
-    n, f = dm.shape
-    out = [torch.empty((n, f), dtype=torch.float32) for _ in range(3)]
-    if n == 0 or f == 0:
-        return out[0], out[1], out[2]
-    cu = cu_frames.to(torch.int32).contiguous()
-    ins = [t.contiguous() for t in (dm, dt, norms, mean_norms)]
-    _library().sharpv_visual_scores(*[t.data_ptr() for t in ins], cu.data_ptr(), cu.numel() - 1,
-                                    n, f, int(metric == "cosine"), w, ZERO_NORM_EPS,
-                                    *[t.data_ptr() for t in out], None)  # fmt: skip
-    return out[0], out[1], out[2]
-
-
 def scores_ratios_native(
     dm: torch.Tensor,
     dt: torch.Tensor,
@@ -270,21 +239,26 @@ def scores_ratios_native(
     w: float,
     metric: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`scores_native` and, in the same call, the ratios ``r`` ``(n,)`` float32 of
-    :func:`~.torch_path.visual_scores_torch`: ``clamp(||T[t]|| / (2 sqrt f), 0, 1)`` with
-    the squares of ``T`` summed in double (``torch.linalg.vector_norm`` sums in float32: the
-    two may differ by a float32 rounding of the norm; equal where the sum is exact), the
-    norm rounded to float32, then its float32 division and clamp.
+    """``S, T, I`` from the float32 distances of :func:`unit_distances_native`, and the ratios
+    ``r``, in one native call instead of about a dozen small aten ops.
+
+    ``S, T, I``: the float32 operations of :func:`~.torch_path.visual_scores_torch`
+    (``pair_scores``, ``T = S`` on every video's first frame, ``I = T + w S``; non-zero
+    tokens: norm above ``ZERO_NORM_EPS`` compared in float32), the same bits. ``r``:
+    ``clamp(||T[t]|| / (2 sqrt f), 0, 1)`` with the squares of ``T`` summed in double
+    (``torch.linalg.vector_norm`` sums in float32: the two may differ by a float32 rounding
+    of the norm; equal where the sum is exact), the norm rounded to float32, then its float32
+    division and clamp.
 
     Returns:
         ``S, T, I`` ``(n, f)`` and ``r`` ``(n,)``, float32.
     """
     n, f = dm.shape
     out = [torch.empty((n, f), dtype=torch.float32) for _ in range(3)]
-    r = torch.empty((n,), dtype=torch.float32)
-    if n == 0 or f == 0:  # torch_path's expression (NaN for f = 0)
+    if n == 0 or f == 0:  # torch_path's expression for r (NaN for f = 0)
         r = (torch.linalg.vector_norm(out[1], dim=-1) / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
         return out[0], out[1], out[2], r
+    r = torch.empty((n,), dtype=torch.float32)
     cu = cu_frames.to(torch.int32).contiguous()
     ins = [t.contiguous() for t in (dm, dt, norms, mean_norms)]
     _library().sharpv_visual_scores(*[t.data_ptr() for t in ins], cu.data_ptr(), cu.numel() - 1,

@@ -436,6 +436,26 @@ __attribute__((noinline)) static double sum_sq_add_bf16(const void *restrict r, 
   return bf_sum_sq_impl(r, d, col);
 }
 
+#if SV_VECTORS
+/* One GROUP of elements k .. of bfloat16 rows a (scale ia) and b (scale ib), left of them
+ * in the block: the squared differences of u(a) to the unit mean (me, mo: its even and odd
+ * lanes) and of u(b) to u(a), added to the lane sums *sme, *smo, *sne, *sno. */
+static inline __attribute__((always_inline)) void bf_pair_group(
+    const uint16_t *a, float ia, const uint16_t *b, float ib, vf me, vf mo, int64_t k,
+    int64_t left, vf *sme, vf *smo, vf *sne, vf *sno) {
+  vf ae, ao, be, bo;
+  bf_ld(a, k, left, &ae, &ao);
+  bf_ld(b, k, left, &be, &bo);
+  vf ue = ae * ia, uo = ao * ia;
+  vf ee = ue - me, eo = uo - mo;
+  vf ge = be * ib - ue, go = bo * ib - uo;
+  *sme = vfma(ee, ee, *sme);
+  *smo = vfma(eo, eo, *smo);
+  *sne = vfma(ge, ge, *sne);
+  *sno = vfma(go, go, *sno);
+}
+#endif
+
 /* pair_sums of bfloat16 rows, m in the bf_pos order. */
 __attribute__((noinline)) static void pair_sums_bf16(const void *a_, float ia, const float *m,
                                                      const void *b_, float ib, int64_t d,
@@ -448,18 +468,10 @@ __attribute__((noinline)) static void pair_sums_bf16(const void *a_, float ia, c
     vf vme = {0.0f}, vmo = {0.0f}, vne = {0.0f}, vno = {0.0f};
     for (int64_t j = 0; j < n; j += GROUP) {
       pf(a, 1, k0 + j);
-      vf ae, ao, be, bo, me, mo;
-      bf_ld(a, k0 + j, n - j, &ae, &ao);
-      bf_ld(b, k0 + j, n - j, &be, &bo);
+      vf me, mo;
       memcpy(&me, m + k0 + j, sizeof me);
       memcpy(&mo, m + k0 + j + LANES, sizeof mo);
-      vf ue = ae * ia, uo = ao * ia;
-      vf ee = ue - me, eo = uo - mo;
-      vf ge = be * ib - ue, go = bo * ib - uo;
-      vme = vfma(ee, ee, vme);
-      vmo = vfma(eo, eo, vmo);
-      vne = vfma(ge, ge, vne);
-      vno = vfma(go, go, vno);
+      bf_pair_group(a, ia, b, ib, me, mo, k0 + j, n - j, &vme, &vmo, &vne, &vno);
     }
     sm += (double)vtotal(vme + vmo);
     sn += (double)vtotal(vne + vno);
@@ -571,30 +583,11 @@ __attribute__((noinline)) static void pair_sums2_bf16(const uint16_t *a0, float 
     for (int64_t j = 0; j < n; j += GROUP) {
       pf_near(a0, k0 + j);
       pf_near(a1, k0 + j);
-      vf me, mo, ae, ao, be, bo;
+      vf me, mo;
       memcpy(&me, m + k0 + j, sizeof me);
       memcpy(&mo, m + k0 + j + LANES, sizeof mo);
-      bf_ld(a0, k0 + j, n - j, &ae, &ao);
-      bf_ld(b0, k0 + j, n - j, &be, &bo);
-      vf ue = ae * ia0, uo = ao * ia0;
-      vf ee = ue - me, eo = uo - mo;
-      vf ge = be * ib0 - ue, go = bo * ib0 - uo;
-      me0 = vfma(ee, ee, me0);
-      mo0 = vfma(eo, eo, mo0);
-      ne0 = vfma(ge, ge, ne0);
-      no0 = vfma(go, go, no0);
-      bf_ld(a1, k0 + j, n - j, &ae, &ao);
-      bf_ld(b1, k0 + j, n - j, &be, &bo);
-      ue = ae * ia1;
-      uo = ao * ia1;
-      ee = ue - me;
-      eo = uo - mo;
-      ge = be * ib1 - ue;
-      go = bo * ib1 - uo;
-      me1 = vfma(ee, ee, me1);
-      mo1 = vfma(eo, eo, mo1);
-      ne1 = vfma(ge, ge, ne1);
-      no1 = vfma(go, go, no1);
+      bf_pair_group(a0, ia0, b0, ib0, me, mo, k0 + j, n - j, &me0, &mo0, &ne0, &no0);
+      bf_pair_group(a1, ia1, b1, ib1, me, mo, k0 + j, n - j, &me1, &mo1, &ne1, &no1);
     }
     sm0 += (double)vtotal(me0 + mo0);
     sn0 += (double)vtotal(ne0 + no0);
