@@ -36,7 +36,6 @@ __all__ = [
     "check_cu_host",
     "check_visual_args",
     "check_visual_call",
-    "check_options",
     "raise_bad_features",
 ]
 
@@ -78,28 +77,22 @@ _FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
 def as_cu_tensor(
-    cu_frames: torch.Tensor | Sequence[int] | None,
-    features: torch.Tensor,
-    *,
-    shared: bool = False,
+    cu_frames: torch.Tensor | Sequence[int] | None, features: torch.Tensor
 ) -> torch.Tensor:
     """``cu_frames`` as a tensor for the op: None becomes ``[0, total_frames]``, a sequence of
     ints an int32 CPU tensor (values outside int32 are a ``ValueError`` naming ``cu_frames``);
-    a tensor is returned as it is (checked by :func:`check_visual_args`).
-
-    ``shared``: the tensor of host values may be one this module keeps per distinct value
-    (never written, never handed to a user: only for a caller that reads it in plain eager
-    mode and does not return it); saves building a tensor at every call.
-    """
+    a tensor is returned as it is (checked by :func:`check_visual_args`)."""
     if isinstance(cu_frames, torch.Tensor):
         return cu_frames
-    return host_cu_tensor(host_cu_values(cu_frames, features), shared=shared)
+    return host_cu_tensor(host_cu_values(cu_frames, features))
 
 
 def host_cu_tensor(values: tuple[int, ...], *, shared: bool = False) -> torch.Tensor:
     """The CPU tensor of checked host values (:func:`host_cu_values`): int32, or int64 when
     they do not fit (only ``(0, total_frames)`` of too many frames, which the checks then
-    reject); ``shared`` as in :func:`as_cu_tensor`."""
+    reject). ``shared``: the tensor may be one this module keeps per distinct value (never
+    written, never handed to a user: only for a caller that reads it in plain eager mode and
+    does not return it); saves building a tensor at every call."""
     if values[-1] > _INT32_MAX:
         return torch.tensor(values, dtype=torch.int64)
     if shared:
@@ -114,8 +107,7 @@ def host_cu_values(cu_frames: Sequence[int] | None, features: torch.Tensor) -> t
         return (0, features.shape[0])
     if type(cu_frames) in (list, tuple) and all(type(x) is int for x in cu_frames):
         values = tuple(cu_frames)  # the common case: plain ints (no bool: its type is not int)
-        if values:
-            _check_int32(values)
+        _check_int32(values)
         return values
     if (
         isinstance(cu_frames, (str, bytes))
@@ -130,7 +122,7 @@ def host_cu_values(cu_frames: Sequence[int] | None, features: torch.Tensor) -> t
 
 @functools.lru_cache(maxsize=64)
 def _shared_host_tensor(values: tuple[int, ...]) -> torch.Tensor:
-    """An int32 CPU tensor of ``values``, one per distinct value (see :func:`as_cu_tensor`);
+    """An int32 CPU tensor of ``values``, one per distinct value (see :func:`host_cu_tensor`);
     a normal tensor even when made under ``torch.inference_mode``."""
     with torch.inference_mode(False):
         return torch.tensor(values, dtype=torch.int32)
@@ -302,12 +294,6 @@ def check_visual_call(
         return _options_verdict(*options, f)
     except TypeError:  # an unhashable value: checked without the memo (the same errors)
         return _check_options(*options, f)
-
-
-def check_options(options: PruneOptions, f: int) -> PruneOptions:
-    """Raise ``TypeError``/``ValueError`` naming the first bad option for frames of ``f``
-    tokens (no tensor involved); returns the options with numbers as ``float``/``int``."""
-    return _check_options(*options, f)
 
 
 def _check_options(

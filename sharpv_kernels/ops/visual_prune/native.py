@@ -7,8 +7,10 @@ about a dozen passes). It is what ``visual_prune``/``visual_scores`` run on CPU 
 ``SHARPV_BACKEND=auto`` when a C compiler is present (``native``). The rest of that route is
 the PyTorch path's (:func:`~.torch_path.visual_prune_torch` with ``native=True``), with its
 semantics and bits, except that the scores from the distances (:func:`scores_ratios_native`), the
-top-K selection (:func:`select_native`) and the gather (:func:`gather_rows_native`) run in
-the same library; counts and the budget split stay aten ops.
+top-K selection (:func:`select_native`), the gather (:func:`gather_rows_native`), the
+finiteness flag (:func:`norms_finite_native`) and the int32 counts and token offsets
+(:func:`counts_cu_native`) run in the same library; the per-frame keep counts (budget split
+included) stay aten ops.
 
 Work is split over ``torch.get_num_threads()`` OpenMP threads by frame ranges; built with
 OpenMP after torch is loaded, the kernel shares torch's OpenMP runtime and so its threads

@@ -64,7 +64,7 @@
 
 enum { SV_F32 = 0, SV_BF16 = 1, SV_F16 = 2 };
 
-static float bf16_to_f32(uint16_t h) {
+static inline float bf16_to_f32(uint16_t h) {
   uint32_t u = (uint32_t)h << 16;
   float f;
   memcpy(&f, &u, sizeof f);
@@ -97,11 +97,6 @@ static const void *row_at(const void *x, int dtype, int64_t t, int64_t i, int64_
   if (dtype == SV_BF16) return h;
   for (int64_t k = 0; k < d; ++k) buf[k] = f16_to_f32(h[k]);
   return buf;
-}
-
-/* Element k of a row of float32 (bf16 = 0) or bfloat16 (bf16 = 1), as float32 (exact). */
-static inline __attribute__((always_inline)) float ld(const void *r, int bf16, int64_t k) {
-  return bf16 ? bf16_to_f32(((const uint16_t *)r)[k]) : ((const float *)r)[k];
 }
 
 /* Sums of squares: float32 squares accumulated (fused) in float32 in LANES interleaved partial sums
@@ -160,10 +155,9 @@ static inline __attribute__((always_inline)) vf vld(const void *r, int64_t k) {
 
 /* Elements k .. k + n - 1 (n < LANES) as vld's lanes, zeros after: a zero adds nothing to
  * a lane's sum (its square, and its difference to a zero, are +0). */
-static inline __attribute__((always_inline)) vf vld_part(const void *r, int bf16, int64_t k,
-                                                         int64_t n) {
+static inline __attribute__((always_inline)) vf vld_part(const float *r, int64_t k, int64_t n) {
   float t[LANES] = {0.0f};
-  for (int64_t q = 0; q < n; ++q) t[q] = ld(r, bf16, k + q);
+  for (int64_t q = 0; q < n; ++q) t[q] = r[k + q];
   vf v;
   memcpy(&v, t, sizeof v);
   return v;
@@ -173,9 +167,9 @@ static inline __attribute__((always_inline)) vf vld_part(const void *r, int bf16
  * of a frame are usually adjacent); a hint, which never faults. Measured at the 7B shape
  * with one thread: the bfloat16 pass about 10% faster; float32 not faster (left out). */
 #define PF_AHEAD 1024
-static inline __attribute__((always_inline)) void pf(const void *r, int bf16, int64_t k) {
-  if (bf16) /* the address may pass the row's end: computed as an integer */
-    __builtin_prefetch((const void *)((uintptr_t)r + (uintptr_t)(k + PF_AHEAD) * 2u));
+static inline __attribute__((always_inline)) void pf(const uint16_t *r, int64_t k) {
+  /* the address may pass the row's end: computed as an integer */
+  __builtin_prefetch((const void *)((uintptr_t)r + (uintptr_t)(k + PF_AHEAD) * 2u));
 }
 
 /* lanes_total of a vector, in halves of vectors (the same additions in the same order). */
@@ -215,13 +209,11 @@ static inline __attribute__((always_inline)) vf vfma(vf a, vf b, vf acc) {
 #define SV_VECTORS 0
 #endif
 
-/* The row functions exist once per row type (float32, bfloat16), always inlined into one
- * non-inlined instance each: a bfloat16 row is converted as it is loaded (no converted
- * copy), and both instances do the same float32 operations in the same order, so a row
- * gives the same bits whichever type it was read as. With col, the row is also added to
- * the column sums col in the same read. */
-static inline __attribute__((always_inline)) double sum_sq_impl(const void *restrict r,
-                                                                int bf16, int64_t d,
+/* The float32 row functions (float32 rows, and float16 rows converted to float32; bfloat16
+ * rows have their own, below), always inlined into one non-inlined instance each. With col,
+ * the row is also added to the column sums col in the same read. */
+static inline __attribute__((always_inline)) double sum_sq_impl(const float *restrict r,
+                                                                int64_t d,
                                                                 float *restrict col) {
   double acc = 0.0;
   for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
@@ -230,7 +222,6 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
 #if SV_VECTORS
     vf vl = {0.0f};
     for (; j + LANES <= n; j += LANES) {
-      pf(r, bf16, k0 + j);
       vf v = vld(r, k0 + j);
       vl = vfma(v, v, vl);
       if (col) {
@@ -241,7 +232,7 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
       }
     }
     if (j < n) { /* the ragged end: its lanes, zeros in the others */
-      vf v = vld_part(r, bf16, k0 + j, n - j);
+      vf v = vld_part(r, k0 + j, n - j);
       vl = vfma(v, v, vl);
       if (col)
         for (int64_t q = 0; j + q < n; ++q) col[k0 + j + q] += v[q];
@@ -251,11 +242,11 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
     float l[LANES] = {0.0f};
     for (; j + LANES <= n; j += LANES)
       for (int q = 0; q < LANES; ++q) {
-        float v = ld(r, bf16, k0 + j + q);
+        float v = r[k0 + j + q];
         l[q] = fmaf(v, v, l[q]);
       }
     for (int q = 0; j + q < n; ++q) {
-      float v = ld(r, bf16, k0 + j + q);
+      float v = r[k0 + j + q];
       l[q] = fmaf(v, v, l[q]);
     }
     acc += (double)lanes_total(l);
@@ -263,29 +254,29 @@ static inline __attribute__((always_inline)) double sum_sq_impl(const void *rest
   }
 #if !SV_VECTORS
   if (col)
-    for (int64_t k = 0; k < d; ++k) col[k] += ld(r, bf16, k);
+    for (int64_t k = 0; k < d; ++k) col[k] += r[k];
 #endif
   return acc;
 }
 
 __attribute__((noinline)) static double sum_sq_f32(const void *r, int64_t d) {
-  return sum_sq_impl(r, 0, d, NULL);
+  return sum_sq_impl(r, d, NULL);
 }
 
 /* The sum of squares of a row, and the row added to the column sums col (one read). */
 __attribute__((noinline)) static double sum_sq_add_f32(const void *restrict r, int64_t d,
                                                      float *restrict col) {
-  return sum_sq_impl(r, 0, d, col);
+  return sum_sq_impl(r, d, col);
 }
 
 /* Element k of both squared differences, into the lane sums *lm and *ln. */
-static inline __attribute__((always_inline)) void pair_step(const void *a, float ia,
-                                                            const float *m, const void *b,
-                                                            float ib, int bf16, int64_t k,
-                                                            float *lm, float *ln) {
-  float u = ld(a, bf16, k) * ia;
+static inline __attribute__((always_inline)) void pair_step(const float *a, float ia,
+                                                            const float *m, const float *b,
+                                                            float ib, int64_t k, float *lm,
+                                                            float *ln) {
+  float u = a[k] * ia;
   float e = u - m[k];
-  float g = ld(b, bf16, k) * ib - u;
+  float g = b[k] * ib - u;
   *lm = fmaf(e, e, *lm);
   *ln = fmaf(g, g, *ln);
 }
@@ -293,7 +284,7 @@ static inline __attribute__((always_inline)) void pair_step(const void *a, float
 /* One read of two rows a (frame t) and b (frame t + 1, the same token): the squared
  * distances of a's unit vector to the frame mean's (m) and of b's unit vector to a's. */
 static inline __attribute__((always_inline)) void pair_sums_impl(
-    const void *a, float ia, const float *m, const void *b, float ib, int bf16, int64_t d,
+    const float *a, float ia, const float *m, const float *b, float ib, int64_t d,
     double *s_mean, double *s_next) {
   double sm = 0.0, sn = 0.0;
   for (int64_t k0 = 0; k0 < d; k0 += SUM_BLOCK) {
@@ -302,7 +293,6 @@ static inline __attribute__((always_inline)) void pair_sums_impl(
 #if SV_VECTORS
     vf vm = {0.0f}, vn = {0.0f};
     for (; j + LANES <= n; j += LANES) {
-      pf(a, bf16, k0 + j);
       vf u = vld(a, k0 + j) * ia, mk;
       memcpy(&mk, m + k0 + j, sizeof mk);
       vf e = u - mk;
@@ -311,9 +301,9 @@ static inline __attribute__((always_inline)) void pair_sums_impl(
       vn = vfma(w, w, vn);
     }
     if (j < n) { /* the ragged end: its lanes, zeros in the others */
-      vf u = vld_part(a, bf16, k0 + j, n - j) * ia;
-      vf e = u - vld_part(m, 0, k0 + j, n - j);
-      vf w = vld_part(b, bf16, k0 + j, n - j) * ib - u;
+      vf u = vld_part(a, k0 + j, n - j) * ia;
+      vf e = u - vld_part(m, k0 + j, n - j);
+      vf w = vld_part(b, k0 + j, n - j) * ib - u;
       vm = vfma(e, e, vm);
       vn = vfma(w, w, vn);
     }
@@ -323,8 +313,8 @@ static inline __attribute__((always_inline)) void pair_sums_impl(
     float lm[LANES] = {0.0f}, ln[LANES] = {0.0f};
     for (; j + LANES <= n; j += LANES)
       for (int q = 0; q < LANES; ++q)
-        pair_step(a, ia, m, b, ib, bf16, k0 + j + q, lm + q, ln + q);
-    for (int q = 0; j + q < n; ++q) pair_step(a, ia, m, b, ib, bf16, k0 + j + q, lm + q, ln + q);
+        pair_step(a, ia, m, b, ib, k0 + j + q, lm + q, ln + q);
+    for (int q = 0; j + q < n; ++q) pair_step(a, ia, m, b, ib, k0 + j + q, lm + q, ln + q);
     sm += (double)lanes_total(lm);
     sn += (double)lanes_total(ln);
 #endif
@@ -336,7 +326,7 @@ static inline __attribute__((always_inline)) void pair_sums_impl(
 __attribute__((noinline)) static void pair_sums_f32(const void *a, float ia, const float *m,
                                                     const void *b, float ib, int64_t d,
                                                     double *s_mean, double *s_next) {
-  pair_sums_impl(a, ia, m, b, ib, 0, d, s_mean, s_next);
+  pair_sums_impl(a, ia, m, b, ib, d, s_mean, s_next);
 }
 
 /* bfloat16 rows: groups of GROUP = 2 LANES elements, read as LANES 32-bit words whose
@@ -388,7 +378,7 @@ static inline __attribute__((always_inline)) double bf_sum_sq_impl(const uint16_
 #if SV_VECTORS
     vf ve = {0.0f}, vo = {0.0f};
     for (int64_t j = 0; j < n; j += GROUP) {
-      pf(r, 1, k0 + j);
+      pf(r, k0 + j);
       vf e, o;
       bf_ld(r, k0 + j, n - j, &e, &o);
       ve = vfma(e, e, ve);
@@ -467,7 +457,7 @@ __attribute__((noinline)) static void pair_sums_bf16(const void *a_, float ia, c
 #if SV_VECTORS
     vf vme = {0.0f}, vmo = {0.0f}, vne = {0.0f}, vno = {0.0f};
     for (int64_t j = 0; j < n; j += GROUP) {
-      pf(a, 1, k0 + j);
+      pf(a, k0 + j);
       vf me, mo;
       memcpy(&me, m + k0 + j, sizeof me);
       memcpy(&mo, m + k0 + j + LANES, sizeof mo);

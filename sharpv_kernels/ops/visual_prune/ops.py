@@ -85,8 +85,7 @@ def visual_prune_op(features: torch.Tensor, cu_frames: torch.Tensor, *rest: Any)
     ``rest``: the fields of :class:`~.checks.PruneOptions`, then ``return_scores``. See
     :func:`sharpv_kernels.visual_prune` for the contract."""
     *options, return_scores = rest
-    opts = PruneOptions(*options)
-    check_visual_call(features, cu_frames, opts)
+    opts = check_visual_call(features, cu_frames, PruneOptions(*options))
     out = visual_prune_checked(features, cu_frames, opts, return_scores)
     return (*out[:5], features.new_empty(0, dtype=torch.float32) if out[5] is None else out[5])
 
